@@ -1,0 +1,46 @@
+"""Lightning callbacks used by every run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+
+log = logging.getLogger(__name__)
+
+
+class TrainTimer(pl.Callback):
+    """Wall time spent in training epochs (data loading and steps, excluding validation)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._epoch_start = 0.0
+        self._last_batch_end = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = self._last_batch_end = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._last_batch_end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seconds += self._last_batch_end - self._epoch_start
+
+
+class EpochSummary(pl.Callback):
+    """One log line per epoch: train loss, validation error and learning rate."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        loss = metrics.get("train/loss")
+        val = metrics.get("val/error")
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        log.info(
+            "epoch %d/%d  train_loss %s  val_error %s  lr %.4g",
+            trainer.current_epoch + 1, trainer.max_epochs,
+            f"{float(loss):.4f}" if loss is not None else "-",
+            f"{float(val):.2f}%" if val is not None else "-",
+            lr,
+        )

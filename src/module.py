@@ -1,0 +1,113 @@
+"""The LightningModule: cross-entropy classification with SGD and a learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+SCHEDULES = ("cosine", "step", "constant")
+
+
+def scaled_lr(base_lr: float, batch: int, base_batch: int, scale: bool) -> float:
+    """The GN paper's linear scaling rule: lr = base_lr × batch / base_batch (when ``scale``)."""
+    return base_lr * batch / base_batch if scale else base_lr
+
+
+def lr_factor(schedule: str, progress: float, milestones: list[float], gamma: float) -> float:
+    """Multiplier of the initial lr at ``progress`` ∈ [0, 1] of training.
+
+    cosine: ½(1 + cos πp); step: γ^k after k of the ``milestones`` (fractions of training, e.g.
+    0.3, 0.6, 0.9 for the paper's epochs 30, 60, 90 of 100); constant: 1.
+    """
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    if schedule == "step":
+        return gamma ** sum(progress >= m for m in milestones)
+    return 1.0
+
+
+class Classifier(pl.LightningModule):
+    """Trains ``net`` with cross-entropy; logs train loss and validation/test error in percent.
+
+    Args:
+        net: the image classifier.
+        optimizer: a partial optimizer constructor taking ``params`` and ``lr`` (Hydra ``_partial_``).
+        batch: the per-device batch size, for the learning-rate scaling rule.
+        base_lr, base_batch, scale_lr: lr = base_lr × batch / base_batch when ``scale_lr``.
+        schedule, milestones, gamma: the schedule over the whole run (see :func:`lr_factor`),
+            updated every step.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        num_classes: int,
+        batch: int,
+        base_lr: float = 0.1,
+        base_batch: int = 32,
+        scale_lr: bool = True,
+        schedule: str = "cosine",
+        milestones: tuple[float, ...] = (0.5, 0.75),
+        gamma: float = 0.1,
+    ):
+        super().__init__()
+        if schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule={schedule!r} is invalid: choose one of {list(SCHEDULES)}")
+        if base_lr <= 0:
+            raise ValueError(f"optim.base_lr={base_lr} is invalid: it must be > 0")
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.lr = scaled_lr(base_lr, batch, base_batch, scale_lr)
+        self.schedule = schedule
+        self.milestones = list(milestones)
+        self.gamma = gamma
+        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.best_val_error = math.inf
+        self.last_val_error = math.nan
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        loss = F.cross_entropy(self.net(images), labels)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
+        return loss
+
+    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        self.val_accuracy.update(self.net(images), labels)
+
+    def on_validation_epoch_end(self) -> None:
+        error = 100.0 * (1.0 - self.val_accuracy.compute().item())
+        self.val_accuracy.reset()
+        if not self.trainer.sanity_checking:
+            self.last_val_error = error
+            self.best_val_error = min(self.best_val_error, error)
+        self.log("val/error", error)
+
+    def test_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        self.test_accuracy.update(self.net(images), labels)
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/error", 100.0 * (1.0 - self.test_accuracy.compute().item()))
+        self.test_accuracy.reset()
+
+    def configure_optimizers(self) -> dict:
+        optimizer = self.optimizer_factory(params=self.net.parameters(), lr=self.lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+
+        def factor(step: int) -> float:
+            return lr_factor(self.schedule, step / total, self.milestones, self.gamma)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,174 @@
+"""Train one configuration and write its run record: ``python -m src.train [overrides]``.
+
+Everything is built from the config with ``hydra.utils.instantiate``: the dataset (a LightningDataModule)
+first, because the model takes its input shape and class count from it; then the norm factory, the
+model, the LightningModule and the Trainer. The run ends by writing ``result.json`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+import warnings
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from src.callbacks import EpochSummary, TrainTimer
+from src.module import Classifier
+from src.norms import describe_norm_layers
+from src.records import RECORD_FILE, git_commit, machine_description, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's advice that does not apply here (in-memory data needs no workers, ads)."""
+    for message in (".*does not have many workers.*", ".*exists and is not empty.*", ".*treespec.*"):
+        warnings.filterwarnings("ignore", message=message)
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda entry: "Tip:" not in entry.getMessage()
+    )
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def device_name(trainer: pl.Trainer) -> str:
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return f"cuda:{device.index} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def run_identity(cfg: DictConfig, overrides: Sequence[str], choices: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields that identify a run in reports."""
+    choices = choices or {}
+    return {
+        "study": cfg.study,
+        "overrides": list(overrides),
+        "norm": choices.get("norm", cfg.norm.name),
+        "batch": cfg.batch,
+        "dataset": choices.get("dataset", cfg.dataset.name),
+        "model": choices.get("model", str(cfg.model._target_).rsplit(".", 1)[-1]),
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+    }
+
+
+def train(
+    cfg: DictConfig,
+    run_dir: Path,
+    overrides: Sequence[str] = (),
+    choices: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train and test one configuration; write and return its run record."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {
+        "status": "running",
+        **run_identity(cfg, overrides, choices),
+        "run_dir": str(run_dir),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "started_at": now(),
+    }
+    try:
+        record.update(fit_and_test(cfg, run_dir))
+        record["status"] = "completed"
+    except Exception as error:
+        record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+        raise
+    finally:
+        record["finished_at"] = now()
+        record.setdefault("environment", {}).update(git_commit=git_commit(), machine=machine_description())
+        write_json_atomic(run_dir / RECORD_FILE, record)
+    return record
+
+
+def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    quiet_lightning()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule: pl.LightningDataModule = instantiate(cfg.dataset)
+    datamodule.setup("fit")
+    norm = instantiate(cfg.norm)
+    net = instantiate(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, norm=norm)
+    norm_layers = describe_norm_layers(net)
+    log.info("model %s with norm %s: %s", type(net).__name__, norm.name, norm_layers or "no norm layers")
+
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    module = Classifier(
+        net=net,
+        optimizer=instantiate(cfg.optim.optimizer),
+        num_classes=datamodule.num_classes,
+        batch=cfg.batch,
+        **{key: value for key, value in optim.items() if key != "optimizer"},
+    )
+    timer = TrainTimer()
+    loggers = [instantiate(logger_cfg, save_dir=str(run_dir)) for logger_cfg in cfg.logger.values()]
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=[timer, EpochSummary()], default_root_dir=str(run_dir)
+    )
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    fit_seconds = time.perf_counter() - started
+    test_metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+
+    train_loss = trainer.callback_metrics.get("train/loss")
+    steps = int(trainer.global_step)
+    return {
+        "lr": module.lr,
+        "metrics": {
+            "val_error": module.last_val_error,
+            "best_val_error": module.best_val_error if math.isfinite(module.best_val_error) else math.nan,
+            "test_error": float(test_metrics["test/error"]),
+            "train_loss": float(train_loss) if train_loss is not None else math.nan,
+        },
+        "timing": {
+            "fit_seconds": round(fit_seconds, 3),
+            "train_seconds": round(timer.seconds, 3),
+            "train_steps": steps,
+            "steps_per_second": round(steps / timer.seconds, 3) if timer.seconds > 0 else math.nan,
+            "epochs_completed": int(trainer.current_epoch),
+        },
+        "data": {
+            "splits": datamodule.split_sizes(),
+            "input_shape": list(datamodule.input_shape),
+            "num_classes": datamodule.num_classes,
+        },
+        "norm_layers": norm_layers,
+        "num_parameters": sum(p.numel() for p in net.parameters()),
+        "environment": {
+            "torch": torch.__version__,
+            "lightning": pl.__version__,
+            "device": device_name(trainer),
+        },
+    }
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    hydra_cfg = HydraConfig.get()
+    record = train(
+        cfg,
+        Path(hydra_cfg.runtime.output_dir),
+        overrides=list(hydra_cfg.overrides.task),
+        choices=dict(hydra_cfg.runtime.choices),
+    )
+    metrics = record["metrics"]
+    log.info("%s: test error %.2f%%, best val error %.2f%%", record["run_dir"], metrics["test_error"], metrics["best_val_error"])
+    return metrics["test_error"]
+
+
+if __name__ == "__main__":
+    main()
