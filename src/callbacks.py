@@ -39,7 +39,8 @@ class EpochSummary(pl.Callback):
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         log.info(
             "epoch %d/%d  train_loss %s  val_error %s  lr %.4g",
-            trainer.current_epoch + 1, trainer.max_epochs,
+            trainer.current_epoch + 1,
+            trainer.max_epochs,
             f"{float(loss):.4f}" if loss is not None else "-",
             f"{float(val):.2f}%" if val is not None else "-",
             lr,

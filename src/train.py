@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.callbacks import EpochSummary, TrainTimer
 from src.module import Classifier
-from src.norms import describe_norm_layers
+from src.norms import describe_norm_layers, norm_state
 from src.records import RECORD_FILE, git_commit, machine_description, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,7 @@ def quiet_lightning() -> None:
     """Drop Lightning's advice that does not apply here (in-memory data needs no workers, ads)."""
     for message in (".*does not have many workers.*", ".*exists and is not empty.*", ".*treespec.*"):
         warnings.filterwarnings("ignore", message=message)
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
-        lambda entry: "Tip:" not in entry.getMessage()
-    )
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda entry: "Tip:" not in entry.getMessage())
 
 
 def now() -> str:
@@ -102,7 +100,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     datamodule: pl.LightningDataModule = instantiate(cfg.dataset)
     datamodule.setup("fit")
     norm = instantiate(cfg.norm)
+    norm.validate(batch=cfg.batch)
     net = instantiate(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, norm=norm)
+    norm.apply_weight(net)
     norm_layers = describe_norm_layers(net)
     log.info("model %s with norm %s: %s", type(net).__name__, norm.name, norm_layers or "no norm layers")
 
@@ -147,6 +147,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "num_classes": datamodule.num_classes,
         },
         "norm_layers": norm_layers,
+        "norm_state": norm_state(net),
         "num_parameters": sum(p.numel() for p in net.parameters()),
         "environment": {
             "torch": torch.__version__,
@@ -166,7 +167,12 @@ def main(cfg: DictConfig) -> float:
         choices=dict(hydra_cfg.runtime.choices),
     )
     metrics = record["metrics"]
-    log.info("%s: test error %.2f%%, best val error %.2f%%", record["run_dir"], metrics["test_error"], metrics["best_val_error"])
+    log.info(
+        "%s: test error %.2f%%, best val error %.2f%%",
+        record["run_dir"],
+        metrics["test_error"],
+        metrics["best_val_error"],
+    )
     return metrics["test_error"]
 
 

@@ -5,7 +5,7 @@ whose ``layer`` is a partial constructor ``layer(num_channels) -> nn.Module``. M
 :class:`Normalization` with a channel count and never import a norm class themselves.
 """
 
-from src.norms.factory import Normalization, describe_norm_layers
+from src.norms.factory import Normalization, describe_norm_layers, norm_state
 from src.norms.layers import group_norm, instance_norm, layer_norm, resolve_groups
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "group_norm",
     "instance_norm",
     "layer_norm",
+    "norm_state",
     "resolve_groups",
 ]

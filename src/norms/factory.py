@@ -2,28 +2,58 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 
 from torch import nn
 
+log = logging.getLogger(__name__)
+
 LayerBuilder = Callable[[int], nn.Module]
+WeightReparam = Callable[[nn.Module], object]
+WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
 
 
 class Normalization:
     """Builds the activation-normalization layer that follows a convolution.
 
+    A norm may also (or instead) reparametrize weights: ``weight(module)`` is applied in place to
+    every ``nn.Conv2d`` and ``nn.Linear`` of the finished model by :meth:`apply_weight`, so that
+    weight-side methods (weight norm, spectral norm) sit on the same ``norm`` axis as activation norms.
+
     Args:
         name: the norm's name on the command line (``norm=<name>``), recorded in every run.
         layer: ``layer(num_channels) -> nn.Module``, usually a Hydra ``_partial_`` of a layer class;
-            ``None`` means no normalization (an identity).
+            ``None`` means no activation normalization (an identity).
+        weight: ``weight(module)`` reparametrizes one conv/linear layer in place; ``None`` for none.
         batch_dependent: whether training-mode statistics are computed across the batch (BN family).
     """
 
-    def __init__(self, name: str, layer: LayerBuilder | None = None, batch_dependent: bool = False):
+    def __init__(
+        self,
+        name: str,
+        layer: LayerBuilder | None = None,
+        weight: WeightReparam | None = None,
+        batch_dependent: bool = False,
+    ):
         self.name = name
         self.layer = layer
+        self.weight = weight
         self.batch_dependent = batch_dependent
+
+    def validate(self, batch: int) -> None:
+        """Fail before training when the norm cannot work with this per-device batch size."""
+        if self.batch_dependent and batch < 2:
+            log.warning("norm=%s computes statistics over the batch, and batch=%d has one sample", self.name, batch)
+
+    def apply_weight(self, model: nn.Module) -> nn.Module:
+        """Apply the weight reparametrization (if any) to every conv and linear layer of ``model``."""
+        if self.weight is not None:
+            for module in list(model.modules()):
+                if isinstance(module, WEIGHT_LAYERS):
+                    self.weight(module)
+        return model
 
     def __call__(self, num_channels: int, *, zero_init: bool = False) -> nn.Module:
         """A fresh layer for ``num_channels`` channels; ``zero_init`` sets its scale γ to 0.
@@ -56,3 +86,16 @@ def describe_norm_layers(model: nn.Module) -> dict[str, int]:
     """Count the model's normalization layers by description (recorded in ``result.json``)."""
     norm_types = (nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.LayerNorm)
     return dict(Counter(describe_layer(m) for m in model.modules() if isinstance(m, norm_types)))
+
+
+def norm_state(model: nn.Module) -> dict[str, object]:
+    """What norm layers report about themselves at the end of training, by module name.
+
+    Any layer may define ``record_state() -> dict`` (e.g. the learned mixture weights of switchable
+    norm); the result is written into ``result.json`` under ``norm_state``.
+    """
+    return {
+        name: module.record_state()
+        for name, module in model.named_modules()
+        if callable(getattr(module, "record_state", None))
+    }

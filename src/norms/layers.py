@@ -28,9 +28,7 @@ def resolve_groups(num_channels: int, groups: int, min_group_size: int = 1) -> i
     if groups < 1:
         raise ValueError(f"norm.layer.groups={groups} is invalid: it must be an integer >= 1")
     if min_group_size < 1:
-        raise ValueError(
-            f"norm.layer.min_group_size={min_group_size} is invalid: it must be an integer >= 1"
-        )
+        raise ValueError(f"norm.layer.min_group_size={min_group_size} is invalid: it must be an integer >= 1")
     resolved = max(1, min(groups, num_channels // min_group_size))
     if num_channels % resolved:
         raise ValueError(
@@ -51,7 +49,11 @@ def group_norm(
         _reported.add(key)
         log.info(
             "gn: %d channels -> %d groups of %d (requested groups=%d, min_group_size=%d)",
-            num_channels, resolved, num_channels // resolved, groups, min_group_size,
+            num_channels,
+            resolved,
+            num_channels // resolved,
+            groups,
+            min_group_size,
         )
     return nn.GroupNorm(resolved, num_channels, eps=eps, affine=affine)
 

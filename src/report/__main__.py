@@ -48,8 +48,14 @@ def provenance(runs: pd.DataFrame, command: str) -> str:
 def render_summary(study: str, runs: pd.DataFrame, summary: pd.DataFrame, skipped: list, command: str) -> str:
     parts = [f"# Study `{study}`: test error (%)", "", provenance(runs, command), ""]
     for (dataset, model), table in pivot_table(summary).items():
-        parts += [f"## {dataset} · {model}", "", "Test error, mean ± std over seeds (n runs):", "",
-                  markdown_table(table), ""]
+        parts += [
+            f"## {dataset} · {model}",
+            "",
+            "Test error, mean ± std over seeds (n runs):",
+            "",
+            markdown_table(table),
+            "",
+        ]
     if skipped:
         parts += ["## Runs not counted", ""] + [f"- `{path}`: {reason}" for path, reason in skipped] + [""]
     return "\n".join(parts)

@@ -30,7 +30,7 @@ def norm_sort_key(norms: pd.Index) -> pd.Index:
 
 
 def format_cell(mean: float, std: float, n: int) -> str:
-    """"mean ± std (n)"; the std is omitted for a single run."""
+    """ "mean ± std (n)"; the std is omitted for a single run."""
     if n == 1 or std is None or (isinstance(std, float) and math.isnan(std)):
         return f"{mean:.2f} (1)" if n == 1 else f"{mean:.2f} ({n})"
     return f"{mean:.2f} ± {std:.2f} ({n})"
