@@ -21,6 +21,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,9 +35,21 @@ log = logging.getLogger(__name__)
 
 def quiet_lightning() -> None:
     """Drop Lightning's advice that does not apply here (in-memory data needs no workers, ads)."""
-    for message in (".*does not have many workers.*", ".*exists and is not empty.*", ".*treespec.*"):
+    ignored = (".*does not have many workers.*", ".*exists and is not empty.*", ".*treespec.*", ".*logging interval.*")
+    for message in ignored:
         warnings.filterwarnings("ignore", message=message)
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda entry: "Tip:" not in entry.getMessage())
+
+
+def build(config: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, re-raising the constructor's own error: its message names the
+    config key, the bad value and what is allowed, which Hydra's wrapper would bury."""
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, Exception):
+            raise error.__cause__ from None
+        raise
 
 
 def now() -> str:
@@ -97,11 +110,11 @@ def train(
 def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     quiet_lightning()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule: pl.LightningDataModule = instantiate(cfg.dataset)
+    datamodule: pl.LightningDataModule = build(cfg.dataset)
     datamodule.setup("fit")
-    norm = instantiate(cfg.norm)
+    norm = build(cfg.norm)
     norm.validate(batch=cfg.batch)
-    net = instantiate(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, norm=norm)
+    net = build(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, norm=norm)
     norm.apply_weight(net)
     norm_layers = describe_norm_layers(net)
     log.info("model %s with norm %s: %s", type(net).__name__, norm.name, norm_layers or "no norm layers")
@@ -109,14 +122,14 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     module = Classifier(
         net=net,
-        optimizer=instantiate(cfg.optim.optimizer),
+        optimizer=build(cfg.optim.optimizer),
         num_classes=datamodule.num_classes,
         batch=cfg.batch,
         **{key: value for key, value in optim.items() if key != "optimizer"},
     )
     timer = TrainTimer()
-    loggers = [instantiate(logger_cfg, save_dir=str(run_dir)) for logger_cfg in cfg.logger.values()]
-    trainer: pl.Trainer = instantiate(
+    loggers = [build(logger_cfg, save_dir=str(run_dir)) for logger_cfg in cfg.logger.values()]
+    trainer: pl.Trainer = build(
         cfg.trainer, logger=loggers or False, callbacks=[timer, EpochSummary()], default_root_dir=str(run_dir)
     )
     started = time.perf_counter()
