@@ -32,13 +32,29 @@ def test_every_local_dataset_config_loads(compose_cfg, dataset, tmp_path):
     overrides = [f"dataset={dataset}", "batch=4"]
     if dataset == "npz":
         overrides.append(f"dataset.path={MNIST_TINY}")
-    if dataset == "image_folder":
-        overrides += [f"dataset.path={write_image_folder(tmp_path / 'imgs')}", f"dataset.cache_dir={tmp_path / 'c'}"]
+    if dataset in ("image_folder", "cifar10_jpeg"):  # the real CIFAR-10 tar is tested below (slow)
+        folder = write_image_folder(tmp_path / "imgs")
+        overrides += [f"dataset.path={folder}", f"dataset.cache_dir={tmp_path / 'c'}", "dataset.val_size=0.1"]
     module = instantiate(compose_cfg(*overrides).dataset)
     module.setup("fit")
     images, labels = next(iter(module.train_dataloader()))
     assert images.dtype == torch.uint8 and images.shape[0] == 4 and labels.shape == (4,)
     assert module.num_classes == 10
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATASETS / "cifar10_jpeg.tar.gz").exists(), reason="../shared/datasets is not present")
+def test_cifar10_jpeg_from_shared_datasets(compose_cfg, tmp_path):
+    cfg = compose_cfg(
+        "dataset=cifar10_jpeg",
+        f"dataset.path={SHARED_DATASETS / 'cifar10_jpeg.tar.gz'}",
+        f"dataset.cache_dir={tmp_path}",
+    )
+    module = instantiate(cfg.dataset)
+    module.setup()
+    assert module.split_sizes() == {"train": 45000, "val": 5000, "test": 10000}
+    assert module.input_shape == (3, 32, 32)
+    assert module.classes[:3] == ["airplane", "automobile", "bird"]
 
 
 def test_embedded_default_is_class_balanced_real_fashion_mnist(compose_cfg):
@@ -153,7 +169,9 @@ def test_image_folder_decodes_directory_or_tar_and_caches(tmp_path, archive):
         with tarfile.open(source, "w:gz") as tar:
             tar.add(folder / "train", arcname="train")
             tar.add(folder / "test", arcname="test")
-    module = ImageFolderDataModule(path=str(source), cache_dir=str(tmp_path / "cache"), name="f", batch_size=4, val_size=4)
+    module = ImageFolderDataModule(
+        path=str(source), cache_dir=str(tmp_path / "cache"), name="f", batch_size=4, val_size=4
+    )
     arrays = module.load_arrays()
     assert arrays.x_train.shape == (40, 32, 32, 3) and arrays.x_test.shape == (20, 32, 32, 3)
     assert arrays.classes == [f"class{c}" for c in range(10)]
@@ -173,7 +191,12 @@ def test_bad_npz_contents_fail_clearly(tmp_path):
     np.savez(tmp_path / "a.npz", x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.zeros(4, np.int64))
     with pytest.raises(ValueError, match=r"missing keys \['x_test', 'y_test'\]"):
         npz(tmp_path / "a.npz").setup()
-    floats = {"x_train": np.zeros((4, 8, 8)), "y_train": np.arange(4), "x_test": np.zeros((2, 8, 8)), "y_test": np.arange(2)}
+    floats = {
+        "x_train": np.zeros((4, 8, 8)),
+        "y_train": np.arange(4),
+        "x_test": np.zeros((2, 8, 8)),
+        "y_test": np.arange(2),
+    }
     np.savez(tmp_path / "b.npz", **floats)
     with pytest.raises(ValueError, match=r"x_train has dtype float64"):
         npz(tmp_path / "b.npz").setup()

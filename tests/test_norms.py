@@ -116,4 +116,7 @@ def test_resolved_groups_are_logged_and_described(compose_cfg, caplog):
     with caplog.at_level("INFO"):
         model = nn.Sequential(norm(16), norm(64))
     assert "16 channels -> 4 groups of 4" in caplog.text
-    assert describe_norm_layers(model) == {"GroupNorm(groups=4, channels=16)": 1, "GroupNorm(groups=16, channels=64)": 1}
+    assert describe_norm_layers(model) == {
+        "GroupNorm(groups=4, channels=16)": 1,
+        "GroupNorm(groups=16, channels=64)": 1,
+    }

@@ -41,7 +41,8 @@ def test_short_training_on_digits_learns_and_writes_the_record(compose_cfg, tmp_
     assert record["metrics"]["test_error"] < 10.0, record["metrics"]
     saved = json.loads((tmp_path / "run" / RECORD_FILE).read_text())
     assert saved["status"] == "completed"
-    assert (saved["norm"], saved["batch"], saved["dataset"], saved["seed"], saved["epochs"]) == ("gn", 32, "digits", 0, 3)
+    identity = {key: saved[key] for key in ("norm", "batch", "dataset", "seed", "epochs")}
+    assert identity == {"norm": "gn", "batch": 32, "dataset": "digits", "seed": 0, "epochs": 3}
     assert saved["lr"] == pytest.approx(0.1)  # base_lr × 32 / 32
     assert saved["config"]["norm"]["layer"]["groups"] == 32
     assert saved["norm_layers"] == {
@@ -61,13 +62,23 @@ def test_short_training_on_digits_learns_and_writes_the_record(compose_cfg, tmp_
 def test_learning_rate_scales_linearly_with_the_batch(compose_cfg, tmp_path):
     cfg = compose_cfg("dataset=digits", "batch=8", "epochs=1", "logger=none", "model.widths=[8,16]")
     assert train(cfg, tmp_path)["lr"] == pytest.approx(0.1 * 8 / 32)
-    cfg = compose_cfg("dataset=digits", "batch=8", "epochs=1", "logger=none", "model.widths=[8,16]", "optim.scale_lr=false")
+    cfg = compose_cfg(
+        "dataset=digits", "batch=8", "epochs=1", "logger=none", "model.widths=[8,16]", "optim.scale_lr=false"
+    )
     assert train(cfg, tmp_path)["lr"] == pytest.approx(0.1)
 
 
 def test_a_failing_run_records_its_error(compose_cfg, tmp_path):
-    cfg = compose_cfg("dataset=digits", "batch=8", "epochs=1", "logger=none", "norm=gn", "norm.layer.groups=3",
-                      "norm.layer.min_group_size=1", "model.widths=[8,16]")
+    cfg = compose_cfg(
+        "dataset=digits",
+        "batch=8",
+        "epochs=1",
+        "logger=none",
+        "norm=gn",
+        "norm.layer.groups=3",
+        "norm.layer.min_group_size=1",
+        "model.widths=[8,16]",
+    )
     with pytest.raises(ValueError, match=r"norm\.layer\.groups=3"):
         train(cfg, tmp_path)
     record = json.loads((tmp_path / RECORD_FILE).read_text())
@@ -77,15 +88,20 @@ def test_a_failing_run_records_its_error(compose_cfg, tmp_path):
 def test_multirun_writes_one_record_per_config_and_the_report_tables_them(tmp_path):
     sweep = tmp_path / "multirun"
     result = run_cli(
-        "-m", "norm=bn,gn", "batch=4,16", "dataset=digits", "epochs=1", "model.widths=[8,16]", "study=smoke",
-        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        "-m",
+        "norm=bn,gn",
+        "batch=4,16",
+        "dataset=digits",
+        "epochs=1",
+        "model.widths=[8,16]",
+        "study=smoke",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     records = sorted(sweep.glob(f"*/{RECORD_FILE}"))
     fixed = "dataset=digits,epochs=1,model.widths=[8,16]"  # every override but study names the directory
-    assert [p.parent.name for p in records] == [
-        f"batch={b},{fixed},norm={n}" for b in (16, 4) for n in ("bn", "gn")
-    ]
+    assert [p.parent.name for p in records] == [f"batch={b},{fixed},norm={n}" for b in (16, 4) for n in ("bn", "gn")]
     for path in records:
         record = json.loads(path.read_text())
         assert record["status"] == "completed" and record["study"] == "smoke"
@@ -128,8 +144,16 @@ def test_help_and_cfg_job(tmp_path):
 
 @pytest.mark.slow
 def test_the_readme_card_command_writes_six_records(tmp_path):
-    result = run_cli("-m", "norm=bn,gn,ln", "batch=2,32", "epochs=1", "dataset.train_size=2000",
-                     f"hydra.sweep.dir={tmp_path / 'm'}", cwd=tmp_path, timeout=900)
+    result = run_cli(
+        "-m",
+        "norm=bn,gn,ln",
+        "batch=2,32",
+        "epochs=1",
+        "dataset.train_size=2000",
+        f"hydra.sweep.dir={tmp_path / 'm'}",
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in (tmp_path / "m").glob(f"*/{RECORD_FILE}")]
     assert len(records) == 6 and all(r["status"] == "completed" for r in records)
