@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +46,32 @@ class EpochSummary(pl.Callback):
             f"{float(val):.2f}%" if val is not None else "-",
             lr,
         )
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class DivergenceGuard(pl.Callback):
+    """Stop a run whose training loss is no longer finite.
+
+    The loss is checked every ``every_n_steps`` steps and at the end of each epoch (a NaN persists once
+    the weights hold one), so on a GPU it costs one host sync per ``every_n_steps`` steps, not per step.
+    """
+
+    def __init__(self, every_n_steps: int = 25) -> None:
+        self.every_n_steps = every_n_steps
+        self._last_loss: Any = None
+
+    def _check(self, loss: Any, trainer: pl.Trainer) -> None:
+        if loss is not None and not bool(torch.isfinite(loss).all()):
+            where = f"step {trainer.global_step}, epoch {trainer.current_epoch}"
+            raise Diverged(f"training loss is {float(loss)} at {where}")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any) -> None:
+        self._last_loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if trainer.global_step % self.every_n_steps == 0:
+            self._check(self._last_loss, trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check(self._last_loss, trainer)

@@ -102,6 +102,14 @@ class Classifier(pl.LightningModule):
         self.log("test/error", 100.0 * (1.0 - self.test_accuracy.compute().item()))
         self.test_accuracy.reset()
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["normlab"] = {"best_val_error": self.best_val_error, "last_val_error": self.last_val_error}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("normlab", {})
+        self.best_val_error = state.get("best_val_error", self.best_val_error)
+        self.last_val_error = state.get("last_val_error", self.last_val_error)
+
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(params=self.net.parameters(), lr=self.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))

@@ -25,6 +25,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, 0o644)
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
             file.flush()
@@ -37,6 +38,13 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    """Write ``run_dir/result.json`` atomically, with secret environment values redacted."""
+    from src.run_state import redact
+
+    write_text_atomic(Path(run_dir) / RECORD_FILE, redact(json.dumps(record, indent=2, default=str)) + "\n")
 
 
 def read_record(path: Path) -> dict[str, Any]:

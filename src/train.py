@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 import traceback
 import warnings
@@ -22,13 +23,18 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src.callbacks import EpochSummary, TrainTimer
+from src.callbacks import Diverged, DivergenceGuard, EpochSummary, TrainTimer
+from src.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
+from src.loggers import publish_record
 from src.module import Classifier
 from src.norms import describe_norm_layers, norm_state
-from src.records import RECORD_FILE, git_commit, machine_description, write_json_atomic
+from src.records import git_commit, machine_description, write_record
+from src.run_state import CHECKPOINT_DIR, config_hash, previous_run, redact, run_lock
+from src.validation import probe_forward, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,13 @@ def build(config: Any, **kwargs: Any) -> Any:
         if isinstance(error.__cause__, Exception):
             raise error.__cause__ from None
         raise
+
+
+def resumed_epoch(checkpoint: Path | None) -> int | None:
+    """The number of epochs a resumed run had completed before it was interrupted."""
+    if checkpoint is None:
+        return None
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"]) + 1
 
 
 def now() -> str:
@@ -84,30 +97,63 @@ def train(
     overrides: Sequence[str] = (),
     choices: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train and test one configuration; write and return its run record."""
+    """Train and test one configuration; write and return its run record.
+
+    A run directory whose record says completed for the same config hash is skipped (``force=true``
+    retrains); one left with a checkpoint by an interrupted job resumes from it (``resume=true``).
+    Errors are recorded (``status: failed``) and re-raised; a non-finite loss ends the run with
+    ``status: diverged``.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {
-        "status": "running",
-        **run_identity(cfg, overrides, choices),
-        "run_dir": str(run_dir),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "started_at": now(),
-    }
-    try:
-        record.update(fit_and_test(cfg, run_dir))
-        record["status"] = "completed"
-    except Exception as error:
-        record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
-        raise
-    finally:
-        record["finished_at"] = now()
-        record.setdefault("environment", {}).update(git_commit=git_commit(), machine=machine_description())
-        write_json_atomic(run_dir / RECORD_FILE, record)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    digest = config_hash(config)
+    force = bool(cfg.get("force", False))
+    with run_lock(run_dir):
+        previous = previous_run(run_dir)
+        if previous.completed_with(digest) and not force:
+            log.info("skipping %s: completed earlier with the same config (force=true retrains)", run_dir)
+            return {**previous.record, "skipped": True}
+        resume_from = None
+        if previous.checkpoint is not None:
+            same_config = (previous.record or {}).get("config_hash") == digest
+            if same_config and cfg.get("resume", True) and not force:
+                resume_from = previous.checkpoint
+            else:
+                previous.checkpoint.unlink()
+        record: dict[str, Any] = {
+            "status": "running",
+            **run_identity(cfg, overrides, choices),
+            "run_dir": str(run_dir),
+            "config_hash": digest,
+            "config": config,
+            "started_at": now(),
+        }
+        write_record(run_dir, record)
+        loggers: list[Any] = []
+        try:
+            validate_config(cfg)
+            record.update(fit_and_test(cfg, run_dir, resume_from, loggers))
+            record["status"] = "completed"
+            shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # only interrupted runs need one
+        except Diverged as error:
+            record.update(status="diverged", error=str(error))
+            log.warning("%s diverged: %s", run_dir, error)
+        except Exception as error:
+            record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+            raise
+        finally:
+            record["finished_at"] = now()
+            record.setdefault("environment", {}).update(git_commit=git_commit(), machine=machine_description())
+            write_record(run_dir, record)
+            publish_record(loggers, record)  # W&B: the record into the run's summary, then finish (never raises)
     return record
 
 
-def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None, loggers: list[Any]) -> dict[str, Any]:
+    """Build everything from the config, fit (resuming from ``resume_from`` if given) and test.
+
+    The loggers it creates are appended to ``loggers`` so the caller can hand them the final record.
+    """
     quiet_lightning()
     torch.set_flush_denormal(True)  # on CPUs, denormal floats late in training can slow steps 10×
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -117,6 +163,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     norm.validate(batch=cfg.batch)
     net = build(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, norm=norm)
     norm.apply_weight(net)
+    probe_forward(net, cfg.batch, datamodule.input_shape, norm.name)
     norm_layers = describe_norm_layers(net)
     log.info("model %s with norm %s: %s", type(net).__name__, norm.name, norm_layers or "no norm layers")
 
@@ -129,16 +176,24 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         **{key: value for key, value in optim.items() if key != "optimizer"},
     )
     timer = TrainTimer()
-    loggers = [build(logger_cfg, save_dir=str(run_dir)) for logger_cfg in cfg.logger.values()]
+    loggers.extend(build(logger_cfg, save_dir=str(run_dir)) for logger_cfg in cfg.logger.values())
+    callbacks = [timer, EpochSummary(), DivergenceGuard(), last_checkpoint_callback(run_dir)]
     trainer: pl.Trainer = build(
-        cfg.trainer, logger=loggers or False, callbacks=[timer, EpochSummary()], default_root_dir=str(run_dir)
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
+        enable_checkpointing=True,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(run_dir),
     )
+    if resume_from is not None:
+        log.info("resuming %s from %s", run_dir, resume_from)
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     fit_seconds = time.perf_counter() - started
+    train_loss = trainer.callback_metrics.get("train/loss")
     test_metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
 
-    train_loss = trainer.callback_metrics.get("train/loss")
     steps = int(trainer.global_step)
     return {
         "lr": module.lr,
@@ -154,6 +209,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "train_steps": steps,
             "steps_per_second": round(steps / timer.seconds, 3) if timer.seconds > 0 else math.nan,
             "epochs_completed": int(trainer.current_epoch),
+            "resumed_from_epoch": resumed_epoch(resume_from),
         },
         "data": {
             "splits": datamodule.split_sizes(),
@@ -171,22 +227,31 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     }
 
 
+def log_traceback_to_file(text: str) -> None:
+    """Append a traceback to the run's log file only (the console gets the one-line error)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.emit(logging.LogRecord(__name__, logging.ERROR, __file__, 0, text, None, None))
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
-    record = train(
-        cfg,
-        Path(hydra_cfg.runtime.output_dir),
-        overrides=list(hydra_cfg.overrides.task),
-        choices=dict(hydra_cfg.runtime.choices),
-    )
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        record = train(cfg, run_dir, overrides=list(hydra_cfg.overrides.task), choices=dict(hydra_cfg.runtime.choices))
+    except Exception as error:
+        log.error("%s failed: %s", run_dir, redact(f"{type(error).__name__}: {error}"))
+        log_traceback_to_file(redact(traceback.format_exc()))
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return math.nan  # the sweep goes on; SweepSummary lists the failure at its end
+        raise SystemExit(1) from None
+    if record["status"] != "completed":
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise SystemExit(1)
+        return math.nan
     metrics = record["metrics"]
-    log.info(
-        "%s: test error %.2f%%, best val error %.2f%%",
-        record["run_dir"],
-        metrics["test_error"],
-        metrics["best_val_error"],
-    )
+    log.info("%s: test error %.2f%%, best val error %.2f%%", run_dir, metrics["test_error"], metrics["best_val_error"])
     return metrics["test_error"]
 
 

@@ -1,0 +1,45 @@
+"""Checkpoints written atomically: a kill or a full disk never leaves a half-written ``last.ckpt``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from src.run_state import CHECKPOINT_DIR
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Saves to a temporary file in the target directory, then renames it over the target."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            os.fchmod(handle, 0o644)
+            with os.fdopen(handle, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+
+def last_checkpoint_callback(run_dir: Path) -> ModelCheckpoint:
+    """Keep only ``<run_dir>/checkpoints/last.ckpt``, rewritten at the end of every training epoch."""
+    return ModelCheckpoint(
+        dirpath=run_dir / CHECKPOINT_DIR,
+        save_last=True,
+        save_top_k=0,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
