@@ -149,6 +149,23 @@ def train(
     return record
 
 
+def batch_sizes(batch: int, world_size: int, norm: Any) -> dict[str, Any]:
+    """The three batch sizes of a run: per device (``batch``), global (all devices; the learning rate
+    scales with it), and the one the normalization statistics are computed over."""
+    if not norm.batch_dependent:
+        statistics = 1  # per-sample statistics (GN, LN, IN, …) or none at all
+    elif getattr(norm, "synchronized", False):
+        statistics = batch * world_size
+    else:
+        statistics = batch
+    return {
+        "per_device": batch,
+        "world_size": world_size,
+        "global_batch": batch * world_size,
+        "norm_statistics": statistics,
+    }
+
+
 def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None, loggers: list[Any]) -> dict[str, Any]:
     """Build everything from the config, fit (resuming from ``resume_from`` if given) and test.
 
@@ -167,14 +184,6 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None, logge
     norm_layers = describe_norm_layers(net)
     log.info("model %s with norm %s: %s", type(net).__name__, norm.name, norm_layers or "no norm layers")
 
-    optim = OmegaConf.to_container(cfg.optim, resolve=True)
-    module = Classifier(
-        net=net,
-        optimizer=build(cfg.optim.optimizer),
-        num_classes=datamodule.num_classes,
-        batch=cfg.batch,
-        **{key: value for key, value in optim.items() if key != "optimizer"},
-    )
     timer = TrainTimer()
     loggers.extend(build(logger_cfg, save_dir=str(run_dir)) for logger_cfg in cfg.logger.values())
     callbacks = [timer, EpochSummary(), DivergenceGuard(), last_checkpoint_callback(run_dir)]
@@ -185,6 +194,15 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None, logge
         enable_checkpointing=True,
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir),
+    )
+    batches = batch_sizes(cfg.batch, trainer.world_size, norm)
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    module = Classifier(
+        net=net,
+        optimizer=build(cfg.optim.optimizer),
+        num_classes=datamodule.num_classes,
+        batch=batches["global_batch"],  # the learning rate follows the global batch
+        **{key: value for key, value in optim.items() if key != "optimizer"},
     )
     if resume_from is not None:
         log.info("resuming %s from %s", run_dir, resume_from)
@@ -197,6 +215,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None, logge
     steps = int(trainer.global_step)
     return {
         "lr": module.lr,
+        "batches": batches,
         "metrics": {
             "val_error": module.last_val_error,
             "best_val_error": module.best_val_error if math.isfinite(module.best_val_error) else math.nan,

@@ -121,7 +121,7 @@ def test_default_multirun_directory_is_stable_and_readable(compose_cfg):
 
     cfg = compose("train", overrides=["norm=gn"], return_hydra_config=True)
     assert cfg.hydra.sweep.dir == "multirun/default"
-    assert cfg.hydra.job.config.override_dirname.exclude_keys == ["study"]
+    assert cfg.hydra.job.config.override_dirname.exclude_keys == ["study", "force", "resume"]
     assert cfg.hydra.job.config.override_dirname.kv_sep == "="
     assert cfg.hydra.job.config.override_dirname.item_sep == ","
 

@@ -1,95 +1,212 @@
-"""``python -m src.report DIR [DIR ...]``: tables from the run records under the given directories."""
+"""``python -m src.report DIR [DIR ...]``: tables, plots and claim verdicts from the run records.
+
+For each study found in the records (or the one given by ``--study``) it writes ``<out>/<study>/``:
+runs.csv, summary.csv, summary.md, claims.md, claims.csv, error_vs_batch.png, error_by_norm.png and
+meta.json, then regenerates ``<out>/README.md``, the index of every study under ``<out>``. Everything is
+computed in memory first and each file is replaced atomically, so a failure leaves the earlier report
+intact; a figure that cannot be drawn is a warning, not a failure.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import yaml
 
-from src.records import write_text_atomic
-from src.report.load import load_runs
-from src.report.tables import pivot_table, summarize
+from src.records import PROJECT_ROOT, git_commit, machine_description, write_text_atomic
+from src.report.claims import VERDICTS, evaluate_claims
+from src.report.load import RunSet, Skipped, load_run_set
+from src.report.markdown import render_claims, render_index, render_summary
+from src.report.output import write_bytes_atomic
+from src.report.plots import choose_bar_batch, error_by_norm, error_vs_batch
+from src.report.tables import summarize
 
-
-def markdown_table(table: pd.DataFrame) -> str:
-    """A DataFrame as a GitHub markdown table (index as first column)."""
-    header = [table.index.name or ""] + [str(c) for c in table.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for index, row in table.iterrows():
-        lines.append("| " + " | ".join([str(index)] + [str(v) for v in row]) + " |")
-    return "\n".join(lines)
+SWEEPS = PROJECT_ROOT / "sweeps"
 
 
-def provenance(runs: pd.DataFrame, command: str) -> str:
-    """Where the numbers came from: the report command, the runs' commits, machines and dates."""
-
-    def values(column: str) -> str:
-        found = sorted({str(v) for v in runs[column].dropna()})
-        return ", ".join(found) if found else "unknown"
-
-    finished = runs["finished_at"].dropna()
-    dates = f"{finished.min()} to {finished.max()}" if len(finished) else "unknown"
-    return "\n".join(
-        [
-            f"- command: `{command}`",
-            f"- runs: {len(runs)} completed; overrides per run in runs.csv",
-            f"- commit: {values('git_commit')}",
-            f"- machine: {values('hostname')} ({values('device')})",
-            f"- runs finished: {dates}",
-            f"- report written: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
-        ]
-    )
+def read_spec_file(path: Path) -> dict[str, Any] | None:
+    """The ``report`` block of a study file (plain YAML; Hydra's defaults are not needed for it)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        warnings.warn(f"cannot read claims from {path}: {error}", stacklevel=2)
+        return None
+    spec = data.get("report") if isinstance(data, dict) else None
+    return spec if isinstance(spec, dict) else None
 
 
-def render_summary(study: str, runs: pd.DataFrame, summary: pd.DataFrame, skipped: list, command: str) -> str:
-    parts = [f"# Study `{study}`: test error (%)", "", provenance(runs, command), ""]
-    for (dataset, model), table in pivot_table(summary).items():
-        parts += [
-            f"## {dataset} · {model}",
-            "",
-            "Test error, mean ± std over seeds (n runs):",
-            "",
-            markdown_table(table),
-            "",
-        ]
-    if skipped:
-        parts += ["## Runs not counted", ""] + [f"- `{path}`: {reason}" for path, reason in skipped] + [""]
-    return "\n".join(parts)
+def study_spec(study: str, run_set: RunSet, claims_file: str | None) -> tuple[dict[str, Any], str]:
+    """The study's ``report`` block and where it came from: ``--claims`` file, else the run records'
+    resolved config (the newest run), else ``sweeps/<study>.yaml``."""
+    if claims_file:
+        spec = read_spec_file(Path(claims_file))
+        if spec is not None:
+            return spec, f"`{claims_file}` (--claims)"
+    if study in run_set.specs:
+        return run_set.specs[study], "the run records (`config.report`, from the study file they were run with)"
+    fallback = SWEEPS / f"{study}.yaml"
+    if fallback.exists():
+        spec = read_spec_file(fallback)
+        if spec is not None:
+            return spec, f"`sweeps/{study}.yaml` (the run records carry none)"
+    return {}, ""
 
 
-def write_study(study: str, runs: pd.DataFrame, skipped: list, out: Path, command: str) -> str:
-    """Write runs.csv and summary.md for one study; return the markdown."""
+def skipped_for(study: str, skipped: list[Skipped]) -> list[Skipped]:
+    """Runs not counted that belong to ``study``, or whose study is unknown."""
+    return [s for s in skipped if s.study in (None, study)]
+
+
+def build_study(
+    study: str,
+    runs: pd.DataFrame,
+    skipped: list[Skipped],
+    spec: dict[str, Any],
+    context: dict[str, Any],
+) -> dict[str, str | bytes]:
+    """Every file of ``<out>/<study>/``, rendered in memory."""
     summary = summarize(runs)
-    markdown = render_summary(study, runs, summary, skipped, command)
-    target = out / study
-    write_text_atomic(target / "runs.csv", runs.to_csv(index=False))
-    write_text_atomic(target / "summary.md", markdown)
-    return markdown
+    claims = evaluate_claims(runs, spec)
+    files: dict[str, str | bytes] = {}
+    figures: dict[str, str] = {}
+    references = [r for r in spec.get("references") or [] if isinstance(r, dict) and r.get("batches")]
+    curve = next((r for r in references if len(r["batches"]) > 1), None)
+    try:
+        if summary["batch"].nunique() > 1:
+            files["error_vs_batch.png"] = error_vs_batch(summary, study, reference=curve)
+            figures["error_vs_batch.png"] = "test error vs batch size"
+    except Exception as error:  # a figure is never worth losing the tables for
+        warnings.warn(f"{study}: error_vs_batch.png not drawn: {type(error).__name__}: {error}", stacklevel=2)
+    try:
+        batch = choose_bar_batch(summary, spec.get("bar_batch"))
+        if batch is not None:
+            files["error_by_norm.png"] = error_by_norm(runs, summary, study, batch)
+            figures["error_by_norm.png"] = f"test error by norm at batch {batch}"
+    except Exception as error:
+        warnings.warn(f"{study}: error_by_norm.png not drawn: {type(error).__name__}: {error}", stacklevel=2)
+    files["runs.csv"] = runs.to_csv(index=False)
+    files["summary.csv"] = summary.to_csv(index=False)
+    files["claims.csv"] = pd.DataFrame(
+        [c.as_row() for c in claims],
+        columns=[
+            "id",
+            "dataset",
+            "model",
+            "kind",
+            "metric",
+            "statement",
+            "effect",
+            "ci95_low",
+            "ci95_high",
+            "verdict",
+            "published",
+        ],
+    ).to_csv(index=False)
+    files["summary.md"] = render_summary(study, runs, summary, skipped, spec, claims, figures, context)
+    files["claims.md"] = render_claims(study, runs, claims, skipped, spec, context)
+    verdicts = {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
+    files["meta.json"] = (
+        json.dumps(
+            {
+                "study": study,
+                "title": spec.get("title", ""),
+                "runs": len(runs),
+                "not_counted": len(skipped),
+                "slices": sorted({f"{d} · {m}" for d, m in zip(runs["dataset"], runs["model"], strict=True)}),
+                "verdicts": verdicts if claims else None,
+                "written_at": context["written_at"],
+                "command": context["command"],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return files
+
+
+def index_studies(out: Path) -> list[dict[str, Any]]:
+    """meta.json of every study directory under ``out`` (a bare entry for older reports without one)."""
+    studies = []
+    for directory in sorted(p for p in out.iterdir() if p.is_dir()) if out.exists() else []:
+        if not (directory / "summary.md").exists():
+            continue
+        try:
+            meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError):
+            meta = {}
+        meta["study"] = directory.name
+        studies.append(meta)
+    return studies
+
+
+def write_files(target: Path, files: dict[str, str | bytes]) -> None:
+    for name, content in files.items():
+        if isinstance(content, bytes):
+            write_bytes_atomic(target / name, content)
+        else:
+            write_text_atomic(target / name, content)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.report", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m src.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="+", help="directories searched recursively for result.json")
     parser.add_argument("--out", default="results", help="results root (default: results)")
     parser.add_argument("--study", help="write every run under this study name (default: each run's own study)")
+    parser.add_argument(
+        "--claims",
+        help="a study file (sweeps/<study>.yaml) whose report block to use instead of the one in the records",
+    )
     args = parser.parse_args(argv)
     command = "python -m src.report " + shlex.join(sys.argv[1:] if argv is None else argv)
+    out = Path(args.out)
 
-    runs, skipped = load_runs(args.dirs)
-    for path, reason in skipped:
-        print(f"not counted: {path}: {reason}", file=sys.stderr)
+    run_set = load_run_set(args.dirs)
+    for item in run_set.skipped:
+        print(f"not counted: {item.path}: {item.reason}", file=sys.stderr)
+    runs = run_set.runs
     if runs.empty:
         print(f"no completed runs under {', '.join(args.dirs)}", file=sys.stderr)
         return 1
     if args.study:
         runs = runs.assign(study=args.study)
+        for item in run_set.skipped:
+            item.study = None
+        specs = list(run_set.specs.values())
+        if args.study not in run_set.specs and specs:
+            run_set.specs[args.study] = specs[-1]
+    machine = machine_description()
+    base = {
+        "command": command,
+        "commit": git_commit(),
+        "machine": f"{machine['hostname']} ({machine['platform']}, {machine['cpu_count']} CPUs)",
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    rendered: dict[str, dict[str, str | bytes]] = {}
     for study, part in runs.groupby("study", sort=True):
-        print(write_study(str(study), part.reset_index(drop=True), skipped, Path(args.out), command))
-        print(f"wrote {Path(args.out) / str(study)}/runs.csv and summary.md")
+        study = str(study)
+        spec, source = study_spec(study, run_set, args.claims)
+        context = {**base, "spec_source": source}
+        rendered[study] = build_study(
+            study, part.reset_index(drop=True), skipped_for(study, run_set.skipped), spec, context
+        )
+    for study, files in rendered.items():
+        write_files(out / study, files)
+        print(files["summary.md"])
+        print(f"wrote {out / study}/: {', '.join(sorted(files))}")
+    try:
+        write_text_atomic(out / "README.md", render_index(index_studies(out), base["written_at"]))
+    except Exception as error:  # the index is a convenience; the study reports are written
+        warnings.warn(f"{out / 'README.md'} not written: {type(error).__name__}: {error}", stacklevel=2)
     return 0
 
 

@@ -1,9 +1,19 @@
-"""Find and flatten run records into one pandas row per run."""
+"""Find run records, flatten them into one pandas row per run, and list the runs not counted.
+
+Only ``result.json`` files are read (never training code). A run is counted when its record is a
+readable JSON object with ``status: completed`` and a finite ``metrics.test_error``; everything else
+found under the given directories is listed with the reason it was not counted: unreadable or corrupt
+records, failed or unfinished runs, job directories without a record (interrupted runs), and the same
+run found twice.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,46 +23,236 @@ from src.records import RECORD_FILE, read_record
 
 IDENTITY = ["study", "dataset", "model", "norm", "batch", "seed", "epochs"]
 METRICS = ["test_error", "val_error", "best_val_error", "train_loss"]
-TIMING = ["fit_seconds", "train_seconds", "train_steps", "steps_per_second"]
+TIMING = ["fit_seconds", "train_seconds", "train_steps", "steps_per_second", "epochs_completed"]
+STATE_PREFIX = "state_weight_"
+
+# Names under which a mixture (switchable norm) may report its components, mapped to one short name.
+COMPONENTS = {
+    "bn": "bn",
+    "batch": "bn",
+    "batchnorm": "bn",
+    "in": "in",
+    "instance": "in",
+    "instancenorm": "in",
+    "ln": "ln",
+    "layer": "ln",
+    "layernorm": "ln",
+    "gn": "gn",
+    "group": "gn",
+    "groupnorm": "gn",
+}
+NAME_LISTS = ("names", "components", "sources", "order", "norms", "keys")
+
+
+@dataclass
+class Skipped:
+    """A run found but not counted, with the reason; ``study`` when the record names one."""
+
+    path: str
+    reason: str
+    study: str | None = None
+    status: str | None = None
+    cell: str | None = None  # "norm@batch" when the record names them
+
+
+@dataclass
+class RunSet:
+    """Counted runs (one row each), the runs not counted, and each study's ``report`` block."""
+
+    runs: pd.DataFrame
+    skipped: list[Skipped] = field(default_factory=list)
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _tokens(path: tuple[str, ...]) -> list[str]:
+    return [token for part in path for token in re.split(r"[^a-z0-9]+", str(part).lower()) if token]
+
+
+def _numeric_leaves(node: Any, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], float]]:
+    """(key path, number) for every numeric leaf; a list of numbers next to a list of names is zipped."""
+    if isinstance(node, dict):
+        names = next(
+            (node[k] for k in NAME_LISTS if isinstance(node.get(k), list) and all(isinstance(n, str) for n in node[k])),
+            None,
+        )
+        for key, value in node.items():
+            if key in NAME_LISTS:
+                continue
+            if names and isinstance(value, list) and len(value) == len(names):
+                value = dict(zip(names, value, strict=True))
+            yield from _numeric_leaves(value, (*path, str(key)))
+    elif isinstance(node, bool):
+        return
+    elif isinstance(node, int | float) and math.isfinite(float(node)):
+        yield path, float(node)
+
+
+def mixture_weights(norm_state: Any) -> dict[str, float]:
+    """Mean weight per component (``bn``, ``in``, ``ln``, …) over all layers in a run's ``norm_state``.
+
+    Read defensively: any numeric leaf whose key path names a component (``{"mean_weights": {"bn": …}}``,
+    ``{"mean_bn": …}``, or a list of numbers beside a list of names) counts. Returns
+    ``{"state_weight_bn": …, "state_mean_weight_bn": …, "state_var_weight_bn": …}``, the last two when
+    the path says ``mean`` or ``var``; an empty dict when nothing is recognised.
+    """
+    if not isinstance(norm_state, dict):
+        return {}
+    collected: dict[str, list[float]] = {}
+    for path, value in _numeric_leaves(norm_state):
+        tokens = _tokens(path[1:] if len(path) > 1 else path)  # path[0] is the layer's name
+        component = next((COMPONENTS[t] for t in reversed(tokens) if t in COMPONENTS), None)
+        if component is None:
+            continue
+        collected.setdefault(f"{STATE_PREFIX}{component}", []).append(value)
+        for kind in ("mean", "var"):
+            if kind in tokens:
+                collected.setdefault(f"state_{kind}_weight_{component}", []).append(value)
+    return {key: sum(values) / len(values) for key, values in sorted(collected.items())}
 
 
 def flatten(record: dict[str, Any], path: Path) -> dict[str, Any]:
-    """One flat row: identity, metrics, timing, provenance."""
-    environment = record.get("environment", {})
+    """One flat row: identity, metrics, timing, norm-state weights, provenance."""
+    environment = record.get("environment") or {}
+    metrics = record.get("metrics") or {}
+    timing = record.get("timing") or {}
     row: dict[str, Any] = {key: record.get(key) for key in IDENTITY}
     row["status"] = record.get("status")
     row["lr"] = record.get("lr")
-    row.update({key: record.get("metrics", {}).get(key) for key in METRICS})
-    row.update({key: record.get("timing", {}).get(key) for key in TIMING})
-    row["overrides"] = ",".join(record.get("overrides", []))
+    row.update({key: metrics.get(key) for key in METRICS})
+    row.update({key: timing.get(key) for key in TIMING})
+    row["num_parameters"] = record.get("num_parameters")
+    row["overrides"] = ",".join(str(o) for o in record.get("overrides") or [])
     row["device"] = environment.get("device")
-    row["hostname"] = environment.get("machine", {}).get("hostname")
+    row["hostname"] = (environment.get("machine") or {}).get("hostname")
     row["git_commit"] = environment.get("git_commit")
+    row["started_at"] = record.get("started_at")
     row["finished_at"] = record.get("finished_at")
     row["run_dir"] = str(path.parent)
+    row.update(mixture_weights(record.get("norm_state")))
     return row
+
+
+BASE_COLUMNS = list(flatten({}, Path("x")).keys())
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _why_not_counted(record: dict[str, Any]) -> str | None:
+    status = record.get("status")
+    if status != "completed":
+        error = str(record.get("error") or "").strip()
+        first_line = error.splitlines()[0] if error else ""
+        if status == "running":
+            return "status 'running': still running, or killed before it could finish"
+        if status == "diverged":
+            return f"status 'diverged' (the loss became non-finite): {first_line or 'no detail recorded'}"
+        return f"status {status!r}: {first_line or 'no error recorded'}"
+    if not _finite((record.get("metrics") or {}).get("test_error")):
+        return "completed but has no finite metrics.test_error (partial record)"
+    for key in ("norm", "batch", "dataset", "model"):
+        if record.get(key) is None:
+            return f"completed but has no {key!r} (partial record)"
+    try:
+        int(record["batch"])
+    except (TypeError, ValueError):
+        return f"batch {record['batch']!r} is not an integer"
+    return None
+
+
+def _record_paths(directory: Path) -> tuple[list[Path], list[Skipped]]:
+    """result.json files under ``directory``, and job directories that have none (interrupted runs)."""
+    if directory.is_file():
+        return [directory], []
+    paths = sorted(directory.rglob(RECORD_FILE))
+    with_record = {p.parent for p in paths}
+    orphans = [
+        Skipped(str(hydra_dir.parent), "no result.json: the run was interrupted or is still running")
+        for hydra_dir in sorted(directory.rglob(".hydra"))
+        if hydra_dir.is_dir() and hydra_dir.parent not in with_record
+    ]
+    return paths, orphans
+
+
+def load_run_set(directories: Iterable[str | Path]) -> RunSet:
+    """Every record under ``directories`` (searched recursively), counted or not."""
+    rows: list[dict[str, Any]] = []
+    skipped: list[Skipped] = []
+    specs: dict[str, tuple[str, dict[str, Any]]] = {}
+    seen_files: set[Path] = set()
+    seen_runs: dict[tuple, str] = {}
+    for directory in directories:
+        directory = Path(directory)
+        if not directory.exists():
+            skipped.append(Skipped(str(directory), "directory does not exist"))
+            continue
+        paths, orphans = _record_paths(directory)
+        skipped.extend(orphans)
+        for path in paths:
+            resolved = path.resolve()
+            if resolved in seen_files:
+                continue
+            seen_files.add(resolved)
+            try:
+                record = read_record(path)
+            except (OSError, ValueError, UnicodeDecodeError) as error:
+                skipped.append(Skipped(str(path), f"unreadable record: {type(error).__name__}: {error}"))
+                continue
+            study = record.get("study")
+            study = str(study) if study is not None else None
+            spec = (record.get("config") or {}).get("report") if isinstance(record.get("config"), dict) else None
+            if study and isinstance(spec, dict):
+                stamp = str(record.get("finished_at") or "")
+                if study not in specs or stamp >= specs[study][0]:
+                    specs[study] = (stamp, spec)
+            reason = _why_not_counted(record)
+            if reason:
+                cell = f"{record['norm']}@{record['batch']}" if record.get("norm") and record.get("batch") else None
+                skipped.append(Skipped(str(path), reason, study, record.get("status"), cell))
+                continue
+            key = (
+                study,
+                record.get("dataset"),
+                record.get("model"),
+                record.get("norm"),
+                record.get("batch"),
+                record.get("seed"),
+                record.get("epochs"),
+                tuple(sorted(str(o) for o in record.get("overrides") or [] if not str(o).startswith("logger"))),
+            )
+            if key in seen_runs:
+                skipped.append(
+                    Skipped(
+                        str(path),
+                        f"duplicate of {seen_runs[key]} (same study, overrides and seed; loggers aside)",
+                        study,
+                    )
+                )
+                continue
+            seen_runs[key] = str(path)
+            rows.append(flatten(record, path))
+    extra = sorted({key for row in rows for key in row} - set(BASE_COLUMNS))
+    frame = pd.DataFrame(rows, columns=BASE_COLUMNS + extra)
+    if not frame.empty:
+        frame["batch"] = frame["batch"].astype(int)
+        for column in IDENTITY:
+            if column not in ("batch", "seed", "epochs"):
+                frame[column] = frame[column].astype(str)
+    return RunSet(frame, skipped, {study: spec for study, (_, spec) in specs.items()})
 
 
 def load_runs(directories: Iterable[str | Path]) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Completed runs under ``directories`` as a DataFrame, and (path, reason) for runs not counted."""
-    rows: list[dict[str, Any]] = []
-    skipped: list[tuple[str, str]] = []
-    for directory in directories:
-        directory = Path(directory)
-        if not directory.exists():
-            skipped.append((str(directory), "directory does not exist"))
-            continue
-        paths = [directory] if directory.is_file() else sorted(directory.rglob(RECORD_FILE))
-        for path in paths:
-            try:
-                record = read_record(path)
-            except (OSError, ValueError, json.JSONDecodeError) as error:
-                skipped.append((str(path), f"unreadable: {error}"))
-                continue
-            status = record.get("status")
-            if status != "completed":
-                skipped.append((str(path), f"status {status}: {record.get('error', 'no error recorded')}"))
-                continue
-            rows.append(flatten(record, path))
-    frame = pd.DataFrame(rows, columns=list(flatten({}, Path("x")).keys()))
-    return frame, skipped
+    run_set = load_run_set(directories)
+    return run_set.runs, [(s.path, s.reason) for s in run_set.skipped]
+
+
+def read_json_or_none(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -1,43 +1,116 @@
-"""Aggregate runs and lay them out like the GN paper's tables (rows norms, columns batch sizes)."""
+"""Aggregate runs and lay them out like the GN paper's Table 2 (rows norms, columns batch sizes)."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 
+from src.report.stats import mean_ci
+
 GROUP = ["dataset", "model", "norm", "batch"]
-NORM_ORDER = ["bn", "gn", "ln", "in", "none"]
+NORM_ORDER = [
+    "bn",
+    "gn",
+    "ln",
+    "in",
+    "switchable",
+    "wn",
+    "spectral",
+    "brn",
+    "ghost",
+    "syncbn",
+    "frn",
+    "pixel",
+    "ws_gn",
+    "wn_mbn",
+    "none",
+]
+NORM_NAMES = {
+    "bn": "Batch Norm",
+    "gn": "Group Norm",
+    "ln": "Layer Norm",
+    "in": "Instance Norm",
+    "switchable": "Switchable Norm",
+    "sn": "Switchable Norm",
+    "wn": "Weight Norm",
+    "spectral": "Spectral Norm",
+    "brn": "Batch Renorm",
+    "ghost": "Ghost Batch Norm",
+    "syncbn": "Sync Batch Norm",
+    "frn": "Filter Response Norm",
+    "pixel": "Pixel Norm",
+    "ws_gn": "WS + Group Norm",
+    "wn_mbn": "WN + mean-only BN",
+    "none": "no norm",
+}
+SUMMARY_METRICS = {"test_error": "test_error", "val_error": "val_error"}
 
 
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset × model × norm × batch: n and mean/std of test and validation error, steps/s."""
-    grouped = runs.groupby(GROUP, sort=True)
-    summary = grouped.agg(
-        n=("test_error", "size"),
-        test_error_mean=("test_error", "mean"),
-        test_error_std=("test_error", "std"),
-        val_error_mean=("best_val_error", "mean"),
-        val_error_std=("best_val_error", "std"),
-        steps_per_second=("steps_per_second", "mean"),
-    )
-    return summary.reset_index()
+def norm_label(norm: str) -> str:
+    return NORM_NAMES.get(str(norm), str(norm))
+
+
+def norm_rank(norm: str) -> tuple[int, str]:
+    norm = str(norm)
+    return (NORM_ORDER.index(norm), norm) if norm in NORM_ORDER else (len(NORM_ORDER), norm)
 
 
 def norm_sort_key(norms: pd.Index) -> pd.Index:
     """Known norms in the paper's order first, others alphabetically after them."""
-    return pd.Index([(NORM_ORDER.index(n), n) if n in NORM_ORDER else (len(NORM_ORDER), n) for n in norms])
+    return pd.Index([norm_rank(n) for n in norms])
+
+
+def sorted_norms(norms: Any) -> list[str]:
+    return sorted({str(n) for n in norms}, key=norm_rank)
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset × model × norm × batch: n; mean, std and 95 % t interval of test and validation
+    error (final epoch); mean best validation error; mean training steps/s."""
+    columns = [*GROUP, "n"]
+    for metric in SUMMARY_METRICS:
+        columns += [f"{metric}_{s}" for s in ("mean", "std", "ci95_low", "ci95_high", "ci95_half")]
+    columns += ["best_val_error_mean", "steps_per_second_mean"]
+    rows = []
+    for key, part in runs.groupby(GROUP, sort=True):
+        row: dict[str, Any] = dict(zip(GROUP, key, strict=True))
+        row["n"] = len(part)
+        for metric, column in SUMMARY_METRICS.items():
+            values = pd.to_numeric(part[column], errors="coerce")
+            estimate = mean_ci(values)
+            row[f"{metric}_mean"] = estimate.value
+            row[f"{metric}_std"] = float(values.std(ddof=1)) if values.notna().sum() > 1 else math.nan
+            row[f"{metric}_ci95_low"] = estimate.low
+            row[f"{metric}_ci95_high"] = estimate.high
+            row[f"{metric}_ci95_half"] = estimate.half_width
+        row["best_val_error_mean"] = pd.to_numeric(part["best_val_error"], errors="coerce").mean()
+        row["steps_per_second_mean"] = pd.to_numeric(part["steps_per_second"], errors="coerce").mean()
+        rows.append(row)
+    summary = pd.DataFrame(rows, columns=columns)
+    if not summary.empty:
+        summary = summary.sort_values(
+            ["dataset", "model", "norm", "batch"], key=lambda c: c.map(norm_rank) if c.name == "norm" else c
+        ).reset_index(drop=True)
+    return summary
 
 
 def format_cell(mean: float, std: float, n: int) -> str:
     """ "mean ± std (n)"; the std is omitted for a single run."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
     if n == 1 or std is None or (isinstance(std, float) and math.isnan(std)):
-        return f"{mean:.2f} (1)" if n == 1 else f"{mean:.2f} ({n})"
+        return f"{mean:.2f} ({n})"
     return f"{mean:.2f} ± {std:.2f} ({n})"
 
 
 def pivot_table(summary: pd.DataFrame, metric: str = "test_error") -> dict[tuple[str, str], pd.DataFrame]:
-    """Per (dataset, model): a table of "mean ± std (n)" strings, rows norms, columns batch sizes."""
+    """Per (dataset, model): a table of "mean ± std (n)" strings, rows norms, columns batch sizes.
+
+    When both bn and gn are present a last row "gn − bn" gives the difference of the means, as the
+    GN paper's Table 2 does.
+    """
     tables = {}
     for (dataset, model), part in summary.groupby(["dataset", "model"], sort=True):
         cells = part.assign(
@@ -48,7 +121,51 @@ def pivot_table(summary: pd.DataFrame, metric: str = "test_error") -> dict[tuple
         )
         table = cells.pivot(index="norm", columns="batch", values="cell").fillna("–")
         table = table.sort_index(key=norm_sort_key)
+        means = part.pivot(index="norm", columns="batch", values=f"{metric}_mean")
+        if {"bn", "gn"} <= set(means.index):
+            delta = means.loc["gn"] - means.loc["bn"]
+            table.loc["gn − bn"] = [f"{d:+.2f}" if pd.notna(d) else "–" for d in delta.reindex(table.columns)]
         table.columns = [f"batch {b}" for b in table.columns]
         table.index.name = "norm"
         tables[(str(dataset), str(model))] = table
     return tables
+
+
+def reference_table(reference: dict[str, Any]) -> pd.DataFrame | None:
+    """A published table from a study's ``report.references`` entry, in the same layout as ours.
+
+    The entry has ``batches: [32, 16, …]``, ``rows: {norm: [values…]}`` and optionally
+    ``sd: {norm: [sd…]}`` (rendered "value ± sd"); values may be null for cells not published.
+    """
+    batches = reference.get("batches") or []
+    rows = reference.get("rows") or {}
+    if not batches or not isinstance(rows, dict) or not rows:
+        return None
+    sds = reference.get("sd") or {}
+    data = {}
+    for norm, values in rows.items():
+        values = list(values or [])
+        spread = list(sds.get(norm) or [])
+        cells = []
+        for i in range(len(batches)):
+            value = values[i] if i < len(values) else None
+            sd = spread[i] if i < len(spread) else None
+            if value is None:
+                cells.append("–")
+            elif sd is None:
+                cells.append(f"{float(value):.1f}")
+            else:
+                cells.append(f"{float(value):.1f} ± {float(sd):.1f}")
+        data[str(norm)] = cells
+    table = pd.DataFrame.from_dict(data, orient="index", columns=[int(b) for b in batches])
+    table = table[sorted(table.columns)].sort_index(key=norm_sort_key)
+    if {"bn", "gn"} <= set(rows) and reference.get("delta_row", True):
+        delta = []
+        for batch in table.columns:
+            i = [int(b) for b in batches].index(batch)
+            bn, gn = (rows["bn"][i] if i < len(rows["bn"]) else None), (rows["gn"][i] if i < len(rows["gn"]) else None)
+            delta.append(f"{float(gn) - float(bn):+.1f}" if bn is not None and gn is not None else "–")
+        table.loc["gn − bn"] = delta
+    table.columns = [f"batch {b}" for b in table.columns]
+    table.index.name = "norm"
+    return table

@@ -1,0 +1,208 @@
+"""Weights & Biases for normlab runs: a WandbLogger that never stops training, and the run record as
+the W&B run's summary.
+
+``logger=wandb`` (``conf/logger/wandb.yaml``) adds :class:`WandbLogger` next to the CSV logger. One W&B
+run per training run (per job of a multirun): grouped by study, named by the overrides, tagged with
+norm, batch, dataset and model. When the run record is written, :func:`publish_record` copies the
+record's metrics and identity into the W&B run's summary and the resolved config into its config, so
+a W&B panel can plot ``summary.test_error`` against ``config.identity.batch`` grouped by
+``config.identity.norm``, then finishes the run.
+
+Offline unless asked otherwise: the mode is ``WANDB_MODE`` when set, else ``online`` when an API key
+is configured (``WANDB_API_KEY`` or ``wandb login``'s netrc entry), else ``offline``. Offline runs are
+kept in ``$WANDB_DIR/wandb/`` when ``WANDB_DIR`` is set, else in the run directory
+(``<run dir>/wandb/offline-run-*``); upload them later with ``wandb sync <dir>/wandb/offline-run-*``.
+W&B failures are warnings: a run whose W&B logging cannot start trains on with W&B disabled.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import netrc
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "https://api.wandb.ai"
+IDENTITY = ("study", "norm", "batch", "dataset", "model", "seed", "epochs")
+
+
+def logged_in() -> bool:
+    """Whether a W&B API key is configured (environment or netrc), without any network access."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or DEFAULT_HOST).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC") or None).authenticators(host or "") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(mode: str | None = None) -> str:
+    """The W&B mode: ``mode`` if given, else ``$WANDB_MODE``, else online when logged in, else offline."""
+    if mode:
+        return str(mode)
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    return "online" if logged_in() else "offline"
+
+
+def _warn(message: str) -> None:
+    """A W&B problem is a warning (in the run's log and on stderr), never an exception."""
+    log.warning(message)
+
+
+def hydra_choices() -> dict[str, Any]:
+    """The config-group choices of the current Hydra job (empty outside one)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    except Exception:
+        return {}
+
+
+def default_name(identity: Mapping[str, Any]) -> str | None:
+    """The run's overrides (Hydra's ``job.override_dirname``), else ``norm=…,batch=…,seed=…``."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized() and HydraConfig.get().job.override_dirname:
+            return str(HydraConfig.get().job.override_dirname)
+    except Exception:
+        pass
+    parts = [f"{key}={identity[key]}" for key in ("norm", "batch", "seed") if identity.get(key) is not None]
+    return ",".join(parts) or None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+class WandbLogger(LightningWandbLogger):
+    """Lightning's WandbLogger with normlab's defaults.
+
+    Args:
+        save_dir: where ``wandb/`` goes (train.py passes the run directory); ``$WANDB_DIR`` wins when set.
+        mode: ``online`` | ``offline`` | ``disabled``; ``None`` resolves it (see :func:`resolve_mode`).
+        name: the run's name; ``None`` names it by the run's overrides (Hydra's ``job.override_dirname``,
+            e.g. ``batch=2,norm=bn,seed=0``), or by its identity outside a Hydra job.
+        identity: study, norm, batch, dataset, seed, epochs (and model) of the run: the W&B config's
+            ``identity`` from the start, and the default tags ``norm=…``, ``batch=…``, ``dataset=…``,
+            ``model=…`` (the model is Hydra's choice, e.g. ``small_cnn``, when not given).
+        tags: the run's tags; ``None`` uses the identity's.
+        **kwargs: everything else of :class:`pytorch_lightning.loggers.WandbLogger` and ``wandb.init``
+            (project, entity, group, job_type, config, …).
+    """
+
+    def __init__(
+        self,
+        save_dir: str = ".",
+        mode: str | None = None,
+        name: str | None = None,
+        identity: Mapping[str, Any] | None = None,
+        tags: Iterable[str] | None = None,
+        **kwargs: Any,
+    ):
+        kwargs = {key: _plain(value) for key, value in kwargs.items()}
+        identity = dict(_plain(identity) or {})
+        choices = hydra_choices()
+        if identity.get("model") is None and choices.get("model"):
+            identity["model"] = choices["model"]
+        if tags is None:
+            tags = [f"{key}={identity[key]}" for key in ("norm", "batch", "dataset", "model") if key in identity]
+        config = dict(kwargs.pop("config", None) or {})
+        if identity:
+            config.setdefault("identity", identity)
+        super().__init__(
+            save_dir=os.environ.get("WANDB_DIR") or save_dir,
+            name=name or default_name(identity),
+            mode=resolve_mode(mode),
+            tags=[str(tag)[:64] for tag in _plain(tags)],
+            config=config or None,
+            **kwargs,
+        )
+
+    @property
+    def experiment(self) -> Any:
+        try:
+            return super().experiment
+        except Exception as error:
+            if self._wandb_init.get("mode") == "disabled":
+                raise
+            _warn(f"W&B could not start ({type(error).__name__}: {error}); this run goes on without W&B")
+            self._wandb_init["mode"] = "disabled"
+            self._experiment = None
+            return super().experiment
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def record_summary(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What goes into the W&B run summary: identity, final metrics, timing, norm state, status."""
+    summary: dict[str, Any] = {key: record.get(key) for key in IDENTITY if record.get(key) is not None}
+    for section in ("metrics", "timing"):
+        summary.update({k: v for k, v in (record.get(section) or {}).items() if _finite(v)})
+    for key in ("lr", "num_parameters"):
+        if _finite(record.get(key)):
+            summary[key] = record[key]
+    if record.get("norm_state"):
+        summary["norm_state"] = record["norm_state"]
+    summary["status"] = record.get("status")
+    if record.get("error"):
+        summary["error"] = str(record["error"])[:1000]
+    if record.get("run_dir"):
+        summary["run_dir"] = str(record["run_dir"])
+    return summary
+
+
+def record_config(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's config: the resolved Hydra config and, under ``identity``, the flat identity fields."""
+    config = dict(record.get("config") or {})
+    config["identity"] = {key: record.get(key) for key in IDENTITY}
+    config["overrides"] = list(record.get("overrides") or [])
+    return config
+
+
+def _is_wandb(logger: Any) -> bool:
+    return isinstance(logger, LightningWandbLogger)
+
+
+def publish_record(loggers: Iterable[Any], record: Mapping[str, Any]) -> None:
+    """For each W&B logger: put the record into its run's summary and config, then finish the run.
+
+    Called by src.train right after the run record is written, whatever the run's status (a failed or
+    diverged run's W&B run finishes with exit code 1). Other loggers are ignored. Never raises: a
+    failure is a warning and the next logger is still published and finished. A logger whose W&B run
+    never started (the run failed before logging anything) is left alone.
+    """
+    for logger in list(loggers or []):
+        if not _is_wandb(logger):
+            continue
+        run = None
+        try:
+            run = getattr(logger, "_experiment", None)
+            if run is not None:
+                run.config.update(record_config(record), allow_val_change=True)
+                run.summary.update(record_summary(record))
+        except Exception as error:
+            _warn(f"W&B summary not written: {type(error).__name__}: {error}")
+        finally:
+            try:
+                if run is not None:
+                    run.finish(exit_code=0 if record.get("status") == "completed" else 1)
+            except Exception as error:
+                _warn(f"W&B run not finished cleanly: {type(error).__name__}: {error}")
