@@ -37,7 +37,8 @@ def probe_forward(net: nn.Module, batch: int, input_shape: Sequence[int], norm_n
     probe = copy.deepcopy(net).train()
     try:
         with torch.no_grad():
-            probe(torch.randn(batch, *input_shape))
+            generator = torch.Generator().manual_seed(0)  # leaves the global RNG (data order, init) untouched
+            probe(torch.randn(batch, *input_shape, generator=generator))
     except ValueError as error:
         if "more than 1 value per channel" in str(error):
             raise ConfigError(
