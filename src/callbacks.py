@@ -75,3 +75,15 @@ class DivergenceGuard(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check(self._last_loss, trainer)
+
+
+class MemoryMonitor(pl.Callback):
+    """Memory in use at the end of each training epoch (MB), to show that nothing grows."""
+
+    def __init__(self) -> None:
+        self.per_epoch: list[float] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from src.perf import current_memory_mb
+
+        self.per_epoch.append(round(current_memory_mb(pl_module.device), 1))

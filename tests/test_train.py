@@ -46,6 +46,7 @@ def test_short_training_on_digits_learns_and_writes_the_record(compose_cfg, tmp_
     assert saved["lr"] == pytest.approx(0.1)  # base_lr × 32 / 32
     assert saved["config"]["norm"]["layer"]["groups"] == 32
     assert saved["norm_layers"] == {
+        "GroupNorm(groups=8, channels=16)": 2,
         "GroupNorm(groups=16, channels=32)": 2,
         "GroupNorm(groups=32, channels=64)": 2,
         "GroupNorm(groups=32, channels=128)": 2,

@@ -1,0 +1,66 @@
+"""The fast paths: compiled steps equal eager ones, device-resident batches, one GPU per job, memory."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from src.data.device_loader import DeviceBatches
+from src.models import SmallCNN
+from src.norms import Normalization, group_norm
+from src.perf import compile_for_training, gpu_for_job
+from src.train import train
+
+
+@pytest.mark.parametrize("layer", [torch.nn.BatchNorm2d, group_norm])
+def test_compiled_training_step_matches_eager(layer):
+    torch.manual_seed(0)
+    eager = SmallCNN((1, 8, 8), 10, Normalization("n", layer=layer), widths=(8, 16))
+    compiled_source = copy.deepcopy(eager)
+    compiled = compile_for_training(compiled_source, mode="default")
+    images, labels = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    for net in (eager, compiled):
+        F.cross_entropy(net(images), labels).backward()
+    for (name, p_eager), p_compiled in zip(eager.named_parameters(), compiled_source.parameters(), strict=True):
+        torch.testing.assert_close(p_compiled.grad, p_eager.grad, atol=1e-5, rtol=1e-4, msg=name)
+    for b_eager, b_compiled in zip(eager.buffers(), compiled_source.buffers(), strict=True):
+        torch.testing.assert_close(b_compiled, b_eager, atol=1e-6, rtol=1e-5)  # BN running stats too
+
+
+def test_device_batches_cover_each_sample_once_per_epoch_and_shard_disjointly():
+    images = torch.arange(50, dtype=torch.uint8).view(50, 1, 1, 1)
+    labels = torch.arange(50)
+    loader = DeviceBatches(images, labels, batch_size=8, shuffle=True, drop_last=True)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 6
+    seen = torch.cat([b[1] for b in batches])
+    assert len(set(seen.tolist())) == 48 and all(len(b[1]) == 8 for b in batches)
+    assert torch.equal(batches[0][0].flatten().long(), batches[0][1])  # images and labels stay paired
+    evaluation = DeviceBatches(images, labels, batch_size=8, shuffle=False, drop_last=False)
+    assert torch.equal(torch.cat([b[1] for b in evaluation]), labels)
+    shards = []
+    for shard in (0, 1):  # DDP ranks share the seed, so they draw the same permutation
+        torch.manual_seed(7)
+        batches = DeviceBatches(images, labels, 4, shuffle=True, drop_last=True, shard=shard, num_shards=2)
+        shards.append(set(torch.cat([b[1] for b in batches]).tolist()))
+    assert not shards[0] & shards[1]
+
+
+def test_each_parallel_job_gets_its_own_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [gpu_for_job(n, 1) for n in range(6)] == [[0], [1], [2], [3], [0], [1]]
+    assert gpu_for_job(3, 2) is None  # a multi-device (DDP) run keeps its own devices
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert gpu_for_job(3, 1) is None
+
+
+def test_memory_is_recorded_and_does_not_grow_across_epochs(compose_cfg, tmp_path):
+    cfg = compose_cfg("dataset=digits", "model.widths=[8,16]", "logger=none", "epochs=4", "batch=16")
+    memory = train(cfg, tmp_path)["memory"]
+    per_epoch = memory["per_epoch_mb"]
+    assert len(per_epoch) == 4 and memory["peak_mb"] >= max(per_epoch) > 0
+    assert per_epoch[-1] - per_epoch[1] < 0.05 * per_epoch[1]
