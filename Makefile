@@ -8,7 +8,7 @@ STUDY ?= demo
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test test-all lint sweep report clean
+.PHONY: help setup demo test test-all lint sweep report bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,14 +34,17 @@ test-all: setup  ## every test, the slow ones included
 	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)
 
 lint: setup  ## ruff
-	$(BIN)/ruff check src tests sweeps
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 sweep: setup  ## run the study sweeps/$(STUDY).yaml as a Hydra multirun into multirun/$(STUDY)/
 	$(BIN)/python -m src.train -m --config-dir sweeps --config-name $(STUDY) $(ARGS)
 
 report: setup  ## tables for multirun/$(STUDY) into results/$(STUDY)/
 	$(BIN)/python -m src.report multirun/$(STUDY)
+
+bench: setup  ## step time of normlab's loop vs a hand loop, and sweep throughput; writes results/bench/
+	$(BIN)/python -m benchmarks.throughput $(ARGS)
 
 clean:  ## remove run outputs and caches (keeps .venv and results/)
 	rm -rf multirun outputs lightning_logs wandb data/cache .pytest_cache .ruff_cache

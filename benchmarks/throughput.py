@@ -1,0 +1,246 @@
+"""Step time of normlab's training loop against a minimal hand-written PyTorch loop, and sweep throughput.
+
+    make bench                       # or: python -m benchmarks.throughput [--steps 30] [--compile] [--sweep]
+
+For ResNet-20 on CIFAR-10-shaped data (3×32×32, 10 classes, random pixels) at batch 2, 32 and 128 it
+times, in the same process and on the same device: a hand loop (data already on the device, forward,
+backward, SGD step) and normlab's loop (Lightning ``fit`` with normlab's LightningModule and
+datamodule), eager and, with ``--compile`` (default on a GPU), through ``torch.compile``. With
+``--sweep`` it also times a small study run sequentially and with ``hydra/launcher=parallel``. It prints
+a table with ratios and writes ``results/bench/throughput.csv`` (and ``sweep.csv``) naming the machine
+and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from src.callbacks import TrainTimer
+from src.data.arrays import ArrayDataModule, ImageArrays
+from src.models import CifarResNet
+from src.module import Classifier
+from src.norms import Normalization
+from src.perf import compile_for_training
+from src.records import git_commit, write_text_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+NORM = Normalization("bn", layer=torch.nn.BatchNorm2d, batch_dependent=True)
+
+
+class RandomCifar(ArrayDataModule):
+    """CIFAR-10-shaped random images, so the benchmark needs no dataset."""
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(name="random_cifar", val_size=8, **kwargs)
+        self.size = size
+
+    def load_arrays(self) -> ImageArrays:
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (self.size, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, 10, self.size)
+        return ImageArrays(images, labels, images[:8], labels[:8])
+
+
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return CifarResNet((3, 32, 32), 10, NORM, depth=20)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def hand_loop(device: torch.device, batch: int, steps: int, warmup: int, compile_mode: str | None) -> float:
+    """Seconds per step of the plainest loop: data on the device, forward, backward, SGD."""
+    net = model().to(device)
+    step_net = compile_for_training(net, compile_mode) if compile_mode else net
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    images = torch.randn(batch * 8, 3, 32, 32, device=device)
+    labels = torch.randint(0, 10, (batch * 8,), device=device)
+    for step in range(warmup + steps):
+        if step == warmup:
+            synchronize(device)
+            started = time.perf_counter()
+        index = slice((step % 8) * batch, (step % 8 + 1) * batch)
+        loss = F.cross_entropy(step_net(images[index]), labels[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    synchronize(device)
+    return (time.perf_counter() - started) / steps
+
+
+class StepTimer(TrainTimer):
+    """Seconds per step after ``warmup`` steps (excludes Lightning's start-up and compilation)."""
+
+    def __init__(self, warmup: int, device: torch.device):
+        super().__init__()
+        self.warmup, self.device, self.started, self.steps = warmup, device, 0.0, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.warmup:
+            synchronize(self.device)
+            self.started = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        synchronize(self.device)
+        self.steps = trainer.global_step - self.warmup
+        self.seconds = (time.perf_counter() - self.started) / max(1, self.steps)
+
+
+def normlab_loop(device: torch.device, batch: int, steps: int, warmup: int, compile_mode: str | None) -> float:
+    """Seconds per step of normlab's own loop: Lightning fit with normlab's module and datamodule."""
+    datamodule = RandomCifar(size=batch * (steps + warmup) + 8, batch_size=batch)
+    datamodule.setup()
+    module = Classifier(
+        model(),
+        optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4),
+        num_classes=10,
+        batch=batch,
+        compile_mode=compile_mode,
+    )
+    timer = StepTimer(warmup, device)
+    trainer = pl.Trainer(
+        accelerator=device.type if device.type != "cuda" else "gpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return timer.seconds
+
+
+def step_table(device: torch.device, batches: list[int], steps: int, compiled: bool) -> pd.DataFrame:
+    rows = []
+    modes = [("eager", None)] + (
+        [("compiled", "reduce-overhead" if device.type == "cuda" else "default")] if compiled else []
+    )
+    for batch in batches:
+        for label, mode in modes:
+            warmup = 10 if mode else 3
+            hand = hand_loop(device, batch, steps, warmup, mode)
+            ours = normlab_loop(device, batch, steps, warmup, mode)
+            rows.append(
+                {
+                    "batch": batch,
+                    "mode": label,
+                    "hand_ms": 1e3 * hand,
+                    "normlab_ms": 1e3 * ours,
+                    "normlab_over_hand": ours / hand,
+                }
+            )
+            print(
+                f"  batch {batch:>3} {label:<8} hand {1e3 * hand:8.2f} ms  normlab {1e3 * ours:8.2f} ms"
+                f"  ratio {ours / hand:5.2f}",
+                flush=True,
+            )
+    table = pd.DataFrame(rows)
+    if compiled:
+        eager = table[table["mode"] == "eager"].set_index("batch")["normlab_ms"]
+        table["speedup_vs_eager"] = table["batch"].map(eager) / table["normlab_ms"]
+    return table
+
+
+def sweep_throughput(jobs: int) -> pd.DataFrame:
+    """Runs per hour of a small study (digits, 4 runs), sequential vs ``hydra/launcher=parallel``."""
+    rows = []
+    for launcher, extra in (
+        ("sequential", []),
+        ("parallel", ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"]),
+    ):
+        sweep_dir = ROOT / "multirun" / f"bench_{launcher}"
+        command = [
+            sys.executable,
+            "-m",
+            "src.train",
+            "-m",
+            "norm=bn,gn",
+            "batch=8,16",
+            "dataset=digits",
+            "epochs=2",
+            "logger=none",
+            "force=true",
+            f"hydra.sweep.dir={sweep_dir}",
+            *extra,
+        ]
+        started = time.perf_counter()
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+        seconds = time.perf_counter() - started
+        rows.append({"launcher": launcher, "runs": 4, "seconds": seconds, "runs_per_hour": 4 * 3600 / seconds})
+        print(f"  {launcher:<10} 4 runs in {seconds:6.1f} s = {4 * 3600 / seconds:7.0f} runs/hour", flush=True)
+    table = pd.DataFrame(rows)
+    table["speedup"] = table["runs_per_hour"] / table["runs_per_hour"].iloc[0]
+    return table
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return (
+        f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per cell (default 200 GPU, 20 CPU)")
+    parser.add_argument("--batches", default="2,32,128")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also time torch.compile (default: on a GPU only)",
+    )
+    parser.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--jobs", type=int, default=max(2, (os.cpu_count() or 2)))
+    parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
+    args = parser.parse_args(argv)
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    steps = args.steps or (200 if device.type == "cuda" else 20)
+    compiled = device.type == "cuda" if args.compile is None else args.compile
+    stamp = {
+        "machine": machine(device),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "torch": torch.__version__,
+        "command": "python -m benchmarks.throughput " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    print(f"ResNet-20 training step on {stamp['machine']} ({steps} timed steps per cell)")
+    table = step_table(device, [int(b) for b in args.batches.split(",")], steps, compiled)
+    print(table.round(3).to_string(index=False))
+    out = Path(args.out)
+    write_text_atomic(out / "throughput.csv", table.assign(**stamp).round(4).to_csv(index=False))
+    if args.sweep:
+        print(f"Sweep throughput ({args.jobs} parallel jobs):")
+        sweep = sweep_throughput(args.jobs)
+        print(sweep.round(2).to_string(index=False))
+        write_text_atomic(out / "sweep.csv", sweep.assign(**stamp).round(3).to_csv(index=False))
+    print(f"wrote {out}/")
+
+
+if __name__ == "__main__":
+    main()
