@@ -30,13 +30,14 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from src.atomic import write_text_atomic
 from src.callbacks import TrainTimer
 from src.data.arrays import ArrayDataModule, ImageArrays
 from src.models import CifarResNet
 from src.module import Classifier
 from src.norms import Normalization
 from src.perf import compile_for_training
-from src.records import git_commit, write_text_atomic
+from src.records import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 NORM = Normalization("bn", layer=torch.nn.BatchNorm2d, batch_dependent=True)

@@ -46,7 +46,6 @@ def test_short_training_on_digits_learns_and_writes_the_record(compose_cfg, tmp_
     assert saved["lr"] == pytest.approx(0.1)  # base_lr × 32 / 32
     assert saved["config"]["norm"]["layer"]["groups"] == 32
     assert saved["norm_layers"] == {
-        "GroupNorm(groups=8, channels=16)": 2,
         "GroupNorm(groups=16, channels=32)": 2,
         "GroupNorm(groups=32, channels=64)": 2,
         "GroupNorm(groups=32, channels=128)": 2,
@@ -138,7 +137,7 @@ def test_unknown_norm_fails_at_once_listing_the_available_ones(tmp_path):
 
 def test_help_and_cfg_job(tmp_path):
     help_text = run_cli("--help", cwd=tmp_path, timeout=60).stdout
-    assert "normlab" in help_text and "norm: bn, gn" in help_text and "dataset:" in help_text
+    assert "normlab" in help_text and "norm: bn, brn, frn, ghost, gn" in help_text and "dataset:" in help_text
     job = run_cli("--cfg", "job", "norm=ln", "batch=2", cwd=tmp_path, timeout=60)
     assert job.returncode == 0 and "name: ln" in job.stdout and "batch: 2" in job.stdout
 

@@ -14,8 +14,8 @@ from src.norms import Normalization
 class SmallCNN(nn.Module):
     """Stages of two conv→norm→ReLU layers; each stage after the first halves the resolution.
 
-    widths=(16, 32, 64, 128) on 28×28 gives 28→14→7→4 feature maps, then global average pooling and a
-    linear classifier. Every convolution is followed by the configured norm.
+    widths=(32, 64, 128) on 28×28 gives 28→14→7 feature maps (8→4→2 on digits), then global average
+    pooling and a linear classifier. Every convolution is followed by the configured norm.
     """
 
     def __init__(
@@ -23,7 +23,7 @@ class SmallCNN(nn.Module):
         input_shape: Sequence[int],
         num_classes: int,
         norm: Normalization,
-        widths: Sequence[int] = (16, 32, 64, 128),
+        widths: Sequence[int] = (32, 64, 128),
     ):
         super().__init__()
         channels, _, _ = check_input_shape(input_shape, min_size=2 ** (len(widths) - 1))

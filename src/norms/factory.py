@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
+from torch.nn.utils import parametrize
+
+from src.norms.base import NormLayer
+from src.norms.checks import LAYER_PREFIX, WEIGHT_PREFIX, check_keywords
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +35,7 @@ class Normalization:
             ``None`` means no activation normalization (an identity).
         weight: ``weight(module)`` reparametrizes one conv/linear layer in place; ``None`` for none.
         batch_dependent: whether training-mode statistics are computed across the batch (BN family).
+        synchronized: whether those statistics span the batches of all processes (SyncBN under DDP).
     """
 
     def __init__(
@@ -36,14 +44,32 @@ class Normalization:
         layer: LayerBuilder | None = None,
         weight: WeightReparam | None = None,
         batch_dependent: bool = False,
+        synchronized: bool = False,
     ):
         self.name = name
         self.layer = layer
         self.weight = weight
         self.batch_dependent = batch_dependent
+        self.synchronized = synchronized
 
     def validate(self, batch: int) -> None:
-        """Fail before training when the norm cannot work with this per-device batch size."""
+        """Fail before training when the norm's settings are invalid or cannot work with this batch size.
+
+        ``layer`` and ``weight`` are checked from their arguments alone, before any layer is built:
+        every keyword of the partial, and every default of its target's signature, that has a rule
+        in :data:`src.norms.checks.KEYWORD_RULES` is checked (e.g. ``eps >= 0``, ``groups >= 1``, and
+        ``virtual_batch`` must divide ``batch``), and a target may add its own check as a callable
+        attribute ``check_config(prefix=..., batch=..., **arguments)``. Errors are one ``ValueError``
+        line naming the config key (``norm.layer.<key>`` or ``norm.weight.<key>``) and the allowed values.
+        """
+        for prefix, builder in ((LAYER_PREFIX, self.layer), (WEIGHT_PREFIX, self.weight)):
+            if builder is None:
+                continue
+            arguments = builder_arguments(builder)
+            check_keywords(prefix, arguments, batch)
+            hook = getattr(getattr(builder, "func", builder), "check_config", None)
+            if callable(hook):
+                hook(prefix=prefix, batch=batch, **arguments)
         if self.batch_dependent and batch < 2:
             log.warning("norm=%s computes statistics over the batch, and batch=%d has one sample", self.name, batch)
 
@@ -70,11 +96,33 @@ class Normalization:
         return module
 
     def __repr__(self) -> str:
-        return f"Normalization(name={self.name!r}, layer={self.layer!r})"
+        return f"Normalization(name={self.name!r}, layer={self.layer!r}, weight={self.weight!r})"
+
+
+def builder_arguments(builder: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword arguments a ``layer``/``weight`` builder will be called with: its target's defaults
+    updated by the partial's keywords (a plain callable gives its defaults)."""
+    keywords = dict(builder.keywords) if isinstance(builder, functools.partial) else {}
+    target = builder.func if isinstance(builder, functools.partial) else builder
+    try:
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return keywords
+    defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+    return {**defaults, **keywords}
 
 
 def describe_layer(module: nn.Module) -> str:
-    """A short human-readable description of one norm layer, e.g. ``GroupNorm(groups=8, channels=16)``."""
+    """A short human-readable description of one norm layer, e.g. ``GroupNorm(groups=8, channels=16)``.
+
+    A reparametrized weight is described by its parametrizations and layer type, e.g.
+    ``_WeightNorm(Conv2d)``.
+    """
+    if isinstance(module, NormLayer):
+        return module.describe()
+    if parametrize.is_parametrized(module, "weight"):
+        names = "+".join(type(p).__name__ for p in module.parametrizations.weight)
+        return f"{names}({type(module).__name__.removeprefix('Parametrized')})"
     if isinstance(module, nn.GroupNorm):
         return f"GroupNorm(groups={module.num_groups}, channels={module.num_channels})"
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -83,9 +131,16 @@ def describe_layer(module: nn.Module) -> str:
 
 
 def describe_norm_layers(model: nn.Module) -> dict[str, int]:
-    """Count the model's normalization layers by description (recorded in ``result.json``)."""
-    norm_types = (nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.LayerNorm)
-    return dict(Counter(describe_layer(m) for m in model.modules() if isinstance(m, norm_types)))
+    """Count the model's normalization layers, and layers with a reparametrized weight, by description
+    (recorded in ``result.json``)."""
+    norm_types = (nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.LayerNorm, NormLayer)
+    return dict(
+        Counter(
+            describe_layer(m)
+            for m in model.modules()
+            if isinstance(m, norm_types) or parametrize.is_parametrized(m, "weight")
+        )
+    )
 
 
 def norm_state(model: nn.Module) -> dict[str, object]:

@@ -21,11 +21,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from src.records import PROJECT_ROOT, git_commit, machine_description, write_text_atomic
+from src.atomic import write_bytes_atomic, write_text_atomic
+from src.records import PROJECT_ROOT, git_commit, machine_description
 from src.report.claims import VERDICTS, evaluate_claims
 from src.report.load import RunSet, Skipped, load_run_set
 from src.report.markdown import render_claims, render_index, render_summary
-from src.report.output import write_bytes_atomic
 from src.report.plots import choose_bar_batch, error_by_norm, error_vs_batch
 from src.report.tables import summarize
 
