@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-
-log = logging.getLogger(__name__)
 
 
 class TrainTimer(pl.Callback):
@@ -28,24 +25,6 @@ class TrainTimer(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.seconds += self._last_batch_end - self._epoch_start
-
-
-class EpochSummary(pl.Callback):
-    """One log line per epoch: train loss, validation error and learning rate."""
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        metrics = trainer.callback_metrics
-        loss = metrics.get("train/loss")
-        val = metrics.get("val/error")
-        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
-        log.info(
-            "epoch %d/%d  train_loss %s  val_error %s  lr %.4g",
-            trainer.current_epoch + 1,
-            trainer.max_epochs,
-            f"{float(loss):.4f}" if loss is not None else "-",
-            f"{float(val):.2f}%" if val is not None else "-",
-            lr,
-        )
 
 
 class Diverged(RuntimeError):
