@@ -14,6 +14,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,25 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-from src.callbacks import Diverged, DivergenceGuard, EpochSummary, TrainTimer
+from src.callbacks import Diverged, DivergenceGuard, MemoryMonitor, TrainTimer
 from src.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
 from src.loggers import publish_record
 from src.module import Classifier
 from src.norms import describe_norm_layers, norm_state
+from src.perf import gpu_for_job, peak_memory_mb
 from src.records import git_commit, machine_description, write_record
-from src.run_state import CHECKPOINT_DIR, config_hash, previous_run, redact, run_lock
+from src.run_state import (
+    CHECKPOINT_DIR,
+    config_hash,
+    distributed_job,
+    is_main_process,
+    previous_run,
+    redact,
+    run_lock,
+)
 from src.validation import probe_forward, validate_config
 
 log = logging.getLogger(__name__)
@@ -96,6 +107,7 @@ def train(
     run_dir: Path,
     overrides: Sequence[str] = (),
     choices: dict[str, Any] | None = None,
+    trainer_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train and test one configuration; write and return its run record.
 
@@ -108,7 +120,10 @@ def train(
     config = OmegaConf.to_container(cfg, resolve=True)
     digest = config_hash(config)
     force = bool(cfg.get("force", False))
-    with run_lock(run_dir):
+    # Under DDP every rank runs this: only rank 0 locks and writes; the others decide skip/resume from
+    # what rank 0 left (it deletes a stale checkpoint before it rewrites the record) and write nothing.
+    main = is_main_process()
+    with run_lock(run_dir) if main else nullcontext():
         previous = previous_run(run_dir)
         if previous.completed_with(digest) and not force:
             log.info("skipping %s: completed earlier with the same config (force=true retrains)", run_dir)
@@ -118,7 +133,7 @@ def train(
             same_config = (previous.record or {}).get("config_hash") == digest
             if same_config and cfg.get("resume", True) and not force:
                 resume_from = previous.checkpoint
-            else:
+            elif main:
                 previous.checkpoint.unlink()
         record: dict[str, Any] = {
             "status": "running",
@@ -128,13 +143,15 @@ def train(
             "config": config,
             "started_at": now(),
         }
-        write_record(run_dir, record)
+        if main:
+            write_record(run_dir, record)
         loggers: list[Any] = []
         try:
             validate_config(cfg)
-            record.update(fit_and_test(cfg, run_dir, resume_from, loggers))
+            record.update(fit_and_test(cfg, run_dir, resume_from, loggers, trainer_overrides))
             record["status"] = "completed"
-            shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # only interrupted runs need one
+            if main:
+                shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # only interrupted runs need one
         except Diverged as error:
             record.update(status="diverged", error=str(error))
             log.warning("%s diverged: %s", run_dir, error)
@@ -144,8 +161,9 @@ def train(
         finally:
             record["finished_at"] = now()
             record.setdefault("environment", {}).update(git_commit=git_commit(), machine=machine_description())
-            write_record(run_dir, record)
-            publish_record(loggers, record)  # W&B: the record into the run's summary, then finish (never raises)
+            if main:
+                write_record(run_dir, record)
+                publish_record(loggers, record)  # W&B: the record into the run's summary, then finish (never raises)
     return record
 
 
@@ -166,13 +184,23 @@ def batch_sizes(batch: int, world_size: int, norm: Any) -> dict[str, Any]:
     }
 
 
-def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None, loggers: list[Any]) -> dict[str, Any]:
+def fit_and_test(
+    cfg: DictConfig,
+    run_dir: Path,
+    resume_from: Path | None,
+    loggers: list[Any],
+    trainer_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Build everything from the config, fit (resuming from ``resume_from`` if given) and test.
 
     The loggers it creates are appended to ``loggers`` so the caller can hand them the final record.
+    ``trainer_overrides`` are Trainer arguments that do not belong in the config (e.g. the GPU a
+    parallel job was given).
     """
     quiet_lightning()
     torch.set_flush_denormal(True)  # on CPUs, denormal floats late in training can slow steps 10×
+    if cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule: pl.LightningDataModule = build(cfg.dataset)
     datamodule.setup("fit")
@@ -186,13 +214,16 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None, logge
 
     timer = TrainTimer()
     loggers.extend(build(logger_cfg, save_dir=str(run_dir)) for logger_cfg in cfg.logger.values())
-    callbacks = [timer, EpochSummary(), DivergenceGuard(), last_checkpoint_callback(run_dir)]
+    memory = MemoryMonitor()
+    callbacks = [timer, memory, DivergenceGuard(), last_checkpoint_callback(run_dir)]
     trainer: pl.Trainer = build(
         cfg.trainer,
+        **(trainer_overrides or {}),
         logger=loggers or False,
         callbacks=callbacks,
         enable_checkpointing=True,
-        plugins=[AtomicCheckpointIO()],
+        # On SLURM, requeue is submitit's (conf/hydra/launcher/slurm.yaml): Lightning's own auto-requeue is off.
+        plugins=[AtomicCheckpointIO(), *([SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else [])],
         default_root_dir=str(run_dir),
     )
     batches = batch_sizes(cfg.batch, trainer.world_size, norm)
@@ -202,10 +233,12 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None, logge
         optimizer=build(cfg.optim.optimizer),
         num_classes=datamodule.num_classes,
         batch=batches["global_batch"],  # the learning rate follows the global batch
+        compile_mode=cfg.compile_mode if cfg.compile else None,
         **{key: value for key, value in optim.items() if key != "optimizer"},
     )
     if resume_from is not None:
         log.info("resuming %s from %s", run_dir, resume_from)
+    resumed_from_epoch = resumed_epoch(resume_from)  # before fit: training rewrites last.ckpt every epoch
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     fit_seconds = time.perf_counter() - started
@@ -228,7 +261,12 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None, logge
             "train_steps": steps,
             "steps_per_second": round(steps / timer.seconds, 3) if timer.seconds > 0 else math.nan,
             "epochs_completed": int(trainer.current_epoch),
-            "resumed_from_epoch": resumed_epoch(resume_from),
+            "resumed_from_epoch": resumed_from_epoch,
+            "compiled": bool(cfg.compile),
+        },
+        "memory": {
+            "peak_mb": round(peak_memory_mb(module.device), 1),
+            "per_epoch_mb": memory.per_epoch,
         },
         "data": {
             "splits": datamodule.split_sizes(),
@@ -241,6 +279,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None, logge
         "environment": {
             "torch": torch.__version__,
             "lightning": pl.__version__,
+            "cpu_threads": torch.get_num_threads(),
             "device": device_name(trainer),
         },
     }
@@ -258,7 +297,15 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        record = train(cfg, run_dir, overrides=list(hydra_cfg.overrides.task), choices=dict(hydra_cfg.runtime.choices))
+        with distributed_job(hydra_cfg):  # DDP ranks Lightning starts re-run this job, in this directory
+            gpu = gpu_for_job(hydra_cfg.job.get("num", 0) or 0, cfg.trainer.get("devices"))
+            record = train(
+                cfg,
+                run_dir,
+                overrides=list(hydra_cfg.overrides.task),
+                choices=dict(hydra_cfg.runtime.choices),
+                trainer_overrides={"devices": gpu} if gpu else None,
+            )
     except Exception as error:
         log.error("%s failed: %s", run_dir, redact(f"{type(error).__name__}: {error}"))
         log_traceback_to_file(redact(traceback.format_exc()))
