@@ -10,7 +10,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from src.atomic import atomic_file
-from src.run_state import CHECKPOINT_DIR
+from src.run_state import CHECKPOINT_DIR, LAST_CHECKPOINT
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -25,8 +25,10 @@ def last_checkpoint_callback(run_dir: Path) -> ModelCheckpoint:
     """Keep only ``<run_dir>/checkpoints/last.ckpt``, rewritten at the end of every training epoch."""
     return ModelCheckpoint(
         dirpath=run_dir / CHECKPOINT_DIR,
-        save_last=True,
-        save_top_k=0,
+        # the one "top-k" checkpoint, named last.ckpt: Lightning 2.6 writes save_last's file at an epoch
+        # end only when a top-k checkpoint was saved there, so save_top_k=0 would write it only at the end
+        filename=LAST_CHECKPOINT.removesuffix(".ckpt"),
+        save_top_k=1,
         every_n_epochs=1,
         save_on_train_epoch_end=True,
         enable_version_counter=False,

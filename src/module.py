@@ -104,7 +104,7 @@ class Classifier(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         """Log the epoch's mean training loss, and one summary line per epoch."""
         loss = (self.loss_sum / self.loss_count).item() if self.loss_count else math.nan
-        self.log("train/loss", loss)
+        self.log("train/loss", loss, sync_dist=True)  # the mean over ranks under DDP
         lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else math.nan
         log.info(
             "epoch %d/%d  train_loss %.4f  val_error %.2f%%  lr %.4g",

@@ -35,9 +35,7 @@ class ImageArrays:
 def as_nhwc_uint8(images: np.ndarray, key: str, source: str) -> np.ndarray:
     """Check an image array and return it as (N, H, W, C) uint8; (N, H, W) gains a channel axis."""
     if images.dtype != np.uint8:
-        raise ValueError(
-            f"{source}: {key} has dtype {images.dtype}; images must be uint8 pixels in 0..255"
-        )
+        raise ValueError(f"{source}: {key} has dtype {images.dtype}; images must be uint8 pixels in 0..255")
     if images.ndim == 3:
         return images[..., None]
     if images.ndim == 4 and images.shape[-1] in (1, 3):

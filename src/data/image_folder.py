@@ -103,7 +103,10 @@ class ImageFolderDataModule(ArrayDataModule):
         if cache is not None and cache.exists():
             with np.load(cache, allow_pickle=False) as data:
                 return ImageArrays(
-                    data["x_train"], data["y_train"], data["x_test"], data["y_test"],
+                    data["x_train"],
+                    data["y_train"],
+                    data["x_test"],
+                    data["y_test"],
                     classes=[str(c) for c in data["classes"]],
                 )
         log.info("decoding images from %s (once; cached in %s)", source, cache)
@@ -112,8 +115,12 @@ class ImageFolderDataModule(ArrayDataModule):
             cache.parent.mkdir(parents=True, exist_ok=True)
             partial = cache.with_suffix(f".{os.getpid()}.tmp.npz")
             np.savez(
-                partial, x_train=arrays.x_train, y_train=arrays.y_train, x_test=arrays.x_test,
-                y_test=arrays.y_test, classes=np.array(arrays.classes),
+                partial,
+                x_train=arrays.x_train,
+                y_train=arrays.y_train,
+                x_test=arrays.x_test,
+                y_test=arrays.y_test,
+                classes=np.array(arrays.classes),
             )
             os.replace(partial, cache)
         return arrays

@@ -1,0 +1,488 @@
+"""Beyond one machine: SLURM through Hydra's submitit launcher, multi-process DDP, and SyncBN semantics.
+
+Everything runs on CPU: DDP with the gloo backend (2 processes), the submitit launcher with its local
+executor. The slow tests start real sweeps; the rest check configs, samplers and the rank logic directly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from src.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
+from src.data import DigitsDataModule
+from src.data.arrays import EvalShardSampler, ShardedBatchSampler
+from src.records import RECORD_FILE
+from src.run_state import CHECKPOINT_DIR, LAST_CHECKPOINT, is_main_process, run_lock, single_run_argv
+from src.train import train
+
+from .conftest import CONF, PYTHON, ROOT
+
+FAST = ("dataset=digits", "model.widths=[8,16]", "logger=none", "epochs=1")
+DDP_CPU = ("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
+DIGITS_TRAIN = 1293  # training images of dataset=digits after its validation split
+HAS_SUBMITIT = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
+needs_submitit = pytest.mark.skipif(
+    not HAS_SUBMITIT, reason="hydra-submitit-launcher is not installed (pip install -e .[slurm])"
+)
+
+
+def cli(*args: str, cwd: Path, timeout: int = 480) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [PYTHON, "-m", "src.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def records(sweep: Path) -> dict[str, dict]:
+    """The run records of a sweep by norm."""
+    found = [json.loads(path.read_text()) for path in sorted(sweep.glob(f"*/{RECORD_FILE}"))]
+    return {record["norm"]: record for record in found}
+
+
+# ---------------------------------------------------------------------------------------- ranks
+@pytest.mark.parametrize(
+    ("environ", "main"),
+    [
+        ({}, True),
+        ({"RANK": "0"}, True),
+        ({"RANK": "3", "LOCAL_RANK": "0"}, False),  # torchrun: RANK is global
+        ({"LOCAL_RANK": "0", "NODE_RANK": "0"}, True),  # Lightning's main process after it launched the others
+        ({"LOCAL_RANK": "1", "SLURM_PROCID": "0"}, False),  # started by Lightning inside a one-task SLURM job
+        ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),
+        ({"SLURM_PROCID": "0"}, True),
+        ({"SLURM_PROCID": "2"}, False),  # SLURM started one task per GPU (submitit, tasks_per_node > 1)
+    ],
+)
+def test_the_main_process_is_rank_zero_of_its_launcher(environ, main):
+    assert is_main_process(environ) is main
+
+
+def test_a_ddp_child_process_neither_takes_the_run_lock_nor_writes_the_record(compose_cfg, tmp_path, monkeypatch):
+    cfg = compose_cfg(*FAST, "trainer.accelerator=cpu", "batch=64")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # what Lightning's DDP launcher gives rank 1
+    with run_lock(tmp_path):  # rank 0 holds the lock while it trains
+        record = train(cfg, tmp_path)
+    assert record["status"] == "completed"
+    assert not (tmp_path / RECORD_FILE).exists()
+
+
+def test_a_multirun_job_gives_ddp_children_its_own_single_run_command_line():
+    argv = ["src/train.py", "-m", "--config-dir", "sweeps", "--config-name=demo", "norm=bn,gn", "hydra.sweep.dir=/s"]
+    single = single_run_argv(argv, ["norm=gn", "batch=2"], ["hydra.sweep.dir=/s", "hydra.mode=MULTIRUN"])
+    assert single == [
+        "src/train.py",
+        "--config-dir",
+        "sweeps",
+        "--config-name",
+        "demo",
+        "hydra.sweep.dir=/s",
+        "norm=gn",
+        "batch=2",
+        "hydra.mode=RUN",
+    ]
+
+
+# ------------------------------------------------------------------------------------- sampling
+def test_ddp_training_shards_are_disjoint_full_batches_of_one_permutation_per_epoch():
+    data = torch.utils.data.TensorDataset(torch.arange(103))
+    for world in (2, 3):
+        samplers = [ShardedBatchSampler(data, 8, world, rank, seed=7) for rank in range(world)]
+        for epoch in (0, 1):
+            for sampler in samplers:
+                sampler.set_epoch(epoch)  # Lightning calls it on the loader's sampler every epoch
+            batches = [list(sampler) for sampler in samplers]
+            assert {len(b) for b in batches} == {len(samplers[0])} == {103 // world // 8}  # same steps on every rank
+            assert all(len(batch) == 8 for rank in batches for batch in rank)  # BN normalizes over `batch`
+            seen = [i for rank in batches for batch in rank for i in batch]
+            assert len(seen) == len(set(seen))  # ranks never share an image within an epoch
+            if epoch == 0:
+                first = seen
+            else:
+                assert seen != first  # a new permutation every epoch
+
+
+def test_ddp_evaluation_counts_every_image_once_with_the_same_number_of_batches_per_rank():
+    for size, world, batch in [(144, 2, 500), (360, 2, 100), (11, 2, 5), (7, 3, 2), (3, 3, 500)]:
+        data = torch.utils.data.TensorDataset(torch.arange(size))
+        shards = [list(EvalShardSampler(data, batch, world, rank)) for rank in range(world)]
+        assert len({len(shard) for shard in shards}) == 1  # no rank waits for another
+        assert all(0 < len(b) <= batch for shard in shards for b in shard)
+        assert sorted(i for shard in shards for b in shard for i in b) == list(range(size))
+
+
+def test_the_datamodule_shards_by_the_trainers_world_size_and_rank():
+    datamodule = DigitsDataModule(name="digits", batch_size=32)
+    datamodule.setup("fit")
+    single = datamodule.train_dataloader()
+    assert len(single) == DIGITS_TRAIN // 32 and not isinstance(single.sampler, ShardedBatchSampler)
+    loaders = []
+    for rank in (0, 1):
+        datamodule.trainer = SimpleNamespace(world_size=2, global_rank=rank, training=True)
+        loader = datamodule.train_dataloader()
+        assert isinstance(loader.sampler, ShardedBatchSampler)  # a DistributedSampler: Lightning leaves it alone
+        assert len(loader) == DIGITS_TRAIN // 2 // 32
+        images, labels = next(iter(loader))
+        assert images.shape == (32, 1, 8, 8) and labels.shape == (32,)
+        loaders.append((loader, datamodule.val_dataloader(), datamodule.test_dataloader()))
+    for split, size in ((1, 144), (2, 360)):
+        counted = sum(len(labels) for rank in loaders for _, labels in rank[split])
+        assert counted == size
+
+
+# -------------------------------------------------------------------------------------- configs
+def test_the_ddp_trainer_config(compose_cfg):
+    cfg = compose_cfg("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
+    assert cfg.trainer.strategy._target_ == "pytorch_lightning.strategies.DDPStrategy"
+    assert cfg.trainer.strategy.find_unused_parameters is False
+    assert cfg.trainer.use_distributed_sampler is False  # the datamodule shards itself
+    assert cfg.trainer.sync_batchnorm is False  # norm=bn stays per-device BN; SyncBN is norm=syncbn
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert trainer.world_size == 2 and type(trainer.strategy).__name__ == "DDPStrategy"
+
+
+@needs_submitit
+def test_the_slurm_launcher_config_becomes_the_sbatch_script(tmp_path, monkeypatch):
+    import submitit
+    from hydra import compose, initialize_config_dir
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    overrides = [
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.qos=high",
+        "hydra.launcher.account=lab",
+        "hydra.launcher.tasks_per_node=4",
+        "+hydra.launcher.additional_parameters.mail-type=END",
+    ]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert params["_target_"].endswith("SlurmLauncher") and params["gpus_per_node"] == 4
+    # what hydra_submitit_launcher's SlurmLauncher.launch does with them (submitit needs `srun` to exist)
+    (tmp_path / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    params.pop("_target_")
+    executor = submitit.AutoExecutor(
+        folder=tmp_path / "%j", cluster="slurm", slurm_max_num_timeout=params.pop("max_num_timeout")
+    )
+    params.pop("submitit_folder")
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{key if key in base else f"slurm_{key}": value for key, value in params.items()})
+    script = executor._executor._make_submission_file_text("python -m src.train", "uid")
+    for line in (
+        "--partition=gpu",
+        "--qos=high",
+        "--account=lab",
+        "--mail-type=END",
+        "--ntasks-per-node=4",
+        "--gpus-per-node=4",
+        "--cpus-per-task=8",
+        "--mem=32GB",
+        "--time=240",
+        "--signal=USR2@120",
+    ):
+        assert f"#SBATCH {line}\n" in script
+    assert "--gpus-per-task" not in script
+    assert executor._executor.max_num_timeout == 20
+
+
+# ------------------------------------------------------------------------------- SyncBN semantics
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def reference_sync_batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
+    """BN over the batches of all processes: per-channel sums, sums of squares and counts all-reduced
+    (with autograd, so gradients flow through the global statistics), then the usual normalization.
+    Returns the output and the global mean and unbiased variance (what the running averages track)."""
+    channels = x.shape[1]
+    count = torch.full((1,), x.numel() // channels, dtype=x.dtype)
+    local = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count])
+    total = torch.distributed.nn.functional.all_reduce(local)
+    n = total[-1]
+    mean = total[:channels] / n
+    var = total[channels : 2 * channels] / n - mean * mean
+    shape = (1, channels, 1, 1)
+    y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + eps) * weight.view(shape) + bias.view(shape)
+    return y, mean.detach(), (var * n / (n - 1)).detach()
+
+
+def _syncbn_worker(rank: int, world: int, port: int, inputs: dict, layer_config: dict, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        x = inputs["x"].chunk(world)[rank].clone().requires_grad_(True)
+        upstream = inputs["upstream"].chunk(world)[rank]
+        weight = inputs["weight"].clone().requires_grad_(True)
+        bias = inputs["bias"].clone().requires_grad_(True)
+        results = {}
+        y, mean, var = reference_sync_batch_norm(x, weight, bias, eps=1e-5)
+        (y * upstream).sum().backward()
+        results["reference"] = {"y": y.detach(), "mean": mean, "var": var, "dx": x.grad, "dw": weight.grad}
+        # the layer norm=syncbn builds (conf/norm/syncbn.yaml), on CPU tensors
+        layer = instantiate(layer_config)(x.shape[1])
+        with torch.no_grad():
+            layer.weight.copy_(inputs["weight"]), layer.bias.copy_(inputs["bias"])
+        layer.train()
+        x2 = x.detach().clone().requires_grad_(True)
+        try:
+            y2 = layer(x2)
+        except (ValueError, RuntimeError) as error:
+            results["layer"] = {"error": f"{type(error).__name__}: {error}", "type": type(layer).__name__}
+        else:
+            (y2 * upstream).sum().backward()
+            results["layer"] = {
+                "y": y2.detach(),
+                "running_mean": layer.running_mean,
+                "running_var": layer.running_var,
+                "dx": x2.grad,
+                "dw": layer.weight.grad,
+                "type": type(layer).__name__,
+            }
+        torch.save(results, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def syncbn_on_two_processes(tmp_path_factory):
+    """Run the reference and the norm=syncbn layer on 2 gloo processes, each with half of one batch,
+    and BN on the whole batch in this process."""
+    out = tmp_path_factory.mktemp("syncbn")
+    generator = torch.Generator().manual_seed(0)
+    inputs = {
+        "x": torch.randn(12, 3, 4, 4, generator=generator) * 2 + 1,
+        "upstream": torch.randn(12, 3, 4, 4, generator=generator),
+        "weight": torch.rand(3, generator=generator) + 0.5,
+        "bias": torch.randn(3, generator=generator),
+    }
+    layer_config = OmegaConf.to_container(OmegaConf.load(CONF / "norm" / "syncbn.yaml").layer)
+    torch.multiprocessing.spawn(_syncbn_worker, args=(2, _free_port(), inputs, layer_config, str(out)), nprocs=2)
+    ranks = [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+
+    bn = nn.BatchNorm2d(3)
+    with torch.no_grad():
+        bn.weight.copy_(inputs["weight"]), bn.bias.copy_(inputs["bias"])
+    x = inputs["x"].clone().requires_grad_(True)
+    y = bn(x)
+    (y * inputs["upstream"]).sum().backward()
+    whole = {"y": y.detach(), "running_mean": bn.running_mean, "running_var": bn.running_var, "dx": x.grad}
+    whole["dw"] = bn.weight.grad
+    whole["mean"] = inputs["x"].mean((0, 2, 3))
+    whole["var"] = inputs["x"].var((0, 2, 3), unbiased=True)
+    whole["half_means"] = [half.mean((0, 2, 3)) for half in inputs["x"].chunk(2)]
+    return ranks, whole
+
+
+def close(a: torch.Tensor, b: torch.Tensor) -> None:
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_sync_bn_on_two_processes_is_bn_on_the_concatenated_batch(syncbn_on_two_processes):
+    ranks, whole = syncbn_on_two_processes
+    references = [rank["reference"] for rank in ranks]
+    close(torch.cat([r["y"] for r in references]), whole["y"])  # outputs, each rank its half
+    close(torch.cat([r["dx"] for r in references]), whole["dx"])  # input gradients through global statistics
+    close(references[0]["dw"] + references[1]["dw"], whole["dw"])  # DDP sums the ranks' parameter gradients
+    for r in references:  # both ranks hold the statistics of all 12 images
+        close(r["mean"], whole["mean"])
+        close(r["var"], whole["var"])
+    for half in whole["half_means"]:  # the test can tell: each rank's own 6 images have other statistics
+        assert not torch.allclose(half, whole["mean"], atol=1e-2)
+
+
+def test_the_syncbn_layer_on_two_cpu_processes(syncbn_on_two_processes):
+    ranks, whole = syncbn_on_two_processes
+    layers = [rank["layer"] for rank in ranks]
+    if "error" in layers[0]:
+        assert layers[0]["type"] == "SyncBatchNorm" and "GPU" in layers[0]["error"], layers[0]
+        pytest.skip(
+            "norm=syncbn is torch.nn.SyncBatchNorm, which synchronizes only GPU tensors: on CPU processes it "
+            f"raises ({layers[0]['error']}); the reference test above checks the semantics with gloo"
+        )
+    close(torch.cat([layer["y"] for layer in layers]), whole["y"])
+    close(torch.cat([layer["dx"] for layer in layers]), whole["dx"])
+    close(layers[0]["dw"] + layers[1]["dw"], whole["dw"])
+    for layer in layers:
+        close(layer["running_mean"], whole["running_mean"])
+        close(layer["running_var"], whole["running_var"])
+
+
+# ------------------------------------------------------------------------------------- requeue
+class _CheckpointSeen(pl.Callback):
+    def __init__(self, path: Path) -> None:
+        self.path, self.seen = path, []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seen.append(self.path.exists())
+
+
+class _Tiny(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(2, 1)
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.layer(batch[0]).sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_the_last_checkpoint_is_written_at_the_end_of_every_epoch(tmp_path):
+    """What a requeued (or killed and rerun) job resumes from: checkpoints/last.ckpt after every epoch."""
+    seen = _CheckpointSeen(tmp_path / CHECKPOINT_DIR / LAST_CHECKPOINT)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        callbacks=[last_checkpoint_callback(tmp_path), seen],
+        plugins=[AtomicCheckpointIO()],
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    data = torch.utils.data.TensorDataset(torch.randn(8, 2))
+    trainer.fit(_Tiny(), torch.utils.data.DataLoader(data, batch_size=4))
+    assert seen.seen == [False, True, True]
+
+
+# ----------------------------------------------------------------------------------- end to end
+def syncbn_runs_on_cpu() -> bool:
+    return OmegaConf.load(CONF / "norm" / "syncbn.yaml").layer._target_ != "torch.nn.SyncBatchNorm"
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_records_per_device_global_and_statistics_batches(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = cli("-m", *DDP_CPU, *FAST, "batch=32", "norm=bn,gn", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = records(sweep)
+    assert set(runs) == {"bn", "gn"}
+    for norm, statistics in (("bn", 32), ("gn", 1)):
+        record = runs[norm]
+        assert record["status"] == "completed"
+        assert record["batches"] == {
+            "per_device": 32,
+            "world_size": 2,
+            "global_batch": 64,
+            "norm_statistics": statistics,
+        }
+        assert record["lr"] == pytest.approx(0.1 * 64 / 32)  # the learning rate follows the global batch
+        assert record["timing"]["train_steps"] == DIGITS_TRAIN // 2 // 32  # each rank steps through its own half
+        run_dir = Path(record["run_dir"])
+        assert (run_dir / "train_ddp_process_1.log").exists()  # rank 1 ran this job, in this directory
+    # rank 1 wrote no record of its own and no directory outside the sweep; both jobs ran (one process group each)
+    assert len(list(tmp_path.rglob(RECORD_FILE))) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not syncbn_runs_on_cpu() and torch.cuda.device_count() < 2,
+    reason="norm=syncbn is torch.nn.SyncBatchNorm, which synchronizes only GPU tensors: DDP on CPU cannot run it",
+)
+def test_ddp_with_syncbn_normalizes_over_the_global_batch(tmp_path):
+    devices = ("trainer=ddp", "trainer.accelerator=gpu", "trainer.devices=2") if not syncbn_runs_on_cpu() else DDP_CPU
+    result = cli(*devices, *FAST, "batch=16", "norm=syncbn", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / RECORD_FILE).read_text())
+    assert record["status"] == "completed"
+    assert record["batches"] == {"per_device": 16, "world_size": 2, "global_batch": 32, "norm_statistics": 32}
+
+
+@pytest.mark.slow
+def test_a_killed_ddp_run_resumes_on_every_rank_from_rank_zeros_checkpoint(tmp_path):
+    run_dir, epochs = tmp_path / "run", 12
+    args = (*DDP_CPU, *FAST[:-1], "batch=16", f"epochs={epochs}", f"hydra.run.dir={run_dir}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [PYTHON, "-m", "src.train", *args]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and process.poll() is None and not (run_dir / "checkpoints/last.ckpt").exists():
+            time.sleep(0.05)
+        assert (run_dir / "checkpoints/last.ckpt").exists(), "no checkpoints/last.ckpt was written during training"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # both ranks, mid-training
+        process.wait()
+    assert json.loads((run_dir / RECORD_FILE).read_text())["status"] == "running"
+
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((run_dir / RECORD_FILE).read_text())
+    assert record["status"] == "completed" and 1 <= record["timing"]["resumed_from_epoch"] < epochs
+    # both ranks resumed from the same epoch: together they took exactly the steps of an uninterrupted run
+    assert record["timing"]["train_steps"] == epochs * (DIGITS_TRAIN // 2 // 16)
+    assert "resuming" in (run_dir / "train_ddp_process_1.log").read_text()
+
+
+@pytest.mark.slow
+@needs_submitit
+def test_a_sweep_through_the_submitit_launcher_completes_both_runs(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = cli("-m", "hydra/launcher=submitit_local", "norm=bn,gn", *FAST, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = records(sweep)
+    assert set(runs) == {"bn", "gn"} and all(r["status"] == "completed" for r in runs.values())
+    assert list(sweep.glob(".submitit/*/*_submitted.pkl"))  # the jobs went through submitit
+
+
+def _job_processes(sweep: Path) -> list[int]:
+    """The processes running this sweep's submitit jobs: the children of each job's controller, whose pid
+    is the local job id (the folder name under .submitit/)."""
+    pids = []
+    for folder in sweep.glob(".submitit/*"):
+        if folder.name.isdigit():
+            children = Path(f"/proc/{folder.name}/task/{folder.name}/children")
+            if children.exists():
+                pids += [int(pid) for pid in children.read_text().split()]
+    return pids
+
+
+@pytest.mark.slow
+@needs_submitit
+def test_a_preempted_submitit_job_is_requeued_and_resumes_from_its_last_checkpoint(tmp_path):
+    sweep = tmp_path / "sweep"
+    epochs = 20  # short epochs (40 steps), many of them: the signal lands mid-training, not after it
+    args = ("-m", "hydra/launcher=submitit_local", "norm=bn", "batch=32", *FAST[:-1], f"epochs={epochs}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [PYTHON, "-m", "src.train", *args, f"hydra.sweep.dir={sweep}"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and process.poll() is None and not list(sweep.glob("*/checkpoints/last.ckpt")):
+            time.sleep(0.1)
+        assert list(sweep.glob("*/checkpoints/last.ckpt")), "no checkpoints/last.ckpt was written during training"
+        jobs = _job_processes(sweep)
+        assert len(jobs) == 1
+        os.kill(jobs[0], signal.SIGUSR2)  # what SLURM sends before a time limit or a preemption
+        _, stderr = process.communicate(timeout=420)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr[-3000:].decode()
+    logs = "".join(path.read_text() for path in sweep.glob(".submitit/*/*_0_log.out"))
+    assert "Caught signal SIGUSR2" in logs and "Requeued job" in logs
+    record = records(sweep)["bn"]
+    assert record["status"] == "completed"
+    assert 1 <= record["timing"]["resumed_from_epoch"] < epochs  # from a checkpoint written mid-training
+    assert record["timing"]["epochs_completed"] == epochs
+    assert not (Path(record["run_dir"]) / "checkpoints").exists()
