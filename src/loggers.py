@@ -12,7 +12,8 @@ Offline unless asked otherwise: the mode is ``WANDB_MODE`` when set, else ``onli
 is configured (``WANDB_API_KEY`` or ``wandb login``'s netrc entry), else ``offline``. Offline runs are
 kept in ``$WANDB_DIR/wandb/`` when ``WANDB_DIR`` is set, else in the run directory
 (``<run dir>/wandb/offline-run-*``); upload them later with ``wandb sync <dir>/wandb/offline-run-*``.
-W&B failures are warnings: a run whose W&B logging cannot start trains on with W&B disabled.
+W&B failures are warnings: a run whose W&B logging cannot start online falls back to offline (then to
+disabled), and trains on.
 """
 
 from __future__ import annotations
@@ -134,15 +135,19 @@ class WandbLogger(LightningWandbLogger):
 
     @property
     def experiment(self) -> Any:
+        """The W&B run; if it cannot start online (no network, a bad key) it falls back to offline, and if
+        offline fails too, to disabled, each time with one warning: W&B never stops a run."""
         try:
             return super().experiment
         except Exception as error:
-            if self._wandb_init.get("mode") == "disabled":
+            mode = self._wandb_init.get("mode")
+            if mode == "disabled":
                 raise
-            _warn(f"W&B could not start ({type(error).__name__}: {error}); this run goes on without W&B")
-            self._wandb_init["mode"] = "disabled"
+            fallback = "disabled" if mode == "offline" else "offline"
+            _warn(f"W&B could not start {mode} ({type(error).__name__}: {error}); this run logs to W&B {fallback}")
+            self._wandb_init["mode"] = fallback
             self._experiment = None
-            return super().experiment
+            return self.experiment
 
 
 def _finite(value: Any) -> bool:

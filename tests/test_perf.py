@@ -64,3 +64,22 @@ def test_memory_is_recorded_and_does_not_grow_across_epochs(compose_cfg, tmp_pat
     per_epoch = memory["per_epoch_mb"]
     assert len(per_epoch) == 4 and memory["peak_mb"] >= max(per_epoch) > 0
     assert per_epoch[-1] - per_epoch[1] < 0.05 * per_epoch[1]
+
+
+def test_training_from_device_resident_batches(compose_cfg, tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg("dataset=digits", "model.widths=[8,16]", "logger=none", "epochs=3", "batch=16")
+    module = instantiate(cfg.dataset, on_device=True)
+    module.setup()
+    assert isinstance(module.train_dataloader(), DeviceBatches)
+    assert not isinstance(instantiate(cfg.dataset, on_device=False).train_dataloader, DeviceBatches)
+    on_device = train(
+        compose_cfg(
+            "dataset=digits", "model.widths=[8,16]", "logger=none", "epochs=3", "batch=16", "dataset.on_device=true"
+        ),
+        tmp_path / "device",
+    )
+    on_host = train(cfg, tmp_path / "host")
+    assert on_device["timing"]["train_steps"] == on_host["timing"]["train_steps"]
+    assert on_device["metrics"]["test_error"] < 10 and on_host["metrics"]["test_error"] < 10

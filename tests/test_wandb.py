@@ -213,13 +213,14 @@ def test_publish_record_never_raises(tmp_path, offline_env, caplog):
     assert never_started._experiment is None  # no W&B run is started just to be finished
 
 
-def test_a_wandb_run_that_cannot_start_falls_back_to_disabled(tmp_path, offline_env, monkeypatch, caplog):
+@pytest.mark.parametrize(("failing", "fallback"), [(("online",), "offline"), (("online", "offline"), "disabled")])
+def test_a_wandb_run_that_cannot_start_falls_back(tmp_path, offline_env, monkeypatch, caplog, failing, fallback):
     import wandb
 
     real_init = wandb.init
 
     def init(**kwargs: Any) -> Any:
-        if kwargs.get("mode") != "disabled":
+        if kwargs.get("mode") in failing:
             raise RuntimeError("no network")
         return real_init(**kwargs)
 
@@ -227,10 +228,12 @@ def test_a_wandb_run_that_cannot_start_falls_back_to_disabled(tmp_path, offline_
     logger = WandbLogger(save_dir=str(tmp_path), mode="online")
     with caplog.at_level(logging.WARNING, logger="src.loggers"):
         logger.log_metrics({"val/error": 3.0}, step=1)  # training goes on
-    assert "W&B could not start (RuntimeError: no network)" in caplog.text
-    assert logger._wandb_init["mode"] == "disabled"
+    assert "W&B could not start online (RuntimeError: no network)" in caplog.text
+    assert logger._wandb_init["mode"] == fallback
     publish_record([logger], RECORD)
     assert wandb.run is None
+    if fallback == "offline":
+        assert list((tmp_path / "wandb_dir" / "wandb").glob("offline-run-*"))  # the run data stays local
 
 
 def test_the_wandb_sweep_matches_its_study_and_its_command_composes():

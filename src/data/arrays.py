@@ -19,6 +19,7 @@ from torch.utils.data import (
 )
 
 from src.data.augment import AUGMENTATIONS
+from src.data.device_loader import DeviceBatches
 
 
 @dataclass
@@ -67,7 +68,9 @@ class ArrayDataModule(pl.LightningDataModule):
     :meth:`on_after_batch_transfer` scales, augments (training only) and normalizes them.
 
     Training batches are drawn without replacement and the last partial batch is dropped, so every
-    step normalizes over exactly ``batch_size`` images.
+    step normalizes over exactly ``batch_size`` images. With ``on_device`` (``auto``: when training on
+    a GPU) the splits are copied to the device once and batches are indexed there
+    (:class:`src.data.device_loader.DeviceBatches`): no loader, no host→device copy per step.
 
     Under DDP (a trainer with ``world_size`` > 1) ``batch_size`` stays the per-device batch: each rank
     draws its batches from its own shard of the epoch's permutation (:class:`ShardedBatchSampler`), and
@@ -84,6 +87,7 @@ class ArrayDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         augment: str = "none",
         eval_batch_size: int = 500,
+        on_device: bool | str = "auto",
     ):
         super().__init__()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -97,6 +101,10 @@ class ArrayDataModule(pl.LightningDataModule):
         self.split_seed = split_seed
         self.augment = AUGMENTATIONS[augment]
         self.eval_batch_size = eval_batch_size
+        if on_device not in (True, False, "auto"):
+            raise ValueError(f"dataset.on_device={on_device!r} is invalid: use true, false or auto")
+        self.on_device = on_device
+        self._device_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.classes: list[str] = []
         self.splits: dict[str, TensorDataset] = {}
         self.mean = torch.zeros(1)
@@ -187,7 +195,28 @@ class ArrayDataModule(pl.LightningDataModule):
             return 1, 0
         return int(trainer.world_size), int(trainer.global_rank)
 
-    def train_dataloader(self) -> DataLoader:
+    def _device_batches(self, split: str, batch_size: int, train: bool) -> DeviceBatches | None:
+        """Batches indexed on the training device, when ``on_device`` asks for it (``auto``: on a GPU).
+
+        Evaluation under DDP keeps the host loaders, which split the images over ranks without loss.
+        """
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        wanted = device.type == "cuda" if self.on_device == "auto" else bool(self.on_device)
+        world_size, rank = self._ranks()
+        if not wanted or (world_size > 1 and not train):
+            return None
+        if split not in self._device_splits:
+            images, labels = self.splits[split].tensors
+            self._device_splits[split] = (images.to(device), labels.to(device))
+        images, labels = self._device_splits[split]
+        return DeviceBatches(
+            images, labels, batch_size, shuffle=train, drop_last=train, shard=rank, num_shards=world_size
+        )
+
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
+        on_device = self._device_batches("train", self.batch_size, train=True)
+        if on_device is not None:
+            return on_device
         data = self.splits["train"]
         world_size, rank = self._ranks()
         if world_size > 1:
@@ -202,7 +231,10 @@ class ArrayDataModule(pl.LightningDataModule):
             sampler = BatchSampler(RandomSampler(data), self.batch_size, drop_last=True)
         return DataLoader(data, sampler=sampler, batch_size=None)
 
-    def _eval_loader(self, split: str) -> DataLoader:
+    def _eval_loader(self, split: str) -> DataLoader | DeviceBatches:
+        on_device = self._device_batches(split, self.eval_batch_size, train=False)
+        if on_device is not None:
+            return on_device
         data = self.splits[split]
         world_size, rank = self._ranks()
         if world_size > 1 and len(data) >= world_size:
@@ -211,10 +243,10 @@ class ArrayDataModule(pl.LightningDataModule):
             sampler = BatchSampler(SequentialSampler(data), self.eval_batch_size, drop_last=False)
         return DataLoader(data, sampler=sampler, batch_size=None)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
         return self._eval_loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
         return self._eval_loader("test")
 
     def on_after_batch_transfer(self, batch: list[torch.Tensor], dataloader_idx: int) -> list[torch.Tensor]:
