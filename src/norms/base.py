@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -17,6 +18,15 @@ class NormLayer(nn.Module):
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"num_features={num_features} is invalid: it must be an integer >= 1")
         self.num_features = num_features
+
+    def init_affine(self, affine: bool) -> None:
+        """The per-channel scale γ (ones) and shift β (zeros), or ``None`` for both without ``affine``."""
+        if affine:
+            self.weight = nn.Parameter(torch.ones(self.num_features))
+            self.bias = nn.Parameter(torch.zeros(self.num_features))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
 
     def describe(self) -> str:
         """A short description, e.g. ``PixelNorm(channels=16)``."""

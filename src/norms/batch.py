@@ -51,12 +51,7 @@ class _RunningStatsNorm(NormLayer):
         self.momentum = check_momentum(f"{LAYER_PREFIX}.momentum", momentum)
         self.eps = check_eps(f"{LAYER_PREFIX}.eps", eps)
         self.affine = affine
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features))
-            self.bias = nn.Parameter(torch.zeros(num_features))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        self.init_affine(affine)
         self.register_buffer("running_mean", torch.zeros(num_features))
         if track_var:
             self.register_buffer("running_var", torch.ones(num_features))

@@ -38,12 +38,7 @@ class SwitchableNorm2d(NormLayer):
         super().__init__(num_features)
         self.eps = check_eps(f"{LAYER_PREFIX}.eps", eps)
         self.momentum = check_momentum(f"{LAYER_PREFIX}.momentum", momentum)
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features))
-            self.bias = nn.Parameter(torch.zeros(num_features))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        self.init_affine(affine)
         self.mean_logits = nn.Parameter(torch.ones(len(SOURCES)))
         self.var_logits = nn.Parameter(torch.ones(len(SOURCES)))
         self.register_buffer("running_mean", torch.zeros(num_features))
