@@ -123,6 +123,7 @@ def train(
     # Under DDP every rank runs this: only rank 0 locks and writes; the others decide skip/resume from
     # what rank 0 left (it deletes a stale checkpoint before it rewrites the record) and write nothing.
     main = is_main_process()
+    commit = git_commit()  # the code this run starts with (the tree may change while it trains)
     with run_lock(run_dir) if main else nullcontext():
         previous = previous_run(run_dir)
         if previous.completed_with(digest) and not force:
@@ -160,7 +161,7 @@ def train(
             raise
         finally:
             record["finished_at"] = now()
-            record.setdefault("environment", {}).update(git_commit=git_commit(), machine=machine_description())
+            record.setdefault("environment", {}).update(git_commit=commit, machine=machine_description())
             if main:
                 write_record(run_dir, record)
                 publish_record(loggers, record)  # W&B: the record into the run's summary, then finish (never raises)
