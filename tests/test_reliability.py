@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 import os
 import signal
@@ -10,8 +11,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from src.records import RECORD_FILE
 from src.report.load import load_runs
@@ -125,33 +128,24 @@ def test_one_failed_and_one_diverged_run_do_not_stop_the_sweep(tmp_path):
 
 
 # ------------------------------------------------------------------------------ bad input fails early
-def write_npz(path: Path, **changes) -> Path:
-    with __import__("numpy").load(DATA / "mnist_tiny.npz") as d:
-        arrays = {k: d[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    arrays.update(changes)
-    arrays = {k: v for k, v in arrays.items() if v is not None}
-    __import__("numpy").savez(path, **arrays)
-    return path
-
-
 def bad_npz(kind: str, tmp_path: Path) -> str:
-    import numpy as np
-
+    """The vendored tiny MNIST with one defect."""
     with np.load(DATA / "mnist_tiny.npz") as d:
-        y = d["y_train"]
-        x = d["x_train"]
-    variants = {
+        arrays = {key: d[key] for key in ("x_train", "y_train", "x_test", "y_test")}
+    y, x = arrays["y_train"], arrays["x_train"]
+    defects = {
         "npz_missing_keys": {"y_test": None},
         "npz_mismatched_lengths": {"y_train": y[:-5]},
         "npz_labels_out_of_range": {"y_train": np.where(y == 3, -1, y)},
         "npz_non_image_dtype": {"x_train": x.astype(np.float32)},
     }
-    return str(write_npz(tmp_path / f"{kind}.npz", **variants[kind]))
+    arrays.update(defects[kind])
+    path = tmp_path / f"{kind}.npz"
+    np.savez(path, **{key: value for key, value in arrays.items() if value is not None})
+    return str(path)
 
 
 def image_folder(kind: str, tmp_path: Path) -> str:
-    from PIL import Image
-
     root = tmp_path / kind
     for split in ("train", "test"):
         folder = root / split / "only_class"
@@ -199,7 +193,7 @@ def test_bad_input_fails_before_training_with_one_clear_line(case, tmp_path):
         overrides.append(f"dataset.path={bad_npz(case, tmp_path)}")
     if case.startswith("folder_"):
         overrides.append(f"dataset.path={image_folder(case, tmp_path)}")
-    if case == "torchvision_missing" and __import__("importlib").util.find_spec("torchvision"):
+    if case == "torchvision_missing" and importlib.util.find_spec("torchvision"):
         pytest.skip("torchvision is installed")
     if case not in ("unknown_dataset", "npz_missing_keys") and not any(o.startswith("dataset=") for o in overrides):
         overrides.append("dataset=digits")
