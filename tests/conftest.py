@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +17,16 @@ CONF = ROOT / "conf"
 DATA = Path(__file__).resolve().parent / "data"
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 PYTHON = sys.executable
+
+
+def run_train(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """``python -m src.train *args`` in a subprocess (the project on PYTHONPATH), output captured."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(
+        [PYTHON, "-m", "src.train", *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def config_options(group: str) -> list[str]:

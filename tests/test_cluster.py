@@ -31,7 +31,7 @@ from src.records import RECORD_FILE
 from src.run_state import CHECKPOINT_DIR, LAST_CHECKPOINT, is_main_process, run_lock, single_run_argv
 from src.train import train
 
-from .conftest import CONF, PYTHON, ROOT
+from .conftest import CONF, PYTHON, ROOT, run_train
 
 FAST = ("dataset=digits", "model.widths=[8,16]", "logger=none", "epochs=1")
 DDP_CPU = ("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
@@ -40,13 +40,6 @@ HAS_SUBMITIT = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher")
 needs_submitit = pytest.mark.skipif(
     not HAS_SUBMITIT, reason="hydra-submitit-launcher is not installed (pip install -e .[slurm])"
 )
-
-
-def cli(*args: str, cwd: Path, timeout: int = 480) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [PYTHON, "-m", "src.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def records(sweep: Path) -> dict[str, dict]:
@@ -372,7 +365,7 @@ def syncbn_runs_on_cpu() -> bool:
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_records_per_device_global_and_statistics_batches(tmp_path):
     sweep = tmp_path / "sweep"
-    result = cli("-m", *DDP_CPU, *FAST, "batch=32", "norm=bn,gn", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    result = run_train("-m", *DDP_CPU, *FAST, "batch=32", "norm=bn,gn", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = records(sweep)
     assert set(runs) == {"bn", "gn"}
@@ -401,7 +394,7 @@ def test_ddp_on_two_cpu_processes_records_per_device_global_and_statistics_batch
 )
 def test_ddp_with_syncbn_normalizes_over_the_global_batch(tmp_path):
     devices = ("trainer=ddp", "trainer.accelerator=gpu", "trainer.devices=2") if not syncbn_runs_on_cpu() else DDP_CPU
-    result = cli(*devices, *FAST, "batch=16", "norm=syncbn", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = run_train(*devices, *FAST, "batch=16", "norm=syncbn", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "run" / RECORD_FILE).read_text())
     assert record["status"] == "completed"
@@ -425,7 +418,7 @@ def test_a_killed_ddp_run_resumes_on_every_rank_from_rank_zeros_checkpoint(tmp_p
         process.wait()
     assert json.loads((run_dir / RECORD_FILE).read_text())["status"] == "running"
 
-    result = cli(*args, cwd=tmp_path)
+    result = run_train(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((run_dir / RECORD_FILE).read_text())
     assert record["status"] == "completed" and 1 <= record["timing"]["resumed_from_epoch"] < epochs
@@ -438,7 +431,9 @@ def test_a_killed_ddp_run_resumes_on_every_rank_from_rank_zeros_checkpoint(tmp_p
 @needs_submitit
 def test_a_sweep_through_the_submitit_launcher_completes_both_runs(tmp_path):
     sweep = tmp_path / "sweep"
-    result = cli("-m", "hydra/launcher=submitit_local", "norm=bn,gn", *FAST, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    result = run_train(
+        "-m", "hydra/launcher=submitit_local", "norm=bn,gn", *FAST, f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = records(sweep)
     assert set(runs) == {"bn", "gn"} and all(r["status"] == "completed" for r in runs.values())

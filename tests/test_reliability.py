@@ -21,16 +21,9 @@ from src.report.load import load_runs
 from src.run_state import RunLocked, run_lock
 from src.train import train
 
-from .conftest import DATA, PYTHON, ROOT
+from .conftest import DATA, PYTHON, ROOT, run_train
 
 FAST = ("dataset=digits", "model.widths=[8,16]", "logger=none", "trainer.accelerator=cpu")
-
-
-def cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(
-        [PYTHON, "-m", "src.train", *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def read(path: Path) -> dict:
@@ -84,7 +77,7 @@ def test_sigkill_mid_sweep_then_rerun_skips_completed_and_resumes_the_interrupte
     done_before = {p: p.read_bytes() for p in sweep.glob(f"*/{RECORD_FILE}") if '"completed"' in p.read_text()}
     assert read(interrupted / RECORD_FILE)["status"] == "running"
 
-    rerun = cli(*args, cwd=tmp_path)
+    rerun = run_train(*args, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     records = {p.parent: read(p) for p in sweep.glob(f"*/{RECORD_FILE}")}
     assert len(records) == 6 and all(r["status"] == "completed" for r in records.values())
@@ -101,7 +94,7 @@ def test_sigkill_mid_sweep_then_rerun_skips_completed_and_resumes_the_interrupte
 # ------------------------------------------------------------------------- failures never kill a sweep
 def test_one_failed_and_one_diverged_run_do_not_stop_the_sweep(tmp_path):
     sweep = tmp_path / "multirun"
-    result = cli(
+    result = run_train(
         "-m",
         *FAST,
         "epochs=2",
@@ -197,7 +190,9 @@ def test_bad_input_fails_before_training_with_one_clear_line(case, tmp_path):
         pytest.skip("torchvision is installed")
     if case not in ("unknown_dataset", "npz_missing_keys") and not any(o.startswith("dataset=") for o in overrides):
         overrides.append("dataset=digits")
-    result = cli(*overrides, "logger=none", "epochs=1" if case != "epochs_not_positive" else "seed=0", cwd=tmp_path)
+    result = run_train(
+        *overrides, "logger=none", "epochs=1" if case != "epochs_not_positive" else "seed=0", cwd=tmp_path
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0
     lines = [line for line in output.splitlines() if message in line]
@@ -253,7 +248,7 @@ def test_no_secret_from_the_environment_is_written(tmp_path):
     secret = "wandb-fake-key-5f3a9c0e1d"
     token = "ghp_fake_token_77aa"
     sweep = tmp_path / "multirun"
-    result = cli(
+    result = run_train(
         "-m",
         *FAST[:-2],
         "logger=csv",

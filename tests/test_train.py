@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,14 +11,7 @@ from src.records import RECORD_FILE
 from src.report.__main__ import main as report_main
 from src.train import train
 
-from .conftest import PYTHON, ROOT, config_options
-
-
-def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [PYTHON, "-m", "src.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+from .conftest import config_options, run_train
 
 
 @pytest.mark.parametrize("group", ["norm", "model", "dataset", "optim", "trainer", "logger"])
@@ -87,7 +77,7 @@ def test_a_failing_run_records_its_error(compose_cfg, tmp_path):
 
 def test_multirun_writes_one_record_per_config_and_the_report_tables_them(tmp_path):
     sweep = tmp_path / "multirun"
-    result = run_cli(
+    result = run_train(
         "-m",
         "norm=bn,gn",
         "batch=4,16",
@@ -127,7 +117,7 @@ def test_default_multirun_directory_is_stable_and_readable(compose_cfg):
 
 
 def test_unknown_norm_fails_at_once_listing_the_available_ones(tmp_path):
-    result = run_cli("norm=nope", cwd=tmp_path, timeout=60)
+    result = run_train("norm=nope", cwd=tmp_path, timeout=60)
     assert result.returncode != 0
     assert "Could not find 'norm/nope'" in result.stderr
     for name in ("bn", "gn", "ln", "in", "none"):
@@ -136,15 +126,15 @@ def test_unknown_norm_fails_at_once_listing_the_available_ones(tmp_path):
 
 
 def test_help_and_cfg_job(tmp_path):
-    help_text = run_cli("--help", cwd=tmp_path, timeout=60).stdout
+    help_text = run_train("--help", cwd=tmp_path, timeout=60).stdout
     assert "normlab" in help_text and "norm: bn, brn, frn, ghost, gn" in help_text and "dataset:" in help_text
-    job = run_cli("--cfg", "job", "norm=ln", "batch=2", cwd=tmp_path, timeout=60)
+    job = run_train("--cfg", "job", "norm=ln", "batch=2", cwd=tmp_path, timeout=60)
     assert job.returncode == 0 and "name: ln" in job.stdout and "batch: 2" in job.stdout
 
 
 @pytest.mark.slow
 def test_the_readme_card_command_writes_six_records(tmp_path):
-    result = run_cli(
+    result = run_train(
         "-m",
         "norm=bn,gn,ln",
         "batch=2,32",
