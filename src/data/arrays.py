@@ -200,7 +200,8 @@ class ArrayDataModule(pl.LightningDataModule):
 
         Evaluation under DDP keeps the host loaders, which split the images over ranks without loss.
         """
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        strategy = getattr(self.trainer, "strategy", None)  # no trainer (or a stand-in): the CPU
+        device = strategy.root_device if strategy is not None else torch.device("cpu")
         wanted = device.type == "cuda" if self.on_device == "auto" else bool(self.on_device)
         world_size, rank = self._ranks()
         if not wanted or (world_size > 1 and not train):
