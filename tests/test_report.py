@@ -26,7 +26,7 @@ from src.report.claims import INCONCLUSIVE, NO_DATA, NOT_REPRODUCED, REPRODUCED,
 from src.report.load import load_run_set, mixture_weights
 from src.report.stats import diff_ci, mean_ci
 
-from .conftest import CONF, PYTHON, ROOT
+from .conftest import CONF, ROOT, run_train
 
 SWEEPS = ROOT / "sweeps"
 STUDIES = sorted(p.stem for p in SWEEPS.glob("*.yaml") if not p.name.endswith(".wandb.yaml"))
@@ -451,27 +451,18 @@ def test_the_report_never_imports_training_code():
 
 def test_report_on_a_real_tiny_multirun(tmp_path):
     sweep = tmp_path / "multirun"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [
-            PYTHON,
-            "-m",
-            "src.train",
-            "-m",
-            "norm=bn,gn",
-            "batch=8,16",
-            "dataset=digits",
-            "epochs=1",
-            "logger=none",
-            "model.widths=[8,16]",
-            "dataset.train_size=400",
-            "study=tiny",
-            f"hydra.sweep.dir={sweep}",
-        ],
+    result = run_train(
+        "-m",
+        "norm=bn,gn",
+        "batch=8,16",
+        "dataset=digits",
+        "epochs=1",
+        "logger=none",
+        "model.widths=[8,16]",
+        "dataset.train_size=400",
+        "study=tiny",
+        f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

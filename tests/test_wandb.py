@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import struct
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import src.loggers as loggers
 from src.loggers import WandbLogger, publish_record, resolve_mode
 from src.records import RECORD_FILE
 
-from .conftest import CONF, PYTHON, ROOT
+from .conftest import CONF, ROOT, run_train
 
 SWEEPS = ROOT / "sweeps"
 
@@ -259,27 +258,19 @@ def test_the_wandb_sweep_matches_its_study_and_its_command_composes():
 
 def test_offline_multirun_gives_each_job_its_own_wandb_run_with_config_and_summary(tmp_path, offline_env):
     sweep = tmp_path / "multirun"
-    env = {**os.environ, **offline_env, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [
-            PYTHON,
-            "-m",
-            "src.train",
-            "-m",
-            "norm=bn,gn",
-            "batch=16",
-            "dataset=digits",
-            "dataset.train_size=400",
-            "epochs=1",
-            "model.widths=[8,16]",
-            "logger=wandb",
-            "study=wbtest",
-            f"hydra.sweep.dir={sweep}",
-        ],
+    result = run_train(
+        "-m",
+        "norm=bn,gn",
+        "batch=16",
+        "dataset=digits",
+        "dataset.train_size=400",
+        "epochs=1",
+        "model.widths=[8,16]",
+        "logger=wandb",
+        "study=wbtest",
+        f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
+        env=offline_env,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
