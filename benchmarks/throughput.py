@@ -2,7 +2,12 @@
 
     make bench                       # or: python -m benchmarks.throughput [--steps 30] [--compile] [--sweep]
 
-For ResNet-20 on CIFAR-10-shaped data (3×32×32, 10 classes, random pixels) at batch 2, 32 and 128 it
+First, the issue's CPU target: the default small CNN on the embedded Fashion-MNIST subset, where the
+hand loop trains the same model on the same images (normalized once, held in memory, drawn in a
+random order) and normlab's step is the full ``src.train.train`` path (composed config, callbacks,
+checkpointing); both as the median step time, repeated ``--reps`` times interleaved.
+
+Then, for ResNet-20 on CIFAR-10-shaped data (3×32×32, 10 classes, random pixels) at batch 2, 32 and 128 it
 times, in the same process and on the same device: a hand loop (data already on the device, forward,
 backward, SGD step) and normlab's loop (Lightning ``fit`` with normlab's LightningModule and
 datamodule), eager and, with ``--compile`` (default on a GPU), through ``torch.compile``. With
@@ -29,6 +34,8 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from src.atomic import write_text_atomic
 from src.callbacks import TrainTimer
@@ -38,6 +45,7 @@ from src.module import Classifier
 from src.norms import Normalization
 from src.perf import compile_for_training
 from src.records import git_commit
+from src.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 NORM = Normalization("bn", layer=torch.nn.BatchNorm2d, batch_dependent=True)
@@ -133,6 +141,77 @@ def normlab_loop(device: torch.device, batch: int, steps: int, warmup: int, comp
     return timer.seconds
 
 
+def embedded_config(batch: int, steps: int, threads: int):
+    """The default run (small CNN, embedded Fashion-MNIST, bn) sized to one epoch of ``steps`` steps."""
+    overrides = [
+        f"batch={batch}",
+        "epochs=1",
+        f"dataset.train_size={batch * (steps + 1)}",
+        "logger=none",
+        "force=true",
+        f"cpu_threads={threads}",
+    ]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def embedded_hand_loop(cfg, steps: int, threads: int) -> float:
+    """Median seconds per step of a minimal loop on the run's own model and images (normalized once)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    datamodule = instantiate(cfg.dataset)
+    datamodule.setup("fit")
+    images, labels = datamodule.splits["train"].tensors
+    images = (images.float() / 255.0 - datamodule.mean) / datamodule.std
+    net = instantiate(
+        cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, norm=instantiate(cfg.norm)
+    )
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    order = torch.randperm(len(labels))
+    times, last = [], time.perf_counter()
+    for step in range(steps):
+        index = order[step * cfg.batch : (step + 1) * cfg.batch]
+        loss = F.cross_entropy(net(images[index]), labels[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        now = time.perf_counter()
+        times.append(now - last)
+        last = now
+    return float(np.median(times[1:]))
+
+
+def embedded_table(batches: list[int], steps: int, reps: int, threads: list[int]) -> pd.DataFrame:
+    """Hand loop vs normlab's full run path on the default small CNN and embedded data (medians)."""
+    rows = []
+    run_dir = ROOT / "multirun" / "bench_embedded"
+    for thread_count in threads:
+        for batch in batches:
+            hand, ours = [], []
+            for _ in range(reps):
+                cfg = embedded_config(batch, steps, thread_count)
+                hand.append(embedded_hand_loop(cfg, steps, thread_count))
+                ours.append(1e-3 * train(cfg, run_dir)["timing"]["median_step_ms"])
+            hand_s, ours_s = float(np.median(hand)), float(np.median(ours))
+            rows.append(
+                {
+                    "model": "small_cnn",
+                    "data": "fashion_mnist_small",
+                    "batch": batch,
+                    "threads": thread_count,
+                    "hand_ms": 1e3 * hand_s,
+                    "normlab_ms": 1e3 * ours_s,
+                    "normlab_over_hand": ours_s / hand_s,
+                }
+            )
+            print(
+                f"  small_cnn batch {batch:>3} threads {thread_count}  hand {1e3 * hand_s:7.2f} ms"
+                f"  normlab {1e3 * ours_s:7.2f} ms  ratio {ours_s / hand_s:5.2f}",
+                flush=True,
+            )
+    return pd.DataFrame(rows)
+
+
 def step_table(device: torch.device, batches: list[int], steps: int, compiled: bool) -> pd.DataFrame:
     rows = []
     modes = [("eager", None)] + (
@@ -215,6 +294,15 @@ def main(argv: list[str] | None = None) -> None:
         help="also time torch.compile (default: on a GPU only)",
     )
     parser.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--embedded",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="time the default small CNN run against a hand loop (default: on a CPU only; the target is a CPU one)",
+    )
+    parser.add_argument("--embedded-steps", type=int, default=600, help="steps per embedded cell (one epoch)")
+    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per embedded cell")
+    parser.add_argument("--threads", default=None, help="CPU threads for the embedded table (default: 1 and all)")
     parser.add_argument("--jobs", type=int, default=max(2, (os.cpu_count() or 2)))
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
     args = parser.parse_args(argv)
@@ -230,10 +318,18 @@ def main(argv: list[str] | None = None) -> None:
         "torch": torch.__version__,
         "command": "python -m benchmarks.throughput " + " ".join(sys.argv[1:] if argv is None else argv),
     }
+    out = Path(args.out)
+    if device.type == "cpu" if args.embedded is None else args.embedded:
+        default_threads = sorted({1, torch.get_num_threads()})
+        threads = [int(t) for t in args.threads.split(",")] if args.threads else default_threads
+        print(f"Default run (small CNN, embedded Fashion-MNIST, bn): median step, {args.reps} reps")
+        embedded = embedded_table([2, 32], args.embedded_steps, args.reps, threads)
+        print(embedded.round(3).to_string(index=False))
+        write_text_atomic(out / "embedded.csv", embedded.assign(**stamp).round(4).to_csv(index=False))
+        torch.set_num_threads(max(threads))
     print(f"ResNet-20 training step on {stamp['machine']} ({steps} timed steps per cell)")
     table = step_table(device, [int(b) for b in args.batches.split(",")], steps, compiled)
     print(table.round(3).to_string(index=False))
-    out = Path(args.out)
     write_text_atomic(out / "throughput.csv", table.assign(**stamp).round(4).to_csv(index=False))
     if args.sweep:
         print(f"Sweep throughput ({args.jobs} parallel jobs):")

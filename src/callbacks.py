@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from typing import Any
 
@@ -10,21 +12,36 @@ import torch
 
 
 class TrainTimer(pl.Callback):
-    """Wall time spent in training epochs (data loading and steps, excluding validation)."""
+    """Wall time spent in training epochs (data loading and steps, excluding validation), and the median
+    time of one step (batch end to batch end), which start-up, compilation and epoch boundaries do not
+    skew. The step times of an epoch are kept only until its end."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.epoch_median_steps: list[float] = []
         self._epoch_start = 0.0
         self._last_batch_end = 0.0
+        self._steps: list[float] = []
+
+    @property
+    def median_step_seconds(self) -> float:
+        """The median over epochs of each epoch's median step time (NaN before any step)."""
+        return statistics.median(self.epoch_median_steps) if self.epoch_median_steps else math.nan
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = self._last_batch_end = time.perf_counter()
+        self._steps = []
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        self._last_batch_end = time.perf_counter()
+        now = time.perf_counter()
+        self._steps.append(now - self._last_batch_end)
+        self._last_batch_end = now
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.seconds += self._last_batch_end - self._epoch_start
+        if self._steps:
+            self.epoch_median_steps.append(statistics.median(self._steps[1:] or self._steps))
+        self._steps = []
 
 
 class Diverged(RuntimeError):

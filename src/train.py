@@ -261,6 +261,7 @@ def fit_and_test(
             "train_seconds": round(timer.seconds, 3),
             "train_steps": steps,
             "steps_per_second": round(steps / timer.seconds, 3) if timer.seconds > 0 else math.nan,
+            "median_step_ms": round(1e3 * timer.median_step_seconds, 3),
             "epochs_completed": int(trainer.current_epoch),
             "resumed_from_epoch": resumed_from_epoch,
             "compiled": bool(cfg.compile),

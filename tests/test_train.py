@@ -44,6 +44,7 @@ def test_short_training_on_digits_learns_and_writes_the_record(compose_cfg, tmp_
     timing = saved["timing"]
     assert timing["train_steps"] == 3 * (saved["data"]["splits"]["train"] // 32)
     assert timing["steps_per_second"] > 0 and timing["fit_seconds"] >= timing["train_seconds"] > 0
+    assert 0 < timing["median_step_ms"] < 1e3 * timing["train_seconds"]
     assert {"torch", "lightning", "device", "git_commit", "machine"} <= set(saved["environment"])
     assert (tmp_path / "run" / "metrics.csv").exists()
     assert not list((tmp_path / "run").glob(".*.tmp"))

@@ -23,7 +23,7 @@ from src.records import RECORD_FILE, read_record
 
 IDENTITY = ["study", "dataset", "model", "norm", "batch", "seed", "epochs"]
 METRICS = ["test_error", "val_error", "best_val_error", "train_loss"]
-TIMING = ["fit_seconds", "train_seconds", "train_steps", "steps_per_second", "epochs_completed"]
+TIMING = ["fit_seconds", "train_seconds", "train_steps", "steps_per_second", "median_step_ms", "epochs_completed"]
 STATE_PREFIX = "state_weight_"
 
 # Names under which a mixture (switchable norm) may report its components, mapped to one short name.
