@@ -14,7 +14,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -102,12 +102,31 @@ def run_identity(cfg: DictConfig, overrides: Sequence[str], choices: dict[str, A
     }
 
 
+def launch_description(hydra_cfg: Any) -> dict[str, Any]:
+    """How the run was launched, for reports to rebuild the sweep's command line: the primary config
+    (name, and ``--config-dir`` when one was given, relative to the working directory where possible),
+    the Hydra overrides (launcher, sweep dir, …) and whether it was a multirun."""
+    config_dir = next(
+        (source.path for source in hydra_cfg.runtime.config_sources if source.provider == "command-line"), None
+    )
+    if config_dir:
+        with suppress(ValueError):
+            config_dir = str(Path(config_dir).resolve().relative_to(Path(hydra_cfg.runtime.cwd).resolve()))
+    return {
+        "config_name": hydra_cfg.job.config_name,
+        "config_dir": config_dir,
+        "hydra_overrides": [o for o in hydra_cfg.overrides.hydra if not o.startswith("hydra.mode=")],
+        "multirun": hydra_cfg.mode == RunMode.MULTIRUN,
+    }
+
+
 def train(
     cfg: DictConfig,
     run_dir: Path,
     overrides: Sequence[str] = (),
     choices: dict[str, Any] | None = None,
     trainer_overrides: dict[str, Any] | None = None,
+    launch: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train and test one configuration; write and return its run record.
 
@@ -142,6 +161,7 @@ def train(
             "run_dir": str(run_dir),
             "config_hash": digest,
             "config": config,
+            "launch": launch,
             "started_at": now(),
         }
         if main:
@@ -307,6 +327,7 @@ def main(cfg: DictConfig) -> float:
                 overrides=list(hydra_cfg.overrides.task),
                 choices=dict(hydra_cfg.runtime.choices),
                 trainer_overrides={"devices": gpu} if gpu else None,
+                launch=launch_description(hydra_cfg),
             )
     except Exception as error:
         log.error("%s failed: %s", run_dir, redact(f"{type(error).__name__}: {error}"))

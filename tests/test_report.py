@@ -23,6 +23,7 @@ from scipy import stats
 from src.records import RECORD_FILE
 from src.report.__main__ import main as report_main
 from src.report.claims import INCONCLUSIVE, NO_DATA, NOT_REPRODUCED, REPRODUCED, evaluate_claims
+from src.report.commands import split_overrides, sweep_command, sweep_commands
 from src.report.load import load_run_set, mixture_weights
 from src.report.stats import diff_ci, mean_ci
 
@@ -479,3 +480,31 @@ def test_report_on_a_real_tiny_multirun(tmp_path):
     claims = pd.read_csv(out / "tiny" / "claims.csv")
     assert list(claims.verdict) == [INCONCLUSIVE, NO_DATA]  # one seed: no CI; no batch 2 or 32 runs
     assert (out / "tiny" / "error_vs_batch.png").stat().st_size > 1000
+
+
+def test_the_sweep_command_is_rebuilt_from_the_records():
+    launch = {
+        "config_name": "small_batch",
+        "config_dir": "sweeps",
+        "hydra_overrides": ["hydra/launcher=parallel"],
+        "multirun": True,
+    }
+    runs = pd.DataFrame(
+        {
+            "launch": [json.dumps(launch)] * 4 + [None],
+            "overrides": [
+                "norm=bn,batch=32,model.widths=[16,32]",
+                "norm=gn,batch=2,model.widths=[16,32]",
+                "norm=bn,batch=2,model.widths=[16,32]",
+                "norm=gn,batch=32,model.widths=[16,32]",
+                "norm=ln",  # an older record without `launch`: left out
+            ],
+        }
+    )
+    assert split_overrides("a=1,b=[1,2],c='x,y'") == ["a=1", "b=[1,2]", "c='x,y'"]
+    assert sweep_commands(runs) == [
+        "python -m src.train -m --config-dir sweeps --config-name small_batch hydra/launcher=parallel "
+        "norm=bn,gn batch=2,32 'model.widths=[16,32]'"
+    ]
+    single = sweep_command({"config_name": "train", "multirun": False, "hydra_overrides": []}, [["norm=gn"]])
+    assert single == "python -m src.train norm=gn"

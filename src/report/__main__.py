@@ -24,6 +24,7 @@ import yaml
 from src.atomic import write_bytes_atomic, write_text_atomic
 from src.records import PROJECT_ROOT, git_commit, machine_description
 from src.report.claims import VERDICTS, evaluate_claims
+from src.report.commands import sweep_commands
 from src.report.load import RunSet, Skipped, load_run_set
 from src.report.markdown import render_claims, render_index, render_summary
 from src.report.plots import choose_bar_batch, error_by_norm, error_vs_batch
@@ -124,6 +125,7 @@ def build_study(
                 "verdicts": verdicts if claims else None,
                 "written_at": context["written_at"],
                 "command": context["command"],
+                "runs_launched_by": sweep_commands(runs),
             },
             indent=2,
         )

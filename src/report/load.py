@@ -122,6 +122,8 @@ def flatten(record: dict[str, Any], path: Path) -> dict[str, Any]:
     row.update({key: timing.get(key) for key in TIMING})
     row["num_parameters"] = record.get("num_parameters")
     row["overrides"] = ",".join(str(o) for o in record.get("overrides") or [])
+    launch = record.get("launch")
+    row["launch"] = json.dumps(launch, sort_keys=True) if isinstance(launch, dict) else None
     row["device"] = environment.get("device")
     row["hostname"] = (environment.get("machine") or {}).get("hostname")
     row["git_commit"] = environment.get("git_commit")

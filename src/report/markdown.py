@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from src.report.claims import VERDICTS, ClaimResult, format_published
+from src.report.commands import sweep_commands
 from src.report.load import Skipped
 from src.report.tables import pivot_table, reference_table
 
@@ -43,8 +44,9 @@ def provenance(runs: pd.DataFrame, context: dict[str, Any]) -> str:
     """Where the numbers came from: the report command, commits, machines and dates."""
     finished = runs["finished_at"].dropna() if "finished_at" in runs else pd.Series(dtype=str)
     dates = f"{finished.min()} to {finished.max()}" if len(finished) else "unknown"
-    lines = [
-        f"- command: `{context['command']}`",
+    lines = [f"- runs launched by: `{command}`" for command in sweep_commands(runs)]
+    lines += [
+        f"- report command: `{context['command']}`",
         f"- runs: {len(runs)} completed (one row each in runs.csv, with its overrides and run directory)",
         f"- commit: runs {_values(runs, 'git_commit')}; report {context['commit']}",
         f"- machine: runs {_values(runs, 'hostname')} ({_values(runs, 'device')}); report {context['machine']}",
