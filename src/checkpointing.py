@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import Checkpoint
 
 from src.atomic import atomic_file
 from src.run_state import CHECKPOINT_DIR, LAST_CHECKPOINT
@@ -21,15 +22,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, file)
 
 
-def last_checkpoint_callback(run_dir: Path) -> ModelCheckpoint:
+class LastCheckpoint(Checkpoint):
+    """Rewrites ``last.ckpt`` at the end of every training epoch, through the trainer's CheckpointIO.
+
+    What :class:`~pytorch_lightning.callbacks.ModelCheckpoint` with one ``last`` file does, without its
+    per-step work: Lightning calls every hook of every callback each step, and ModelCheckpoint rebuilds
+    its ``state_key`` string at each call and checks its step and time triggers after every batch. As a
+    :class:`Checkpoint` it runs after the LightningModule's ``on_train_epoch_end``, like ModelCheckpoint.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def state_key(self) -> str:
+        return "LastCheckpoint"
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # every rank calls it; the strategy has rank 0 write. The full state (optimizer, loops) for resuming.
+        trainer.save_checkpoint(self.path, weights_only=False)
+
+
+def last_checkpoint_callback(run_dir: Path) -> LastCheckpoint:
     """Keep only ``<run_dir>/checkpoints/last.ckpt``, rewritten at the end of every training epoch."""
-    return ModelCheckpoint(
-        dirpath=run_dir / CHECKPOINT_DIR,
-        # the one "top-k" checkpoint, named last.ckpt: Lightning 2.6 writes save_last's file at an epoch
-        # end only when a top-k checkpoint was saved there, so save_top_k=0 would write it only at the end
-        filename=LAST_CHECKPOINT.removesuffix(".ckpt"),
-        save_top_k=1,
-        every_n_epochs=1,
-        save_on_train_epoch_end=True,
-        enable_version_counter=False,
-    )
+    return LastCheckpoint(Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT)

@@ -242,7 +242,7 @@ def fit_and_test(
         **(trainer_overrides or {}),
         logger=loggers or False,
         callbacks=callbacks,
-        enable_checkpointing=True,
+        enable_checkpointing=True,  # with LastCheckpoint as the checkpoint callback (Lightning adds no other)
         # On SLURM, requeue is submitit's (conf/hydra/launcher/slurm.yaml): Lightning's own auto-requeue is off.
         plugins=[AtomicCheckpointIO(), *([SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else [])],
         default_root_dir=str(run_dir),

@@ -83,3 +83,22 @@ def test_training_from_device_resident_batches(compose_cfg, tmp_path):
     on_host = train(cfg, tmp_path / "host")
     assert on_device["timing"]["train_steps"] == on_host["timing"]["train_steps"]
     assert on_device["metrics"]["test_error"] < 10 and on_host["metrics"]["test_error"] < 10
+
+
+def test_the_benchmark_writes_its_tables_with_the_machine_and_command(tmp_path, monkeypatch):
+    """`make bench` end to end with tiny step counts (no timing is asserted, only what it measures)."""
+    import pandas as pd
+
+    from benchmarks import throughput
+
+    monkeypatch.setattr(throughput, "ROOT", tmp_path)  # its runs go to tmp_path/multirun
+    out = tmp_path / "bench"
+    argv = ["--steps", "2", "--batches", "2", "--no-sweep", "--embedded", "--embedded-steps", "3", "--reps", "1"]
+    throughput.main([*argv, "--threads", "1", "--out", str(out)])
+    embedded = pd.read_csv(out / "embedded.csv")
+    assert list(embedded["batch"]) == [2, 32] and (embedded["threads"] == 1).all()
+    assert (embedded[["hand_ms", "normlab_ms", "normlab_over_hand"]] > 0).all().all()
+    steps = pd.read_csv(out / "throughput.csv")
+    assert list(steps["batch"]) == [2] and (steps["normlab_over_hand"] > 0).all()
+    for table in (embedded, steps):
+        assert table["machine"].str.contains("CPU").all() and table["command"].str.startswith("python -m").all()
