@@ -11,6 +11,7 @@ import os
 import platform
 import socket
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,19 @@ def read_record(path: Path) -> dict[str, Any]:
     return data
 
 
-def git_commit(root: Path = PROJECT_ROOT) -> str:
-    """The project's commit, with ``+dirty`` when tracked files have uncommitted changes."""
+def git_commit(root: Path = PROJECT_ROOT, ignore: Sequence[str] = ()) -> str:
+    """The project's commit, with ``+dirty`` when tracked files have uncommitted changes (outside the
+    paths in ``ignore``, relative to ``root``: e.g. the report's own output directory)."""
+    pathspec = ["--", ".", *(f":(exclude){path}" for path in ignore)] if ignore else []
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", *pathspec],
+            cwd=root,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

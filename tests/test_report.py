@@ -508,3 +508,23 @@ def test_the_sweep_command_is_rebuilt_from_the_records():
     ]
     single = sweep_command({"config_name": "train", "multirun": False, "hydra_overrides": []}, [["norm=gn"]])
     assert single == "python -m src.train norm=gn"
+
+
+def test_the_reports_own_output_does_not_make_the_commit_dirty(tmp_path):
+    from src.records import git_commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "table.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    clean = git_commit(tmp_path)
+    (tmp_path / "results" / "table.md").write_text("new\n")
+    assert git_commit(tmp_path, ignore=["results"]) == clean and not clean.endswith("+dirty")
+    assert git_commit(tmp_path) == f"{clean}+dirty"
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path, ignore=["results"]) == f"{clean}+dirty"

@@ -159,6 +159,14 @@ def write_files(target: Path, files: dict[str, str | bytes]) -> None:
             write_text_atomic(target / name, content)
 
 
+def _inside_project(out: Path) -> list[str]:
+    """``out`` relative to the project root, when it lies inside it (for :func:`git_commit`'s ``ignore``)."""
+    try:
+        return [str(out.resolve().relative_to(PROJECT_ROOT))]
+    except ValueError:
+        return []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="+", help="directories searched recursively for result.json")
@@ -189,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_description()
     base = {
         "command": command,
-        "commit": git_commit(),
+        # the code's commit: the results directory this report rewrites does not make it "dirty"
+        "commit": git_commit(ignore=_inside_project(out)),
         "machine": f"{machine['hostname']} ({machine['platform']}, {machine['cpu_count']} CPUs)",
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
