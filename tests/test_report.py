@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from scipy import stats
 
 from src.records import RECORD_FILE
@@ -267,7 +268,7 @@ def test_every_study_file_composes_and_its_claims_evaluate(study, tmp_path):
         for norm in params.get("norm", []):
             assert compose(study, overrides=[*overrides, f"norm={norm}"]).norm.name == norm
     assert cfg.study == study and cfg.report.claims, f"{study} states no claims"
-    spec = yaml.safe_load((SWEEPS / f"{study}.yaml").read_text())["report"]
+    spec = OmegaConf.to_container(cfg.report, resolve=True)  # the study's own report block or an inherited one
     for claim in spec["claims"]:
         assert claim.get("published") is not None, f"{study}: claim {claim.get('id')} carries no published number"
     batches = [int(b) for b in params.get("batch", [cfg.batch])]
