@@ -323,6 +323,21 @@ def test_batch_renorm_warm_up_grows_r_max_from_1_and_d_max_from_0_linearly(compo
     assert layer.record_state() == {"steps": 13, "r_max": 3.0, "d_max": 5.0}
 
 
+def assert_acts_as_batch_norm(layer: nn.Module, x: torch.Tensor, check_eval: bool) -> None:
+    """``layer`` (4 channels, random γ, β) normalizes ``x`` per channel over (N, H, W) in training, updates
+    its running statistics as nn.BatchNorm2d does, and (``check_eval``) uses them as BN does in eval."""
+    gamma, beta = randomize_affine(layer)
+    reference = nn.BatchNorm2d(4)
+    reference.load_state_dict(layer.state_dict())
+    close(layer(x), normalize(x, (0, 2, 3)) * gamma + beta)
+    reference(x)
+    close(layer.running_mean, reference.running_mean)
+    close(layer.running_var, reference.running_var)
+    if check_eval:
+        layer.eval(), reference.eval()
+        close(layer(x), reference(x))
+
+
 # --------------------------------------------------------------------------------------------------
 # ghost batch norm
 
@@ -330,14 +345,7 @@ def test_batch_renorm_warm_up_grows_r_max_from_1_and_d_max_from_0_linearly(compo
 def test_ghost_batch_norm_with_virtual_batch_equal_to_the_batch_is_batch_norm(compose_cfg):
     layer = layer_from_config(compose_cfg, "ghost", 4, "norm.layer.virtual_batch=8")
     assert isinstance(layer, GhostBatchNorm2d)
-    gamma, beta = randomize_affine(layer)
-    reference = nn.BatchNorm2d(4)
-    reference.load_state_dict(layer.state_dict())
-    x = torch.randn(8, 4, 3, 3) * 2 + 1
-    close(layer(x), normalize(x, (0, 2, 3)) * gamma + beta)
-    reference(x)
-    close(layer.running_mean, reference.running_mean)
-    close(layer.running_var, reference.running_var)
+    assert_acts_as_batch_norm(layer, torch.randn(8, 4, 3, 3) * 2 + 1, check_eval=False)
 
 
 def test_ghost_batch_norm_normalizes_each_virtual_batch_as_its_own_batch(compose_cfg):
@@ -372,15 +380,7 @@ def test_sync_batch_norm_on_one_process_is_batch_norm(compose_cfg):
     assert not (torch.distributed.is_available() and torch.distributed.is_initialized())
     layer = layer_from_config(compose_cfg, "syncbn", 4)
     assert isinstance(layer, SyncBatchNorm2d)
-    gamma, beta = randomize_affine(layer)
-    reference = nn.BatchNorm2d(4)
-    reference.load_state_dict(layer.state_dict())
-    x = torch.randn(6, 4, 3, 3) * 2 + 1
-    close(layer(x), normalize(x, (0, 2, 3)) * gamma + beta)
-    reference(x)
-    close(layer.running_var, reference.running_var)
-    layer.eval(), reference.eval()
-    close(layer(x), reference(x))
+    assert_acts_as_batch_norm(layer, torch.randn(6, 4, 3, 3) * 2 + 1, check_eval=True)
 
 
 def test_weight_standardization_gives_every_conv_filter_zero_mean_and_unit_variance(compose_cfg):

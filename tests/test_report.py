@@ -24,7 +24,7 @@ from scipy import stats
 from src.records import RECORD_FILE
 from src.report.__main__ import main as report_main
 from src.report.claims import INCONCLUSIVE, NO_DATA, NOT_REPRODUCED, REPRODUCED, evaluate_claims
-from src.report.commands import split_overrides, sweep_command, sweep_commands
+from src.report.commands import sweep_command, sweep_commands
 from src.report.load import load_run_set, mixture_weights
 from src.report.stats import diff_ci, mean_ci
 
@@ -494,15 +494,14 @@ def test_the_sweep_command_is_rebuilt_from_the_records():
         {
             "launch": [json.dumps(launch)] * 4 + [None],
             "overrides": [
-                "norm=bn,batch=32,model.widths=[16,32]",
-                "norm=gn,batch=2,model.widths=[16,32]",
-                "norm=bn,batch=2,model.widths=[16,32]",
-                "norm=gn,batch=32,model.widths=[16,32]",
-                "norm=ln",  # an older record without `launch`: left out
+                json.dumps(["norm=bn", "batch=32", "model.widths=[16,32]"]),
+                json.dumps(["norm=gn", "batch=2", "model.widths=[16,32]"]),
+                json.dumps(["norm=bn", "batch=2", "model.widths=[16,32]"]),
+                json.dumps(["norm=gn", "batch=32", "model.widths=[16,32]"]),
+                json.dumps(["norm=ln"]),  # an older record without `launch`: left out
             ],
         }
     )
-    assert split_overrides("a=1,b=[1,2],c='x,y'") == ["a=1", "b=[1,2]", "c='x,y'"]
     assert sweep_commands(runs) == [
         "python -m src.train -m --config-dir sweeps --config-name small_batch hydra/launcher=parallel "
         "norm=bn,gn batch=2,32 'model.widths=[16,32]'"

@@ -1,8 +1,9 @@
 """The command lines that produced a study's runs, rebuilt from their records.
 
 Each record carries ``launch`` (primary config, ``--config-dir``, Hydra overrides, multirun or not) and
-its own task overrides. Runs launched alike are one sweep; its command lists every overridden key once
-with the values its runs took, in Hydra's sweep syntax (``norm=bn,gn batch=2,32``).
+its own task overrides (a JSON list in the ``overrides`` column). Runs launched alike are one sweep;
+its command lists every overridden key once with the values its runs took, in Hydra's sweep syntax
+(``norm=bn,gn batch=2,32``).
 """
 
 from __future__ import annotations
@@ -12,28 +13,6 @@ import shlex
 from typing import Any
 
 import pandas as pd
-
-
-def split_overrides(joined: str) -> list[str]:
-    """``a=1,b=[1,2],c='x,y'`` → ``["a=1", "b=[1,2]", "c='x,y'"]``: split on commas outside brackets and quotes."""
-    items, current, depth, quote = [], "", 0, ""
-    for char in joined:
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char in "[{(":
-            depth += 1
-        elif char in "]})":
-            depth -= 1
-        elif char == "," and depth == 0:
-            items.append(current)
-            current = ""
-            continue
-        current += char
-    if current:
-        items.append(current)
-    return items
 
 
 def _ordered(values: list[str]) -> list[str]:
@@ -71,6 +50,6 @@ def sweep_commands(runs: pd.DataFrame) -> list[str]:
         return []
     commands = []
     for launch, part in runs.dropna(subset=["launch"]).groupby("launch", sort=False):
-        overrides = [split_overrides(str(joined)) if joined else [] for joined in part["overrides"].fillna("")]
+        overrides = [json.loads(listed) if listed else [] for listed in part["overrides"].fillna("")]
         commands.append(sweep_command(json.loads(str(launch)), overrides))
     return commands

@@ -121,7 +121,8 @@ def flatten(record: dict[str, Any], path: Path) -> dict[str, Any]:
     row.update({key: metrics.get(key) for key in METRICS})
     row.update({key: timing.get(key) for key in TIMING})
     row["num_parameters"] = record.get("num_parameters")
-    row["overrides"] = ",".join(str(o) for o in record.get("overrides") or [])
+    # a JSON list, because override values may hold commas (model.widths=[16,32])
+    row["overrides"] = json.dumps([str(o) for o in record.get("overrides") or []])
     launch = record.get("launch")
     row["launch"] = json.dumps(launch, sort_keys=True) if isinstance(launch, dict) else None
     row["device"] = environment.get("device")
