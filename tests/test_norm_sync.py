@@ -49,6 +49,8 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             },
             Path(out_dir) / f"rank{rank}.pt",
         )
+        # no rank tears gloo down while the other still talks to it (that aborts the other process)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
