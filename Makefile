@@ -7,12 +7,14 @@ TORCH_SPEC ?= torch==2.13.0
 STUDY ?= demo
 ARGS ?=
 PYTEST_ARGS ?=
+OUT ?= gpu_check
+CPU ?=
 
-.PHONY: help setup demo test test-all lint sweep report bench clean
+.PHONY: help setup demo test test-all lint sweep report bench gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: STUDY=<sweeps/NAME.yaml> ARGS='<extra hydra overrides>' TORCH_SPEC='<pip spec>'"
+	@echo "  variables: STUDY=<sweeps/NAME.yaml> ARGS='<extra hydra overrides>' TORCH_SPEC='<pip spec>' OUT=<dir> CPU=1"
 
 setup: $(VENV)/.installed  ## create .venv and install normlab with its dev tools
 
@@ -46,6 +48,9 @@ report: setup  ## tables for multirun/$(STUDY) into results/$(STUDY)/
 bench: setup  ## step time of normlab's loop vs a hand loop, and sweep throughput; writes results/bench/
 	$(BIN)/python -m benchmarks.throughput $(ARGS)
 
+gpu-check: setup  ## every GPU path in one go (<= 8 min) into OUT=<dir>; CPU=1: the reduced CPU form
+	$(BIN)/python -m benchmarks.gpu_check --out $(OUT) $(if $(CPU),--cpu) $(ARGS)
+
 clean:  ## remove run outputs and caches (keeps .venv and results/)
-	rm -rf multirun outputs lightning_logs wandb data/cache .pytest_cache .ruff_cache
+	rm -rf multirun outputs gpu_check lightning_logs wandb data/cache .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +

@@ -11,6 +11,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from src.atomic import write_text_atomic
 
 RECORD_FILE = "result.json"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+COMMIT_VARIABLE = "NORMLAB_COMMIT"
 
 
 def write_record(run_dir: Path, record: dict[str, Any]) -> None:
@@ -38,7 +40,10 @@ def read_record(path: Path) -> dict[str, Any]:
 
 def git_commit(root: Path = PROJECT_ROOT, ignore: Sequence[str] = ()) -> str:
     """The project's commit, with ``+dirty`` when tracked files have uncommitted changes (outside the
-    paths in ``ignore``, relative to ``root``: e.g. the report's own output directory)."""
+    paths in ``ignore``, relative to ``root``: e.g. the report's own output directory).
+
+    A copy of the tree without ``.git`` (a GPU machine that was sent the working tree) names the commit
+    it was sent from through the environment variable ``NORMLAB_COMMIT``; otherwise ``unknown``."""
     pathspec = ["--", ".", *(f":(exclude){path}" for path in ignore)] if ignore else []
     try:
         commit = subprocess.run(
@@ -51,16 +56,20 @@ def git_commit(root: Path = PROJECT_ROOT, ignore: Sequence[str] = ()) -> str:
             text=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get(COMMIT_VARIABLE, "unknown")
     return f"{commit}+dirty" if dirty else commit
 
 
 def machine_description() -> dict[str, str]:
-    """Host, OS and CPU of this machine (for results' provenance)."""
-    return {
+    """Host, OS, CPU and (when torch sees one) GPU of this machine, for results' provenance."""
+    machine = {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": str(os.cpu_count()),
         "python": platform.python_version(),
     }
+    torch = sys.modules.get("torch")  # only when already imported: the report need not load torch for this
+    if torch is not None and torch.cuda.is_available():
+        machine["gpu"] = torch.cuda.get_device_name(0)
+    return machine
