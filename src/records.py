@@ -42,8 +42,10 @@ def git_commit(root: Path = PROJECT_ROOT, ignore: Sequence[str] = ()) -> str:
     """The project's commit, with ``+dirty`` when tracked files have uncommitted changes (outside the
     paths in ``ignore``, relative to ``root``: e.g. the report's own output directory).
 
-    A copy of the tree without ``.git`` (a GPU machine that was sent the working tree) names the commit
-    it was sent from through the environment variable ``NORMLAB_COMMIT``; otherwise ``unknown``."""
+    A copy of the tree sent elsewhere (a GPU machine) names the commit it was sent from through the
+    environment variable ``NORMLAB_COMMIT``, which takes precedence; without git: ``unknown``."""
+    if os.environ.get(COMMIT_VARIABLE):
+        return os.environ[COMMIT_VARIABLE]
     pathspec = ["--", ".", *(f":(exclude){path}" for path in ignore)] if ignore else []
     try:
         commit = subprocess.run(
