@@ -157,7 +157,7 @@ def check_record(record: dict[str, Any], plan: Plan) -> dict[str, Any]:
         raise CheckFailed(f"{where}: ran on {device}, not on {plan.device}")
     return {
         "device": device,
-        "test_error": metrics["test_error"],
+        "test_error": round(metrics["test_error"], 2),
         "train_loss": round(metrics["train_loss"], 4),
         "median_step_ms": timing["median_step_ms"],
         "train_seconds": timing["train_seconds"],

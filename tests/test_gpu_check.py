@@ -40,8 +40,8 @@ def test_cpu_form_runs_every_step(tmp_path: Path) -> None:
     assert set(details["small_batch"]) >= {"bn@2", "bn@32", "gn@2", "gn@32"}
     compiled = json.loads((out / "runs" / "single_compiled" / "result.json").read_text())
     assert compiled["timing"]["compiled"] is True
-    gn_run = next((out / "runs" / "small_batch").glob("*norm=gn*/result.json"))
-    gn_layers = json.loads(gn_run.read_text())["norm_layers"]
+    sweep = [json.loads(path.read_text()) for path in (out / "runs" / "small_batch").rglob("result.json")]
+    gn_layers = next(record for record in sweep if record["norm"] == "gn")["norm_layers"]
     assert all("groups=8" in layer for layer in gn_layers if layer.startswith("GroupNorm")), gn_layers
     with tarfile.open(out / "gpu_check.tar.gz") as archive:
         names = archive.getnames()
