@@ -1,56 +1,83 @@
 # normlab — run `make help` for the targets.
 PYTHON ?= python3
 VENV ?= .venv
-BIN := $(VENV)/bin
 # The CPU wheel by default; GPU users: make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
+# Your own interpreter instead of .venv (e.g. PY=$$CONDA_PREFIX/bin/python); an active conda env other
+# than base is used by default. Its torch is kept if it has one, else TORCH_SPEC is installed.
+ifneq ($(filter-out base,$(CONDA_DEFAULT_ENV)),)
+PY ?= $(CONDA_PREFIX)/bin/python
+endif
+PY ?=
 STUDY ?= demo
 ARGS ?=
 PYTEST_ARGS ?=
+REPORT_OUT ?= results
 OUT ?= gpu_check
 CPU ?=
+# The install is redone when pyproject.toml, the constraints or the torch spec (or PY) change.
+SPEC_KEY := $(shell printf '%s|%s' '$(TORCH_SPEC)' '$(PY)' | cksum | cut -d' ' -f1)
+ifeq ($(PY),)
+RUN := $(VENV)/bin/python
+STAMP_DIR := $(VENV)
+else
+RUN := $(PY)
+STAMP_DIR := .setup
+endif
+STAMP := $(STAMP_DIR)/.installed-$(SPEC_KEY)
+SHOW_TORCH := import torch; cuda = torch.cuda.is_available(); print(f"torch {torch.__version__}: " + (f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build") + (f", GPU {torch.cuda.get_device_name(0)}" if cuda else ", no GPU visible"))
 
 .PHONY: help setup demo test test-all lint sweep report bench gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: STUDY=<sweeps/NAME.yaml> ARGS='<extra hydra overrides>' TORCH_SPEC='<pip spec>' OUT=<dir> CPU=1"
+	@echo "  variables: STUDY=<sweeps/NAME.yaml> ARGS='<extra hydra overrides>' TORCH_SPEC='<pip spec>' PY=<python>"
+	@echo "             REPORT_OUT=<dir> (make report; default results) OUT=<dir> CPU=1 (make gpu-check)"
 
-setup: $(VENV)/.installed  ## create .venv and install normlab with its dev tools
+setup: $(STAMP)  ## install normlab with its dev tools (into .venv, or into PY's environment)
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+$(STAMP): pyproject.toml constraints.txt
+ifeq ($(PY),)
+	test -x $(RUN) || $(PYTHON) -m venv $(VENV)
+	$(RUN) -m pip install --quiet --upgrade pip
+	# another torch spec than the last install's: replace the installed torch (pip would keep it)
+	if ls $(STAMP_DIR)/.installed-* >/dev/null 2>&1; then $(RUN) -m pip install --quiet --force-reinstall --no-deps $(TORCH_SPEC); else $(RUN) -m pip install --quiet $(TORCH_SPEC); fi
+else
+	mkdir -p $(STAMP_DIR)
+	$(RUN) -c "import torch" 2>/dev/null || $(RUN) -m pip install --quiet $(TORCH_SPEC)
+endif
+	$(RUN) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@$(RUN) -c '$(SHOW_TORCH)'
+	rm -f $(STAMP_DIR)/.installed-*
 	touch $@
 
 demo: setup  ## train bn, gn, ln at batch 2 and 32 on the embedded dataset, print the table
 	$(MAKE) --no-print-directory sweep STUDY=demo
-	$(MAKE) --no-print-directory report STUDY=demo
+	# into multirun/ (untracked): results/demo/ is the committed reference
+	$(MAKE) --no-print-directory report STUDY=demo REPORT_OUT=multirun/demo/report
 
 test: setup  ## the fast test suite
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(RUN) -m pytest -q $(PYTEST_ARGS)
 
 test-all: setup  ## every test, the slow ones included
-	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)
+	$(RUN) -m pytest -q -m "" $(PYTEST_ARGS)
 
 lint: setup  ## ruff
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(RUN) -m ruff check src tests benchmarks
+	$(RUN) -m ruff format --check src tests benchmarks
 
 sweep: setup  ## run the study sweeps/$(STUDY).yaml as a Hydra multirun into multirun/$(STUDY)/
-	$(BIN)/python -m src.train -m --config-dir sweeps --config-name $(STUDY) $(ARGS)
+	$(RUN) -m src.train -m --config-dir sweeps --config-name $(STUDY) $(ARGS)
 
-report: setup  ## tables for multirun/$(STUDY) into results/$(STUDY)/
-	$(BIN)/python -m src.report multirun/$(STUDY)
+report: setup  ## tables for multirun/$(STUDY) into $(REPORT_OUT)/$(STUDY)/
+	$(RUN) -m src.report multirun/$(STUDY) --out $(REPORT_OUT)
 
 bench: setup  ## step time of normlab's loop vs a hand loop, and sweep throughput; writes results/bench/
-	$(BIN)/python -m benchmarks.throughput $(ARGS)
+	$(RUN) -m benchmarks.throughput $(ARGS)
 
 gpu-check: setup  ## every GPU path in one go (<= 8 min) into OUT=<dir>; CPU=1: the reduced CPU form
-	$(BIN)/python -m benchmarks.gpu_check --out $(OUT) $(if $(CPU),--cpu) $(ARGS)
+	$(RUN) -m benchmarks.gpu_check --out $(OUT) $(if $(CPU),--cpu) $(ARGS)
 
 clean:  ## remove run outputs and caches (keeps .venv and results/)
-	rm -rf multirun outputs gpu_check lightning_logs wandb data/cache .pytest_cache .ruff_cache
+	rm -rf multirun outputs gpu_check .setup lightning_logs wandb data/cache .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +

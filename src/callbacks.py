@@ -74,12 +74,42 @@ class DivergenceGuard(pl.Callback):
 
 
 class MemoryMonitor(pl.Callback):
-    """Memory in use at the end of each training epoch (MB), to show that nothing grows."""
+    """A run's memory: in use at the end of each training epoch (MB, to show that nothing grows) and
+    its peak.
 
-    def __init__(self) -> None:
+    The peak is this run's, not the process's: on a GPU the CUDA allocator's peak, reset when training
+    starts; on a CPU the largest resident set size sampled at the start, every ``every_n_steps`` steps
+    and at each epoch's end (``ru_maxrss`` would be the process's lifetime peak, which in a sequential
+    multirun includes every earlier run, and is kilobytes on Linux but bytes on macOS).
+    """
+
+    def __init__(self, every_n_steps: int = 50) -> None:
+        self.every_n_steps = every_n_steps
         self.per_epoch: list[float] = []
+        self.sampled_peak_mb = 0.0
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _sample(self, device: torch.device) -> float:
         from src.perf import current_memory_mb
 
-        self.per_epoch.append(round(current_memory_mb(pl_module.device), 1))
+        value = current_memory_mb(device)
+        self.sampled_peak_mb = max(self.sampled_peak_mb, value)
+        return value
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from src.perf import reset_peak_memory
+
+        reset_peak_memory(pl_module.device)
+        self._sample(pl_module.device)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if trainer.global_step % self.every_n_steps == 0:
+            self._sample(pl_module.device)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.per_epoch.append(round(self._sample(pl_module.device), 1))
+
+    def peak_mb(self, device: torch.device) -> float:
+        """The run's peak: the CUDA allocator's on a GPU, the sampled one on a CPU."""
+        if device.type == "cuda":
+            return max(torch.cuda.max_memory_allocated(device) / 2**20, self.sampled_peak_mb)
+        return self.sampled_peak_mb

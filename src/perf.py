@@ -1,10 +1,11 @@
-"""Speed: compiled training steps, one GPU per parallel job, memory accounting."""
+"""Speed: compiled training steps, one GPU per parallel job, memory accounting, device warnings."""
 
 from __future__ import annotations
 
 import logging
-import resource
+from pathlib import Path
 
+import psutil
 import torch
 from torch import nn
 
@@ -32,15 +33,45 @@ def gpu_for_job(job_number: int, devices: object) -> list[int] | None:
 
 
 def current_memory_mb(device: torch.device) -> float:
-    """Memory in use now: allocated tensors on a GPU, resident set size of this process on a CPU."""
+    """Memory in use now: allocated tensors on a GPU, the resident set size of this process on a CPU
+    (``psutil``: the same number on Linux, macOS and Windows)."""
     if device.type == "cuda":
         return torch.cuda.memory_allocated(device) / 2**20
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+    return psutil.Process().memory_info().rss / 2**20
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of the run: the CUDA allocator's peak on a GPU, the process's peak RSS on a CPU."""
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a run's peak afresh (the CUDA allocator's peak is per process, and a sequential multirun
+    trains many runs in one process)."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+_warned: set[str] = set()
+NVIDIA_DEVICE = Path("/dev/nvidia0")
+
+
+def device_mismatch(device: torch.device, accelerator: object) -> str | None:
+    """Why a run on ``device`` may not be where the user expects, or ``None``: a machine with an NVIDIA
+    GPU and a CPU-only torch build, or a CUDA torch that sees a GPU while the run trains on the CPU."""
+    if device.type != "cpu":
+        return None
+    if torch.cuda.is_available():
+        return (
+            f"a GPU is visible ({torch.cuda.get_device_name(0)}) but this run trains on the CPU "
+            f"(trainer.accelerator={accelerator}); use trainer=gpu to train on it"
+        )
+    if torch.version.cuda is None and NVIDIA_DEVICE.exists():
+        return (
+            f"this machine has an NVIDIA GPU but torch {torch.__version__} is a CPU-only build, so runs "
+            f"train on the CPU; install a CUDA build (README: CIFAR-10 on a GPU)"
+        )
+    return None
+
+
+def warn_device_mismatch(device: torch.device, accelerator: object) -> None:
+    """Log :func:`device_mismatch`'s reason once per process."""
+    reason = device_mismatch(device, accelerator)
+    if reason and reason not in _warned:
+        _warned.add(reason)
+        log.warning(reason)

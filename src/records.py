@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,21 @@ def git_commit(root: Path = PROJECT_ROOT, ignore: Sequence[str] = ()) -> str:
     except (OSError, subprocess.CalledProcessError):
         return os.environ.get(COMMIT_VARIABLE, "unknown")
     return f"{commit}+dirty" if dirty else commit
+
+
+# the packages whose versions can change a run's numbers (distribution names)
+NUMERIC_PACKAGES = ("torch", "pytorch-lightning", "torchmetrics", "numpy", "hydra-core", "omegaconf")
+
+
+def package_versions(names: Sequence[str] = NUMERIC_PACKAGES) -> dict[str, str]:
+    """Installed versions of ``names`` (``not installed`` for a missing one), for every run record."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
 
 
 def machine_description() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""What a run directory says about a run: its config hash, its lock, and whether to skip or resume it.
+"""What a run directory says about a run: its lock, and whether to skip, resume, refuse or retrain it.
 
 Rerunning a multirun lands every job in the same directory (``multirun/<study>/<overrides>``), so the
 directory is where a job learns whether its config already completed (skip), was interrupted (resume
@@ -10,11 +10,9 @@ lock and writes the record; the other ranks read the directory to make the same 
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import os
 import re
+import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,22 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
+from src.config_keys import changed_keys, config_hash
 from src.records import RECORD_FILE, read_record
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 LOCK_FILE = ".lock"
-# Keys that do not change what a run computes: they are left out of the config hash.
-UNHASHED_KEYS = ("force", "study", "logger")
+LOCK_OWNER_FILE = ".lock.owner"  # host and pid of the holder (filelock truncates the lock file itself)
+REFUSAL_FILE = "refused.txt"
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
 # What Lightning's DDP launcher and process-group setup put into the main process's environment.
 LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    """SHA-256 (16 hex digits) of the resolved config without :data:`UNHASHED_KEYS`."""
-    kept = {key: value for key, value in config.items() if key not in UNHASHED_KEYS}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -47,9 +42,21 @@ class PreviousRun:
     record: dict[str, Any] | None
     checkpoint: Path | None
 
-    def completed_with(self, digest: str) -> bool:
+    @property
+    def digest(self) -> str | None:
+        """The earlier run's config hash under today's definition (recomputed from its stored config,
+        so a change of what the hash covers does not orphan finished runs)."""
         record = self.record or {}
-        return record.get("status") == "completed" and record.get("config_hash") == digest
+        if isinstance(record.get("config"), dict):
+            return config_hash(record["config"])
+        return record.get("config_hash")
+
+    @property
+    def completed(self) -> bool:
+        return (self.record or {}).get("status") == "completed"
+
+    def completed_with(self, digest: str) -> bool:
+        return self.completed and self.digest == digest
 
 
 def previous_run(run_dir: Path) -> PreviousRun:
@@ -62,26 +69,66 @@ def previous_run(run_dir: Path) -> PreviousRun:
     return PreviousRun(record, checkpoint if checkpoint.exists() else None)
 
 
+class RunRefused(RuntimeError):
+    """The run directory holds a completed record of another config: retraining would overwrite it."""
+
+
+def refusal(run_dir: Path, old_config: dict[str, Any], new_config: dict[str, Any]) -> str:
+    """One line: why a completed run is not retrained, what differs (old → new) and how to proceed."""
+    changes = changed_keys(old_config, new_config) or ["(what the config hash covers changed)"]
+    shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+    return (
+        f"{run_dir}: refused: it holds a completed run of another config ({shown}); force=true retrains "
+        f"and keeps the old record as result.<hash>.json"
+    )
+
+
+def archive_record(run_dir: Path, digest: str | None) -> Path:
+    """Rename ``result.json`` to ``result.<hash>.json`` (``.<n>`` added if that exists) before a forced
+    retrain, so no completed result is ever lost."""
+    target = run_dir / f"result.{digest or 'unknown'}.json"
+    number = 1
+    while target.exists():
+        target = run_dir / f"result.{digest or 'unknown'}.{number}.json"
+        number += 1
+    os.replace(run_dir / RECORD_FILE, target)
+    return target
+
+
 class RunLocked(RuntimeError):
     """Another process holds the run directory's lock."""
 
 
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold an exclusive, non-blocking ``flock`` on ``run_dir/.lock`` for the duration of a run.
+    """Hold an exclusive lock on ``run_dir/.lock`` (``filelock``) for the duration of a run.
 
-    The lock dies with its process, so a killed job never leaves a stale lock behind.
+    Non-blocking: a second process fails at once with one line naming the holder (host and pid, which
+    the holder writes into .lock.owner). The operating system releases the lock when its process
+    dies, so a killed job never leaves a stale lock behind (its owner file may stay, harmlessly).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    handle = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    path = run_dir / LOCK_FILE
+    lock = FileLock(path, timeout=0)
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLocked(f"{run_dir} is being trained by another process (its .lock is held)") from None
+        lock.acquire()
+    except Timeout:
+        holder = _lock_holder(run_dir / LOCK_OWNER_FILE)
+        raise RunLocked(
+            f"{run_dir} is being trained by another process ({holder}); wait for it, or stop it and rerun"
+        ) from None
+    try:
+        (run_dir / LOCK_OWNER_FILE).write_text(f"host {socket.gethostname()} pid {os.getpid()}\n")
         yield
     finally:
-        os.close(handle)
+        lock.release()
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "holder unknown"
+    except OSError:
+        return "holder unknown"
 
 
 def is_main_process(environ: Mapping[str, str] | None = None) -> bool:

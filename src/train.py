@@ -29,25 +29,31 @@ from hydra.utils import instantiate
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
+from src.atomic import write_text_atomic
 from src.callbacks import Diverged, DivergenceGuard, MemoryMonitor, TrainTimer
 from src.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
+from src.config_keys import config_hash, register_resolvers
 from src.loggers import publish_record
 from src.module import Classifier
 from src.norms import describe_norm_layers, norm_state
-from src.perf import gpu_for_job, peak_memory_mb
-from src.records import git_commit, machine_description, write_record
+from src.perf import gpu_for_job, warn_device_mismatch
+from src.records import git_commit, machine_description, package_versions, write_record
 from src.run_state import (
     CHECKPOINT_DIR,
-    config_hash,
+    REFUSAL_FILE,
+    RunRefused,
+    archive_record,
     distributed_job,
     is_main_process,
     previous_run,
     redact,
+    refusal,
     run_lock,
 )
 from src.validation import probe_forward, validate_config
 
 log = logging.getLogger(__name__)
+register_resolvers()  # before Hydra composes: the sweep's run directory names use ${run_dirname:…}
 
 
 def quiet_lightning() -> None:
@@ -130,12 +136,17 @@ def train(
 ) -> dict[str, Any]:
     """Train and test one configuration; write and return its run record.
 
-    A run directory whose record says completed for the same config hash is skipped (``force=true``
-    retrains); one left with a checkpoint by an interrupted job resumes from it (``resume=true``).
+    A run directory whose record says completed for the same config hash is skipped; one that holds a
+    completed record of another config is refused (:class:`RunRefused`, nothing written but
+    ``refused.txt``); ``force=true`` retrains either, keeping the old record as ``result.<hash>.json``.
+    One left with a checkpoint by an interrupted job resumes from it (``resume=true``).
     Errors are recorded (``status: failed``) and re-raised; a non-finite loss ends the run with
     ``status: diverged``.
     """
     run_dir = Path(run_dir)
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(f"{', '.join(missing)}: required and not given (give {missing[0]}=<value>)")
     config = OmegaConf.to_container(cfg, resolve=True)
     digest = config_hash(config)
     force = bool(cfg.get("force", False))
@@ -148,9 +159,19 @@ def train(
         if previous.completed_with(digest) and not force:
             log.info("skipping %s: completed earlier with the same config (force=true retrains)", run_dir)
             return {**previous.record, "skipped": True}
+        if previous.completed and not force:
+            message = refusal(run_dir, previous.record.get("config") or {}, config)
+            if main:
+                write_text_atomic(run_dir / REFUSAL_FILE, message + "\n")
+            raise RunRefused(message)
+        if main:
+            (run_dir / REFUSAL_FILE).unlink(missing_ok=True)
+            if previous.completed:
+                kept = archive_record(run_dir, previous.digest)
+                log.info("force=true: the earlier record of %s is kept as %s", run_dir, kept.name)
         resume_from = None
         if previous.checkpoint is not None:
-            same_config = (previous.record or {}).get("config_hash") == digest
+            same_config = previous.digest == digest
             if same_config and cfg.get("resume", True) and not force:
                 resume_from = previous.checkpoint
             elif main:
@@ -247,6 +268,7 @@ def fit_and_test(
         plugins=[AtomicCheckpointIO(), *([SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else [])],
         default_root_dir=str(run_dir),
     )
+    warn_device_mismatch(trainer.strategy.root_device, cfg.trainer.get("accelerator"))
     batches = batch_sizes(cfg.batch, trainer.world_size, norm)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     module = Classifier(
@@ -287,7 +309,7 @@ def fit_and_test(
             "compiled": bool(cfg.compile),
         },
         "memory": {
-            "peak_mb": round(peak_memory_mb(module.device), 1),
+            "peak_mb": round(memory.peak_mb(module.device), 1),
             "per_epoch_mb": memory.per_epoch,
         },
         "data": {
@@ -302,6 +324,7 @@ def fit_and_test(
             "torch": torch.__version__,
             "lightning": pl.__version__,
             "cpu_threads": torch.get_num_threads(),
+            "packages": package_versions(),
             "device": device_name(trainer),
         },
     }
@@ -329,6 +352,11 @@ def main(cfg: DictConfig) -> float:
                 trainer_overrides={"devices": gpu} if gpu else None,
                 launch=launch_description(hydra_cfg),
             )
+    except RunRefused as error:
+        log.error("%s", error)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return math.nan  # the sweep goes on; SweepSummary lists the refused runs at its end
+        raise SystemExit(1) from None
     except Exception as error:
         log.error("%s failed: %s", run_dir, redact(f"{type(error).__name__}: {error}"))
         log_traceback_to_file(redact(traceback.format_exc()))

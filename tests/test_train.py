@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from src.config_keys import DIRNAME_EXCLUDED
 from src.records import RECORD_FILE
 from src.report.__main__ import main as report_main
 from src.train import train
@@ -56,7 +57,7 @@ def test_learning_rate_scales_linearly_with_the_batch(compose_cfg, tmp_path):
     cfg = compose_cfg(
         "dataset=digits", "batch=8", "epochs=1", "logger=none", "model.widths=[8,16]", "optim.scale_lr=false"
     )
-    assert train(cfg, tmp_path)["lr"] == pytest.approx(0.1)
+    assert train(cfg, tmp_path / "unscaled")["lr"] == pytest.approx(0.1)
 
 
 def test_a_failing_run_records_its_error(compose_cfg, tmp_path):
@@ -117,7 +118,7 @@ def test_default_multirun_directory_is_stable_and_readable(compose_cfg):
 
     cfg = compose("train", overrides=["norm=gn"], return_hydra_config=True)
     assert cfg.hydra.sweep.dir == "multirun/default"
-    assert cfg.hydra.job.config.override_dirname.exclude_keys == ["study", "force", "resume"]
+    assert cfg.hydra.job.config.override_dirname.exclude_keys == list(DIRNAME_EXCLUDED)
     assert cfg.hydra.job.config.override_dirname.kv_sep == "="
     assert cfg.hydra.job.config.override_dirname.item_sep == ","
 

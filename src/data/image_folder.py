@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from src.data.arrays import ArrayDataModule, ImageArrays
 from src.data.paths import find_file
@@ -100,19 +101,22 @@ class ImageFolderDataModule(ArrayDataModule):
             "Give dataset.path=<dir or .tar.gz> laid out train/<class>/*.jpg and test/<class>/*.jpg.",
         )
         cache = self._cache_file(source)
-        if cache is not None and cache.exists():
-            with np.load(cache, allow_pickle=False) as data:
-                return ImageArrays(
-                    data["x_train"],
-                    data["y_train"],
-                    data["x_test"],
-                    data["y_test"],
-                    classes=[str(c) for c in data["classes"]],
-                )
-        log.info("decoding images from %s (once; cached in %s)", source, cache)
-        arrays = decode_image_folder(source)
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
+        if cache is None:
+            return decode_image_folder(source)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        # parallel jobs of one sweep wait here for the first to decode, then all read its cache
+        with FileLock(cache.with_suffix(".lock")):
+            if cache.exists():
+                with np.load(cache, allow_pickle=False) as data:
+                    return ImageArrays(
+                        data["x_train"],
+                        data["y_train"],
+                        data["x_test"],
+                        data["y_test"],
+                        classes=[str(c) for c in data["classes"]],
+                    )
+            log.info("decoding images from %s (once; cached in %s)", source, cache)
+            arrays = decode_image_folder(source)
             partial = cache.with_suffix(f".{os.getpid()}.tmp.npz")
             np.savez(
                 partial,
@@ -123,4 +127,4 @@ class ImageFolderDataModule(ArrayDataModule):
                 classes=np.array(arrays.classes),
             )
             os.replace(partial, cache)
-        return arrays
+            return arrays

@@ -7,9 +7,12 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def find_file(path: str | Path, key: str, hint: str) -> Path:
+def find_file(path: str | Path | None, key: str, hint: str) -> Path:
     """Resolve ``path``: as given (absolute or relative to the working directory), then relative to
-    the project root. Raises ``FileNotFoundError`` saying where it looked and ``hint`` on how to get it."""
+    the project root. Raises ``FileNotFoundError`` saying where it looked and ``hint`` on how to get it,
+    and ``ValueError`` with ``hint`` when no path was given."""
+    if path is None or str(path).strip() in ("", "???"):
+        raise ValueError(f"{key} is required and was not given. {hint}")
     candidates = [Path(path).expanduser()]
     if not candidates[0].is_absolute():
         candidates.append(PROJECT_ROOT / path)

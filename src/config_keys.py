@@ -1,0 +1,124 @@
+"""Which config keys change what a run computes: the one place that decides a run's identity.
+
+A run's **config hash** is the SHA-256 of the *computation view* of its resolved config: the keys that
+change the numbers a run produces. Everything else *steers* the run (where it writes, how it logs, how
+fast it goes, which claims a report checks) and never changes the hash, nor the run directory name, so
+rerunning a finished sweep with ``resume=false``, ``logger=wandb``, ``cpu_threads=1``, ``compile=true`` or
+an edited ``report:`` block retrains nothing.
+
+Top-level keys (every one the project's configs define must be listed here; a test enforces it):
+
+- computation: ``norm``, ``model``, ``dataset`` (less its steering sub-keys), ``optim``, ``trainer`` (less
+  its steering sub-keys), ``batch``, ``epochs``, ``seed``, ``norm_groups``.
+- steering: ``study``, ``force``, ``resume``, ``logger``, ``cpu_threads``, ``report``, ``compile``,
+  ``compile_mode``.
+
+Decisions: ``compile`` and ``compile_mode`` run the same model and the same arithmetic through other
+kernels (the compiled step equals the eager one within float tolerance, ``tests/test_perf.py``); like
+cuDNN's algorithm choice (``trainer.benchmark``) they are steering. ``norm_groups`` feeds
+``norm.layer.groups`` of the group-wise norms; it counts as computation (a sweep over it must land in
+separate run directories), so a bn run with another ``norm_groups`` is a separate run. The device a run
+trains on (``trainer.accelerator``, ``dataset.on_device``) changes the random streams but not the
+experiment: a sweep finished on a CPU is not retrained because a GPU appeared. ``trainer.devices`` and
+``trainer.num_nodes`` are computation: the world size sets the global batch and so the learning rate. A
+key nobody classified (``+foo=1``) counts as computation: an unknown key may change the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+COMPUTATION_KEYS = ("norm", "model", "dataset", "optim", "trainer", "batch", "epochs", "seed", "norm_groups")
+STEERING_KEYS = (
+    "study",
+    "force",
+    "resume",
+    "logger",
+    "cpu_threads",
+    "report",
+    "compile",
+    "compile_mode",
+)
+# Sub-keys of computation groups that only steer: caches, evaluation chunking, devices, logging, speed.
+STEERING_SUBKEYS = {
+    "dataset": ("cache_dir", "eval_batch_size", "on_device", "root", "download"),
+    "trainer": (
+        "_target_",
+        "accelerator",
+        "benchmark",
+        "deterministic",
+        "log_every_n_steps",
+        "enable_progress_bar",
+        "enable_model_summary",
+        "enable_checkpointing",
+        "num_sanity_val_steps",
+        "strategy",
+    ),
+}
+# Keys a user may put on the command line to steer a run: they stay out of the run directory name,
+# and so do their sub-keys (report.title=…): conf/train.yaml names sweep directories with the
+# ``run_dirname`` resolver below, and lists these keys for Hydra's own job.override_dirname too (which
+# the W&B sweep's run.dir uses: Hydra's override grammar cannot nest the resolver there).
+DIRNAME_EXCLUDED = STEERING_KEYS
+RESOLVER = "run_dirname"
+
+
+def computation_view(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved config without its steering keys: what the hash covers."""
+    view: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in STEERING_KEYS:
+            continue
+        if key in STEERING_SUBKEYS and isinstance(value, Mapping):
+            value = {sub: item for sub, item in value.items() if sub not in STEERING_SUBKEYS[key]}
+        view[key] = value
+    return view
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """SHA-256 (16 hex digits) of :func:`computation_view` of a resolved config."""
+    text = json.dumps(computation_view(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _leaves(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, Mapping):
+        for key in sorted(value):
+            yield from _leaves(value[key], f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, value
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old → new`` for every leaf of the computation view that differs (dotted keys, sorted)."""
+    before, after = dict(_leaves(computation_view(old))), dict(_leaves(computation_view(new)))
+    missing = "(absent)"
+    return [
+        f"{key}: {before.get(key, missing)} → {after.get(key, missing)}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key, missing) != after.get(key, missing)
+    ]
+
+
+def _top_key(override: str) -> str:
+    """``norm`` of ``norm=gn``, ``report`` of ``+report.title=x``, ``hydra/launcher`` of a group."""
+    key = override.split("=", 1)[0].lstrip("~+")
+    return key.split("@", 1)[0].split(".", 1)[0]
+
+
+def run_dirname(task_overrides: Sequence[str]) -> str:
+    """A run's directory name: its task overrides, sorted and joined by ``,`` as Hydra's
+    ``job.override_dirname`` does, less every override of a steering key or one of its sub-keys."""
+    kept = sorted(str(item) for item in task_overrides if _top_key(str(item)) not in DIRNAME_EXCLUDED)
+    return ",".join(kept)
+
+
+def register_resolvers() -> None:
+    """Make ``${run_dirname:${hydra:overrides.task}}`` available to the configs (idempotent)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver(RESOLVER):
+        OmegaConf.register_new_resolver(RESOLVER, run_dirname)
