@@ -173,6 +173,7 @@ class ClaimResult:
     def as_row(self) -> dict[str, Any]:
         est = self.estimate or NO_ESTIMATE
         direction = self.direction
+        headline = self.sizes[0] if self.sizes else direction
         undecided = [t for t in self.tests if t.verdict == UNDECIDED]
         return {
             "id": self.id,
@@ -187,8 +188,8 @@ class ClaimResult:
             "ci_level": est.level,
             "df": self.model_df,
             "pooled_sd": self.pooled_sd,
-            "welch_low": self.sizes[0].welch.low if self.sizes and self.sizes[0].welch else math.nan,
-            "welch_high": self.sizes[0].welch.high if self.sizes and self.sizes[0].welch else math.nan,
+            "welch_low": headline.welch.low if headline and headline.welch else math.nan,
+            "welch_high": headline.welch.high if headline and headline.welch else math.nan,
             "direction_verdict": direction.verdict if direction else "",
             "size_verdict": combine([t.verdict for t in self.sizes]) if self.sizes else "",
             "verdict": self.verdict_text,

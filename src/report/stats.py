@@ -21,9 +21,9 @@ distribution functions are scipy's (:mod:`scipy.stats`); nothing here integrates
 
 Power (:func:`power_one_sided`, :func:`seeds_needed`): at ``n`` seeds in each of ``k`` cells the
 statistic ``(θ̂ − b)/se`` has a noncentral t distribution with ``df = k(n − 1)`` and noncentrality
-``(θ − b)/(σ √(Σ c_i² / n))``; power is its probability beyond the critical value. For a TOST it is the probability that both tests
-reject, integrated over the chi-square law of the pooled variance (:func:`power_tost`). Both are checked
-against simulations in the tests.
+``(θ − b)/(σ √(Σ c_i² / n))``; power is its probability beyond the critical value. For a TOST it is
+the probability that both tests reject, integrated over the chi-square law of the pooled variance
+(:func:`power_tost`). Both are checked against simulations in the tests.
 """
 
 from __future__ import annotations
