@@ -26,6 +26,7 @@ from src.report.__main__ import main as report_main
 from src.report.claims import INCONCLUSIVE, NO_DATA, NOT_REPRODUCED, REPRODUCED, evaluate_claims
 from src.report.commands import sweep_command, sweep_commands
 from src.report.load import load_run_set, mixture_weights
+from src.report.spec import SpecError
 from src.report.stats import diff_ci, mean_ci
 
 from .conftest import CONF, ROOT, run_train
@@ -210,7 +211,7 @@ def test_flat_less_greater_and_order_claims(tmp_path):
     bn_flat = {"kind": "flat", "norm": "bn", "batches": [2, 32], "at_most": 1.0}
     less = {"kind": "less", "norms": ["gn", "bn"], "batch": 2}
     greater = {"kind": "greater", "norms": ["gn", "bn"], "batch": 2}
-    order = {"kind": "order", "batch": 32, "order": "bn ≲ gn < ln < in", "tolerance": 1.0}
+    order = {"kind": "order", "batch": 32, "order": "bn ≲ gn < ln < in", "tolerance": 1.5}
     wrong_order = {"kind": "order", "batch": 32, "order": "in < ln"}
     assert verdicts(runs, flat, bn_flat, less, greater, order, wrong_order) == [
         REPRODUCED,
@@ -221,10 +222,13 @@ def test_flat_less_greater_and_order_claims(tmp_path):
         NOT_REPRODUCED,
     ]
     [result] = evaluate_claims(runs, {"claims": [order]})
-    assert [c.verdict for c in result.comparisons] == [REPRODUCED] * 3
-    assert result.comparisons[0].bound == "≥ -1"  # bn ≲ gn: gn may be better by up to the tolerance
+    assert [c.verdict for c in result.sizes] == [REPRODUCED] * 3
+    assert [c.test for c in result.sizes] == ["within", "direction", "direction"]  # ≲ is an equivalence test
+    assert result.sizes[0].claim == "within ±1.5"
     strict = {"kind": "order", "batch": 32, "order": "gn < bn"}  # gn is worse by ~0.9: contradicted
     assert verdicts(runs, strict) == [NOT_REPRODUCED]
+    [reversed_] = evaluate_claims(runs, {"claims": [strict]})
+    assert reversed_.sizes[0].verdict == "reversed"
 
 
 def test_switchable_weight_claim_reads_norm_state(tmp_path):
@@ -250,12 +254,47 @@ def test_switchable_weight_claim_reads_norm_state(tmp_path):
     assert result.verdict == NO_DATA and any("state_weight_bn" in note for note in result.notes)
 
 
-def test_a_claim_that_cannot_be_understood_is_inconclusive_not_a_crash(tmp_path):
+def test_a_bad_report_block_fails_with_one_line_naming_key_value_and_what_is_allowed(tmp_path):
     runs = runs_of(grid("s", {("bn", 2): [30.0, 31.0], ("bn", 32): [20.0, 21.0]}), tmp_path)
-    bad = [{"kind": "sideways"}, {"kind": "difference", "norm": "bn"}, {"kind": "order", "batch": 32, "order": "bn"}]
-    results = evaluate_claims(runs, {"claims": bad})
-    assert [r.verdict for r in results] == [INCONCLUSIVE] * 3
-    assert all("could not be evaluated" in " ".join(r.notes) for r in results)
+    bad = {
+        "report.claims[0].kind = 'sideways': must be one of": {"kind": "sideways"},
+        "report.claims[0].batches = None: must be a list of two integer batch sizes": {
+            "kind": "difference",
+            "norm": "bn",
+            "at_least": 1,
+        },
+        "report.claims[0].order = 'bn': must look like": {"kind": "order", "batch": 32, "order": "bn"},
+        "report.claims[0] (x).within = -1: must be a number > 0": {
+            "id": "x",
+            "kind": "equivalent",
+            "norms": ["bn", "gn"],
+            "batch": 32,
+            "within": -1,
+        },
+        "report.claims[0].published[0].conditions = None: a published number must state its conditions": {
+            **DEGRADES,
+            "published": [{"value": 1.0, "source": "somewhere"}],
+        },
+        "report.claims[0].at_leats = 2: unknown key; allowed:": {**DEGRADES, "at_leats": 2},
+    }
+    for message, claim in bad.items():
+        with pytest.raises(SpecError) as error:
+            evaluate_claims(runs, {"claims": [claim]})
+        assert str(error.value).startswith(message) and "\n" not in str(error.value), str(error.value)
+    with pytest.raises(SpecError, match=r"report.convergence.max_train_loss_ratio = 0.5: must be a number ≥ 1"):
+        evaluate_claims(runs, {"claims": [DEGRADES], "convergence": {"max_train_loss_ratio": 0.5}})
+
+    write_records(tmp_path / "m", grid("bad", {("bn", 2): [30.0, 31.0]}, report={"claims": [{"kind": "sideways"}]}))
+    process = subprocess.run(
+        [sys.executable, "-m", "src.report", str(tmp_path / "m"), "--out", str(tmp_path / "out")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    assert process.returncode == 2 and not (tmp_path / "out" / "bad").exists()
+    errors = [line for line in process.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "report.claims[0].kind = 'sideways'" in errors[0]
 
 
 @pytest.mark.parametrize("study", STUDIES)
@@ -362,7 +401,12 @@ SPEC = {
         }
     ],
     "claims": [
-        {**DEGRADES, "id": "bn_small_batch", "claim": "BN degrades", "published": [{"value": 11.1, "source": "GN"}]},
+        {
+            **DEGRADES,
+            "id": "bn_small_batch",
+            "claim": "BN degrades",
+            "published": [{"value": 11.1, "source": "GN", "conditions": "ImageNet"}],
+        },
         {"id": "gn_flat", "claim": "GN is flat", "kind": "flat", "norm": "gn", "at_most": 1.0},
     ],
 }
@@ -390,7 +434,7 @@ def test_report_writes_every_file_with_provenance_and_indexes_studies(tmp_path):
     assert "Published: GN paper Table 2" in summary and "| bn | 34.7 | 27.3 | 24.8 | 23.7 | 23.6 |" in summary
     assert "![test error vs batch size](error_vs_batch.png)" in summary
     claims = (out / "alpha" / "claims.md").read_text()
-    assert "✅ reproduced" in claims and "+11.1 (GN)" in claims and "+10.00 [" in claims
+    assert "✅ reproduced" in claims and "+11.1 (GN; ImageNet)" in claims and "+10.00 [" in claims
     table = pd.read_csv(out / "alpha" / "claims.csv")
     assert list(table.verdict) == [REPRODUCED, REPRODUCED]
     assert "claims and references: the run records" in claims
@@ -419,7 +463,7 @@ def test_a_failure_mid_report_leaves_the_earlier_report_intact(tmp_path, monkeyp
     write_records(tmp_path / "m", grid("delta", {("bn", 2): [30.0, 31.0], ("bn", 32): [20.0, 20.5]}, report=SPEC))
     out = tmp_path / "results"
     assert cli.main([str(tmp_path / "m"), "--out", str(out)]) == 0
-    before = {p.name: p.read_bytes() for p in (out / "delta").iterdir()}
+    before = {str(p.relative_to(out)): p.read_bytes() for p in (out / "delta").rglob("*") if p.is_file()}
     write_records(tmp_path / "m", grid("delta", {("gn", 2): [22.0, 23.0]}, report=SPEC))
 
     def broken(*args: Any, **kwargs: Any) -> str:
@@ -428,14 +472,14 @@ def test_a_failure_mid_report_leaves_the_earlier_report_intact(tmp_path, monkeyp
     monkeypatch.setattr(cli, "render_claims", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         cli.main([str(tmp_path / "m"), "--out", str(out)])
-    assert {p.name: p.read_bytes() for p in (out / "delta").iterdir()} == before
+    assert {str(p.relative_to(out)): p.read_bytes() for p in (out / "delta").rglob("*") if p.is_file()} == before
 
     monkeypatch.undo()
     monkeypatch.setattr(cli, "error_vs_batch", broken)  # a figure that fails is a warning only
     with pytest.warns(UserWarning, match="error_vs_batch.png not drawn"):
         assert cli.main([str(tmp_path / "m"), "--out", str(out)]) == 0
     assert len(pd.read_csv(out / "delta" / "runs.csv")) == 6
-    assert (out / "delta" / "error_vs_batch.png").read_bytes() == before["error_vs_batch.png"]
+    assert (out / "delta" / "error_vs_batch.png").read_bytes() == before["delta/error_vs_batch.png"]
     assert not list(out.rglob("*.tmp"))
 
 

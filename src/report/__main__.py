@@ -1,10 +1,17 @@
 """``python -m src.report DIR [DIR ...]``: tables, plots and claim verdicts from the run records.
 
 For each study found in the records (or the one given by ``--study``) it writes ``<out>/<study>/``:
-runs.csv, summary.csv, summary.md, claims.md, claims.csv, error_vs_batch.png, error_by_norm.png and
-meta.json, then regenerates ``<out>/README.md``, the index of every study under ``<out>``. Everything is
-computed in memory first and each file is replaced atomically, so a failure leaves the earlier report
-intact; a figure that cannot be drawn is a warning, not a failure.
+runs.csv, not_counted.csv, summary.csv, summary.md, claims.md, claims.csv, error_vs_batch.png,
+error_by_norm.png and meta.json, archives the records it used (each run's ``result.json`` and
+``metrics.csv``) under ``<out>/<study>/records/<run dir name>/`` — so that
+``python -m src.report <out>/<study>/records`` regenerates the same tables — and regenerates
+``<out>/README.md``, the index of every study under ``<out>``. Everything is computed in memory first and
+each file is replaced atomically, so a failure leaves the earlier report intact; a figure that cannot be
+drawn is a warning, not a failure.
+
+``--from-runs-csv results/<study>/runs.csv`` reports from a committed runs.csv instead (the flattened
+records, for studies whose records were not kept); the report says so, and without per-epoch curves
+the convergence gate checks final training losses only.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 import warnings
 from datetime import datetime, timezone
@@ -22,12 +30,14 @@ import pandas as pd
 import yaml
 
 from src.atomic import write_bytes_atomic, write_text_atomic
-from src.records import PROJECT_ROOT, git_commit, machine_description
-from src.report.claims import VERDICTS, evaluate_claims
+from src.records import PROJECT_ROOT, RECORD_FILE, git_commit, machine_description
+from src.report.claims import VERDICTS, ClaimResult, evaluate_claims
 from src.report.commands import sweep_commands
-from src.report.load import RunSet, Skipped, load_run_set
+from src.report.curves import CURVE_FILE, median_last
+from src.report.load import MEDIAN_LAST, RunSet, Skipped, load_run_set, load_runs_csv, not_counted_csv
 from src.report.markdown import render_claims, render_index, render_summary
 from src.report.plots import choose_bar_batch, error_by_norm, error_vs_batch
+from src.report.spec import SpecError, check_spec
 from src.report.tables import summarize
 
 SWEEPS = PROJECT_ROOT / "sweeps"
@@ -66,16 +76,32 @@ def skipped_for(study: str, skipped: list[Skipped]) -> list[Skipped]:
     return [s for s in skipped if s.study in (None, study)]
 
 
+CLAIM_COLUMNS = list(ClaimResult("", "", "", "", "", "").as_row())
+
+
+def with_median(runs: pd.DataFrame, curves: dict[str, pd.DataFrame], spec: dict[str, Any]) -> pd.DataFrame:
+    """Adds ``val_error_median_last<k>`` for the study's ``median_last: k`` when it is not the default."""
+    k = int(spec.get("median_last", MEDIAN_LAST))
+    column = f"val_error_median_last{k}"
+    if column in runs or not curves:
+        return runs
+    values = [median_last(curves[d], k) if d in curves else float("nan") for d in runs["run_dir"].astype(str)]
+    return runs.assign(**{column: values})
+
+
 def build_study(
     study: str,
     runs: pd.DataFrame,
     skipped: list[Skipped],
     spec: dict[str, Any],
     context: dict[str, Any],
+    curves: dict[str, pd.DataFrame] | None = None,
 ) -> dict[str, str | bytes]:
     """Every file of ``<out>/<study>/``, rendered in memory."""
+    curves = curves or {}
+    runs = with_median(runs, curves, spec)
     summary = summarize(runs)
-    claims = evaluate_claims(runs, spec)
+    claims = evaluate_claims(runs, spec, curves, skipped)
     files: dict[str, str | bytes] = {}
     figures: dict[str, str] = {}
     references = [r for r in spec.get("references") or [] if isinstance(r, dict) and r.get("batches")]
@@ -95,22 +121,8 @@ def build_study(
         warnings.warn(f"{study}: error_by_norm.png not drawn: {type(error).__name__}: {error}", stacklevel=2)
     files["runs.csv"] = runs.to_csv(index=False)
     files["summary.csv"] = summary.to_csv(index=False)
-    files["claims.csv"] = pd.DataFrame(
-        [c.as_row() for c in claims],
-        columns=[
-            "id",
-            "dataset",
-            "model",
-            "kind",
-            "metric",
-            "statement",
-            "effect",
-            "ci95_low",
-            "ci95_high",
-            "verdict",
-            "published",
-        ],
-    ).to_csv(index=False)
+    files["not_counted.csv"] = not_counted_csv(skipped)
+    files["claims.csv"] = pd.DataFrame([c.as_row() for c in claims], columns=CLAIM_COLUMNS).to_csv(index=False)
     files["summary.md"] = render_summary(study, runs, summary, skipped, spec, claims, figures, context)
     files["claims.md"] = render_claims(study, runs, claims, skipped, spec, context)
     verdicts = {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
@@ -120,6 +132,7 @@ def build_study(
                 "study": study,
                 "title": spec.get("title", ""),
                 "runs": len(runs),
+                "runs_source": context.get("runs_source", ""),
                 "not_counted": len(skipped),
                 "slices": sorted({f"{d} · {m}" for d, m in zip(runs["dataset"], runs["model"], strict=True)}),
                 "verdicts": verdicts if claims else None,
@@ -151,6 +164,34 @@ def index_studies(out: Path) -> list[dict[str, Any]]:
     return studies
 
 
+def archive_records(target: Path, directories: list[Path]) -> int:
+    """Copies each run's result.json and metrics.csv to ``target/<run dir name>/``, replacing ``target``.
+
+    Names that repeat (the same override string in two sweeps) get a ``~2``, ``~3`` suffix. The new
+    archive is assembled beside the old one and swapped in, so reporting from the archive itself works."""
+    staging = target.with_name(target.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    used: set[str] = set()
+    for directory in directories:
+        name, suffix = directory.name, 1
+        while name in used:
+            suffix += 1
+            name = f"{directory.name}~{suffix}"
+        used.add(name)
+        (staging / name).mkdir()
+        for file in (RECORD_FILE, CURVE_FILE):
+            if (directory / file).exists():
+                shutil.copy2(directory / file, staging / name / file)
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return len(used)
+
+
 def write_files(target: Path, files: dict[str, str | bytes]) -> None:
     for name, content in files.items():
         if isinstance(content, bytes):
@@ -169,7 +210,12 @@ def _inside_project(out: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("dirs", nargs="+", help="directories searched recursively for result.json")
+    parser.add_argument("dirs", nargs="*", help="directories searched recursively for result.json")
+    parser.add_argument(
+        "--from-runs-csv",
+        metavar="RUNS_CSV",
+        help="report from a committed results/<study>/runs.csv instead of run records (labelled as such)",
+    )
     parser.add_argument("--out", default="results", help="results root (default: results)")
     parser.add_argument("--study", help="write every run under this study name (default: each run's own study)")
     parser.add_argument(
@@ -180,12 +226,22 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m src.report " + shlex.join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
 
-    run_set = load_run_set(args.dirs)
+    if bool(args.dirs) == bool(args.from_runs_csv):
+        parser.error("give run directories or --from-runs-csv, not both and not neither")
+    if args.from_runs_csv:
+        run_set = load_runs_csv(args.from_runs_csv)
+        runs_source = (
+            f"`{args.from_runs_csv}`, a committed runs.csv (the flattened run records; the records themselves"
+            " were not kept): no per-epoch curves, so the convergence gate checks final train losses only"
+        )
+    else:
+        run_set = load_run_set(args.dirs)
+        runs_source = "run records (result.json, and metrics.csv where logged), archived in `records/`"
     for item in run_set.skipped:
         print(f"not counted: {item.path}: {item.reason}", file=sys.stderr)
     runs = run_set.runs
     if runs.empty:
-        print(f"no completed runs under {', '.join(args.dirs)}", file=sys.stderr)
+        print(f"no completed runs under {', '.join(args.dirs or [args.from_runs_csv])}", file=sys.stderr)
         return 1
     if args.study:
         runs = runs.assign(study=args.study)
@@ -206,12 +262,23 @@ def main(argv: list[str] | None = None) -> int:
     for study, part in runs.groupby("study", sort=True):
         study = str(study)
         spec, source = study_spec(study, run_set, args.claims)
-        context = {**base, "spec_source": source}
+        try:
+            check_spec(spec)
+        except SpecError as error:
+            print(f"error: {source or study}: {error}", file=sys.stderr)
+            return 2
+        context = {**base, "spec_source": source, "runs_source": runs_source}
         rendered[study] = build_study(
-            study, part.reset_index(drop=True), skipped_for(study, run_set.skipped), spec, context
+            study, part.reset_index(drop=True), skipped_for(study, run_set.skipped), spec, context, run_set.curves
         )
     for study, files in rendered.items():
         write_files(out / study, files)
+        if not args.from_runs_csv:
+            if args.study:  # every run was renamed into this one study
+                directories = [d for dirs in run_set.record_dirs.values() for d in dirs]
+            else:
+                directories = run_set.record_dirs.get(study, [])
+            archive_records(out / study / "records", directories)
         print(files["summary.md"])
         print(f"wrote {out / study}/: {', '.join(sorted(files))}")
     try:

@@ -1,62 +1,99 @@
-"""Claims a study makes, evaluated on its runs: the measured effect, its 95 % CI, and a verdict.
+"""Claims a study makes, evaluated on its runs: contrasts, intervals, tests, verdicts and what is missing.
 
-A study states its claims in its own file (``sweeps/<study>.yaml``) under the top-level key
-``report.claims``, which training ignores and every run record carries in its resolved ``config``.
-Each claim is a small mapping::
+A study states its claims in ``sweeps/<study>.yaml`` under ``report.claims`` (checked by
+:mod:`src.report.spec`; training ignores the key and every run record carries it). ``m(cell)`` is the
+mean of the metric (default ``test_error``) over a cell's runs; every contrast of cell means is
+estimated from the cell-means linear model over *all* the cells of the study's (dataset, model) slice,
+with the pooled within-cell variance and ``df = runs − cells`` (:class:`src.report.stats.CellModel`);
+a per-pair Welch interval is kept as a robustness column.
 
-    - id: bn_small_batch                      # a short name
-      claim: BN's error rises as the batch shrinks
-      kind: difference                        # difference | less | greater | flat | order
-      norm: bn                                # cells: norm + batches: [A, B], norms: [X, Y] + batch: N,
-      batches: [2, 32]                        #        or a: {norm, batch} and b: {norm, batch}
-      at_least: 2.0                           # error at 2 − error at 32 ≥ 2 points (or at_most: T)
-      metric: test_error                      # any runs.csv column (default test_error)
-      published: [{value: 11.1, source: GN paper Table 2}]
+Kinds, each a set of pre-specified tests (θ the contrast, α = ``report.alpha``, default 0.05):
 
-Kinds (``m(cell)`` is the metric's mean over the cell's runs, i.e. over seeds):
+- ``difference`` (cells a, b; ``at_least: T`` and/or ``at_most: T``): θ = m(a) − m(b). The **size**
+  test is θ ≥ T (or ≤ T). When the claim has a direction (``at_least`` > 0, or ``at_most`` < 0) a
+  **direction** test θ > 0 (θ < 0) is reported beside it: "BN's error rises" can be clearly above 0
+  and clearly below the threshold. The claim's verdict is the size verdict.
+- ``less`` / ``greater``: m(a) < m(b) (>): the direction test on θ = m(b) − m(a); with ``margin: M``
+  also the size test θ ≥ M, which is then the verdict.
+- ``equivalent`` (``within: δ``): |m(a) − m(b)| ≤ δ, an equivalence test (TOST).
+- ``flat`` (``norm``, ``batches``, ``within: δ``, ``slope_within: s``): two pre-specified equivalence
+  tests: m(norm@smallest) − m(norm@largest) within ±δ, and (three batches or more) the least-squares
+  slope of the cell means against log2(batch) within ±s per doubling (default s = δ / log2(largest /
+  smallest)). Never the max − min of means (biased upward by noise).
+- ``order`` (``order: "bn ≲ gn < ln"``, ``tolerance``): each adjacent pair; ``<`` is a direction test
+  (right − left > 0), ``≲`` an equivalence test |right − left| ≤ tolerance.
 
-- ``difference``: effect = m(a) − m(b); claim effect ≥ ``at_least`` and/or ≤ ``at_most``.
-- ``less``: m(a) < m(b); effect = m(b) − m(a) ≥ ``margin`` (default 0). ``greater``: m(a) > m(b).
-- ``flat``: a norm's metric across ``batches`` (default: all it was run at) varies by at most
-  ``at_most``; effect = the range of the means; every pairwise difference is tested against ±at_most.
-- ``order``: at ``batch``, ``order: "bn ≲ gn < ln < in"``; each adjacent pair is a ``less`` claim,
-  with ``≲`` (or ``<=``, ``≤``) allowing the left one to be worse by up to ``tolerance`` (default 0.5).
+Tests and verdicts, every one-sided test at level α/2 (so that each reads off the two-sided 1 − α
+interval shown):
 
-Verdicts (95 % t intervals, Welch's for differences, see :mod:`src.report.stats`):
+- direction: **reproduced** when θ is shown > 0, **reversed** when shown < 0, else **undecided**;
+- size ``θ ≥ T``: **reproduced** when shown ≥ T, **not reproduced** when shown < T, else undecided;
+- equivalence: **reproduced** when the TOST rejects both ``θ ≤ −δ`` and ``θ ≥ δ`` (the interval lies
+  inside ±δ), **not reproduced** when θ is shown outside ±δ, else undecided.
 
-- **reproduced**: the whole interval satisfies the claim (e.g. its lower end ≥ the threshold);
-- **not reproduced**: the whole interval contradicts it (its upper end < the threshold);
-- **inconclusive**: the interval straddles the threshold, or is undefined because a cell has a single
-  run (one seed): a single seed never decides a claim, however large the point estimate;
-- **no data**: a cell the claim needs has no completed run.
-
-A claim made of several comparisons (``flat``, ``order``) is reproduced when all of them are, not
-reproduced when any one is, and inconclusive otherwise. No correction for multiple comparisons.
+A claim of several tests (``flat``, ``order``, ``difference`` with both bounds) is reproduced when all
+are (an intersection-union test needs no multiplicity correction) and not reproduced when any one is
+contradicted after Holm's correction across the claim's tests. A claim comparing two norms or more is
+first put through the convergence gate (:mod:`src.report.gate`): failing it, the claim reads **not
+assessable: <norm> undertrained**. For an undecided test the report gives the seeds per cell at which
+the observed effect and pooled SD would decide it with 80 % power (``report.power``).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
-from itertools import combinations
 from typing import Any
 
 import pandas as pd
 
-from src.report.stats import Estimate, diff_ci
+from src.report.gate import FAILED, GateResult, GateRule, check
+from src.report.load import Skipped
+from src.report.spec import KINDS, check_spec
+from src.report.stats import (
+    ALPHA,
+    MAX_SEEDS,
+    NO_ESTIMATE,
+    POWER,
+    CellModel,
+    Estimate,
+    diff_ci,
+    holm,
+    p_greater,
+    p_less,
+    power_one_sided,
+    power_tost,
+    seeds_needed,
+    slope_weights,
+    tost,
+)
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
-INCONCLUSIVE = "inconclusive"
+REVERSED = "reversed"
+UNDECIDED = "undecided"
+INCONCLUSIVE = UNDECIDED  # the name earlier reports used
+NOT_ASSESSABLE = "not assessable"
 NO_DATA = "no data"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NO_DATA)
-KINDS = ("difference", "less", "greater", "flat", "order")
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, UNDECIDED, NOT_ASSESSABLE, NO_DATA)
 RELATIONS = {"<": "<", "≲": "≲", "<=": "≲", "≤": "≲"}
+SYMBOL = {"direction": ">", "at_least": "≥", "at_most": "≤", "within": "within ±"}
+METRIC_NAMES = {
+    "test_error": "test error (%) after the last epoch",
+    "val_error": "validation error (%) after the last epoch",
+    "best_val_error": "best validation error (%) over the epochs",
+}
+__all__ = ["KINDS", "VERDICTS", "ClaimResult", "evaluate_claims"]
 
 
-class ClaimError(ValueError):
-    """A claim in a study file that cannot be understood."""
+def metric_name(metric: str) -> str:
+    """A metric's column name with what it measures, e.g. the median-of-last-k measurement."""
+    found = re.fullmatch(r"val_error_median_last(\d+)", metric)
+    if found:
+        return f"{metric} (median validation error (%) of the last {found.group(1)} epochs, as the GN paper)"
+    return f"{metric} ({METRIC_NAMES[metric]})" if metric in METRIC_NAMES else metric
 
 
 @dataclass(frozen=True)
@@ -69,13 +106,27 @@ class Cell:
 
 
 @dataclass
-class Comparison:
-    """One tested difference: ``estimate`` of ``label`` against ``bound``."""
+class Test:
+    """One pre-specified test of a contrast θ = Σ weights·m(cell) against ``bound``."""
 
     label: str
-    estimate: Estimate
-    bound: str
-    verdict: str
+    test: str  # direction | at_least | at_most | within
+    bound: float
+    weights: dict[Cell, float]
+    estimate: Estimate = NO_ESTIMATE
+    welch: Estimate | None = None
+    p: float = math.nan  # small: the claim is shown
+    p_against: float = math.nan  # small: the claim is contradicted
+    verdict: str = NO_DATA
+    welch_verdict: str = ""
+    seeds: int | None = None
+    seeds_note: str = ""
+
+    @property
+    def claim(self) -> str:
+        if self.test == "direction":
+            return "> 0"
+        return f"{SYMBOL[self.test]} {self.bound:g}" if self.test != "within" else f"within ±{self.bound:g}"
 
 
 @dataclass
@@ -86,16 +137,44 @@ class ClaimResult:
     metric: str
     dataset: str
     model: str
-    statement: str
-    effect: str
-    estimate: Estimate | None
-    verdict: str
-    published: list[dict[str, Any]]
-    comparisons: list[Comparison] = field(default_factory=list)
+    statement: str = ""
+    verdict: str = NO_DATA
+    direction: Test | None = None
+    sizes: list[Test] = field(default_factory=list)
+    published: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    gate: GateResult | None = None
+    model_df: int = 0
+    model_cells: int = 0
+    pooled_sd: float = math.nan
+    not_counted: list[Skipped] = field(default_factory=list)
+
+    @property
+    def tests(self) -> list[Test]:
+        return ([self.direction] if self.direction else []) + self.sizes
+
+    @property
+    def estimate(self) -> Estimate | None:
+        """The claim's headline contrast (its first size test, else its direction)."""
+        first = self.sizes[0] if self.sizes else self.direction
+        return first.estimate if first else None
+
+    @property
+    def verdict_text(self) -> str:
+        if self.verdict == NOT_ASSESSABLE and self.gate:
+            return f"{NOT_ASSESSABLE}: {', '.join(self.gate.norms)} undertrained"
+        return self.verdict
+
+    @property
+    def seeds(self) -> int | None:
+        needed = [t.seeds for t in self.tests if t.verdict == UNDECIDED and t.seeds]
+        return max(needed) if needed else None
 
     def as_row(self) -> dict[str, Any]:
-        est = self.estimate
+        est = self.estimate or NO_ESTIMATE
+        direction = self.direction
+        headline = self.sizes[0] if self.sizes else direction
+        undecided = [t for t in self.tests if t.verdict == UNDECIDED]
         return {
             "id": self.id,
             "dataset": self.dataset,
@@ -103,135 +182,169 @@ class ClaimResult:
             "kind": self.kind,
             "metric": self.metric,
             "statement": self.statement,
-            "effect": est.value if est else math.nan,
-            "ci95_low": est.low if est else math.nan,
-            "ci95_high": est.high if est else math.nan,
-            "verdict": self.verdict,
-            "published": "; ".join(format_published(p, signed=self.kind != "flat") for p in self.published),
+            "effect": est.value,
+            "ci_low": est.low,
+            "ci_high": est.high,
+            "ci_level": est.level,
+            "df": self.model_df,
+            "pooled_sd": self.pooled_sd,
+            "welch_low": headline.welch.low if headline and headline.welch else math.nan,
+            "welch_high": headline.welch.high if headline and headline.welch else math.nan,
+            "direction_verdict": direction.verdict if direction else "",
+            "size_verdict": combine([t.verdict for t in self.sizes]) if self.sizes else "",
+            "verdict": self.verdict_text,
+            "gate": self.gate.status if self.gate else "",
+            "seeds_per_cell_needed": (
+                self.seeds if self.seeds else (f"> {MAX_SEEDS}" if undecided and self.verdict == UNDECIDED else "")
+            ),
+            "not_counted": len(self.not_counted),
+            "published": "; ".join(format_published(p) for p in self.published),
         }
 
 
-def _number(value: Any, what: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError) as error:
-        raise ClaimError(f"{what} must be a number, got {value!r}") from error
+def combine(verdicts: list[str]) -> str:
+    """All reproduced → reproduced; any contradicted → not reproduced; any missing → no data."""
+    if not verdicts or NO_DATA in verdicts:
+        return NO_DATA
+    if NOT_REPRODUCED in verdicts or REVERSED in verdicts:
+        return NOT_REPRODUCED
+    if all(v == REPRODUCED for v in verdicts):
+        return REPRODUCED
+    return UNDECIDED
+
+
+def format_published(item: Any) -> str:
+    """A published number with its source and conditions: ``+11.1 (GN paper Table 2; ImageNet, …)``."""
+    if not isinstance(item, dict):
+        return str(item)
+    value = item.get("value")
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    text = f"{value:+.1f}" if number else ("no number" if value is None else str(value))
+    details = "; ".join(str(item[k]) for k in ("source", "conditions") if item.get(k))
+    return f"{text} ({details})" if details else text
 
 
 def cells_of(spec: dict[str, Any]) -> tuple[Cell, Cell]:
-    """The two cells a difference/less/greater claim compares."""
+    """The two cells a difference/less/greater/equivalent claim compares."""
     if "a" in spec and "b" in spec:
         a, b = spec["a"], spec["b"]
         return Cell(str(a["norm"]), int(a["batch"])), Cell(str(b["norm"]), int(b["batch"]))
-    if "norm" in spec and len(spec.get("batches") or []) == 2:
-        first, second = spec["batches"]
-        return Cell(str(spec["norm"]), int(first)), Cell(str(spec["norm"]), int(second))
-    if "batch" in spec and len(spec.get("norms") or []) == 2:
+    if "norms" in spec:
         first, second = spec["norms"]
         return Cell(str(first), int(spec["batch"])), Cell(str(second), int(spec["batch"]))
-    raise ClaimError("needs a and b, or norm with two batches, or two norms with a batch")
+    first, second = spec["batches"]
+    return Cell(str(spec["norm"]), int(first)), Cell(str(spec["norm"]), int(second))
 
 
 def parse_order(text: str) -> tuple[list[str], list[str]]:
     """``"bn ≲ gn < ln"`` → (["bn", "gn", "ln"], ["≲", "<"])."""
     parts = [p.strip() for p in re.split(r"(<=|≤|≲|<)", str(text))]
-    norms, relations = parts[0::2], [RELATIONS[p] for p in parts[1::2]]
-    if len(norms) < 2 or not all(norms):
-        raise ClaimError(f"order {text!r} must look like 'bn ≲ gn < ln'")
-    return norms, relations
-
-
-def verdict_at_least(estimate: Estimate, bound: float) -> str:
-    if not math.isfinite(estimate.value):
-        return NO_DATA
-    if not estimate.defined:
-        return INCONCLUSIVE
-    if estimate.low >= bound:
-        return REPRODUCED
-    if estimate.high < bound:
-        return NOT_REPRODUCED
-    return INCONCLUSIVE
-
-
-def verdict_at_most(estimate: Estimate, bound: float) -> str:
-    if not math.isfinite(estimate.value):
-        return NO_DATA
-    if not estimate.defined:
-        return INCONCLUSIVE
-    if estimate.high <= bound:
-        return REPRODUCED
-    if estimate.low > bound:
-        return NOT_REPRODUCED
-    return INCONCLUSIVE
-
-
-def verdict_within(estimate: Estimate, bound: float) -> str:
-    """|effect| ≤ bound: reproduced when the interval lies in [−bound, bound]."""
-    if not math.isfinite(estimate.value):
-        return NO_DATA
-    if not estimate.defined:
-        return INCONCLUSIVE
-    if -bound <= estimate.low and estimate.high <= bound:
-        return REPRODUCED
-    if estimate.low > bound or estimate.high < -bound:
-        return NOT_REPRODUCED
-    return INCONCLUSIVE
-
-
-def combine(verdicts: list[str]) -> str:
-    """All parts reproduced → reproduced; any not reproduced → not reproduced; any missing → no data."""
-    if not verdicts or NO_DATA in verdicts:
-        return NO_DATA
-    if NOT_REPRODUCED in verdicts:
-        return NOT_REPRODUCED
-    if all(v == REPRODUCED for v in verdicts):
-        return REPRODUCED
-    return INCONCLUSIVE
-
-
-def point_agrees(estimate: Estimate, test: str, bound: float) -> bool | None:
-    if not math.isfinite(estimate.value):
-        return None
-    if test == "at_least":
-        return estimate.value >= bound
-    if test == "at_most":
-        return estimate.value <= bound
-    return abs(estimate.value) <= bound
-
-
-def format_published(item: Any, signed: bool = True) -> str:
-    """A published number with its source: ``+11.1 (GN paper Table 2)``."""
-    if not isinstance(item, dict):
-        return str(item)
-    value = item.get("value")
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    text = (f"{value:+.1f}" if signed else f"{value:.1f}") if number else str(value)
-    if value is None:
-        text = "no number"
-    source = item.get("source")
-    return f"{text} ({source})" if source else text
+    return parts[0::2], [RELATIONS[p] for p in parts[1::2]]
 
 
 class ClaimEvaluator:
     """Evaluates claims on one (dataset, model) slice of a study's runs."""
 
-    def __init__(self, runs: pd.DataFrame, dataset: str, model: str):
+    def __init__(
+        self,
+        runs: pd.DataFrame,
+        dataset: str,
+        model: str,
+        spec: dict[str, Any],
+        curves: dict[str, pd.DataFrame] | None = None,
+        skipped: list[Skipped] | None = None,
+    ):
         self.runs = runs
         self.dataset = dataset
         self.model = model
+        self.alpha = float(spec.get("alpha", ALPHA))
+        self.power = float(spec.get("power", POWER))
+        self.convergence = spec.get("convergence") or {}
+        self.curves = curves or {}
+        self.skipped = skipped or []
+        self.models: dict[str, CellModel] = {}
 
-    def values(self, cell: Cell, metric: str) -> pd.Series:
-        if metric not in self.runs.columns:
-            return pd.Series(dtype=float)
-        part = self.runs[(self.runs["norm"] == cell.norm) & (self.runs["batch"] == cell.batch)]
-        return pd.to_numeric(part[metric], errors="coerce").dropna()
+    def cell_model(self, metric: str) -> CellModel:
+        """The cell-means model of ``metric`` over every cell of this slice."""
+        if metric not in self.models:
+            cells: dict[Cell, list[float]] = {}
+            if metric in self.runs:
+                values = pd.to_numeric(self.runs[metric], errors="coerce")
+                for (norm, batch), part in values.groupby([self.runs["norm"], self.runs["batch"]]):
+                    cells[Cell(str(norm), int(batch))] = list(part.dropna())
+            self.models[metric] = CellModel(cells)
+        return self.models[metric]
 
-    def diff(self, a: Cell, b: Cell, metric: str) -> Estimate:
-        return diff_ci(self.values(a, metric), self.values(b, metric))
+    def values(self, cell: Cell, metric: str) -> list[float]:
+        model = self.cell_model(metric)
+        return list(model.values.get(cell, []))
+
+    # ------------------------------------------------------------------ one test
+
+    def run_test(self, test: Test, metric: str) -> Test:
+        """Estimate, p-values, verdict, Welch robustness and the seeds a decision would take."""
+        model = self.cell_model(metric)
+        level = 1 - self.alpha
+        test.estimate = model.contrast(test.weights, level)
+        pair = [c for c, w in test.weights.items() if w != 0]
+        if len(pair) == 2 and sorted(test.weights[c] for c in pair) == [-1.0, 1.0]:
+            a = next(c for c in pair if test.weights[c] > 0)
+            b = next(c for c in pair if test.weights[c] < 0)
+            test.welch = diff_ci(self.values(a, metric), self.values(b, metric), level)
+        test.p, test.p_against, test.verdict = self.judge(test, test.estimate)
+        if test.welch is not None:
+            test.welch_verdict = self.judge(test, test.welch)[2]
+        if test.verdict == UNDECIDED:
+            self.size_up(test, model)
+        return test
+
+    def judge(self, test: Test, estimate: Estimate) -> tuple[float, float, str]:
+        """(p for the claim, p against it, verdict), each one-sided test at α/2."""
+        if not math.isfinite(estimate.value):
+            return math.nan, math.nan, NO_DATA
+        if test.test in ("direction", "at_least"):
+            p, against = p_greater(estimate, test.bound), p_less(estimate, test.bound)
+        elif test.test == "at_most":
+            p, against = p_less(estimate, test.bound), p_greater(estimate, test.bound)
+        else:
+            p = tost(estimate, -test.bound, test.bound)
+            against = min(p_greater(estimate, test.bound), p_less(estimate, -test.bound))
+        level = self.alpha / 2
+        if not math.isfinite(p):
+            return p, against, UNDECIDED
+        if p < level:
+            return p, against, REPRODUCED
+        if against < level:
+            return p, against, REVERSED if test.test == "direction" else NOT_REPRODUCED
+        return p, against, UNDECIDED
+
+    def size_up(self, test: Test, model: CellModel) -> None:
+        """Seeds per cell at which the observed effect and pooled SD decide ``test`` with ``self.power``."""
+        sd, value = model.sd, test.estimate.value
+        if not (math.isfinite(sd) and sd > 0):
+            test.seeds_note = "no pooled SD: every cell has one run (run ≥ 2 seeds per cell)"
+            return
+        factor = sum(w**2 for w in test.weights.values())
+        cells, level = len(model.values), self.alpha / 2
+        if test.test == "within" and abs(value) < test.bound:
+            power = lambda n: power_tost(value, test.bound, sd, factor, n, cells, level)  # noqa: E731
+        else:
+            edge = test.bound if test.test != "within" else test.bound * (1 if value > 0 else -1)
+            shift = abs(value - edge)
+            if shift == 0:
+                test.seeds_note = "the estimate sits on the bound: no number of seeds decides it at this effect"
+                return
+            power = lambda n: power_one_sided(shift, sd, factor, n, cells, level)  # noqa: E731
+        test.seeds = seeds_needed(power, self.power)
+        if test.seeds is None:
+            test.seeds_note = f"more than {MAX_SEEDS} seeds per cell at this effect"
+
+    # ------------------------------------------------------------------ claims
 
     def evaluate(self, spec: dict[str, Any], index: int) -> ClaimResult:
         kind = str(spec.get("kind", "")).lower()
         metric = str(spec.get("metric", "test_error"))
+        published = spec.get("published") or []
         result = ClaimResult(
             id=str(spec.get("id", f"claim{index + 1}")),
             text=str(spec.get("claim", spec.get("text", ""))),
@@ -239,122 +352,164 @@ class ClaimEvaluator:
             metric=metric,
             dataset=self.dataset,
             model=self.model,
-            statement="",
-            effect="",
-            estimate=None,
-            verdict=NO_DATA,
-            published=list(spec.get("published") or []),
+            published=[published] if isinstance(published, dict) else list(published),
         )
-        if isinstance(spec.get("published"), dict):
-            result.published = [spec["published"]]
         if spec.get("note"):
             result.notes.append(str(spec["note"]))
-        try:
-            if kind not in KINDS:
-                raise ClaimError(f"unknown kind {kind!r}: choose one of {', '.join(KINDS)}")
-            getattr(self, f"_{kind}")(spec, metric, result)
-        except (ClaimError, KeyError, TypeError, ValueError) as error:
-            result.verdict = INCONCLUSIVE
-            result.statement = result.statement or f"(claim not understood: {error})"
-            result.notes.append(f"the claim could not be evaluated: {error}")
-            return result
-        self._explain(result, metric)
+        getattr(self, f"_{kind}")(spec, metric, result)
+        model = self.cell_model(metric)
+        result.model_df, result.model_cells, result.pooled_sd = model.df, len(model.values), model.sd
+        for test in result.tests:
+            self.run_test(test, metric)
+        self.decide(result, spec)
+        self.explain(result, metric)
         return result
 
-    def _explain(self, result: ClaimResult, metric: str) -> None:
+    def decide(self, result: ClaimResult, spec: dict[str, Any]) -> None:
+        sizes = result.sizes or ([result.direction] if result.direction else [])
+        verdicts = [t.verdict for t in sizes]
+        if len(sizes) > 1 and NO_DATA not in verdicts:
+            adjusted = holm([t.p_against for t in sizes])
+            contradicted = any(math.isfinite(p) and p < self.alpha / 2 for p in adjusted)
+            if all(v == REPRODUCED for v in verdicts):
+                result.verdict = REPRODUCED
+            else:
+                result.verdict = NOT_REPRODUCED if contradicted else UNDECIDED
+            result.notes.append(
+                f"{len(sizes)} tests: reproduced only if all are; contradicted if any is after Holm's correction"
+                " across them (adjusted p against the claim: "
+                + ", ".join(f"{t.label} {p:.3g}" for t, p in zip(sizes, adjusted, strict=True))
+                + ")"
+            )
+        else:
+            result.verdict = combine(verdicts)
+        cells = sorted({c for t in result.tests for c, w in t.weights.items() if w != 0}, key=str)
+        rule = GateRule.of(self.convergence, spec.get("convergence"))
+        if result.metric in self.runs and "train_loss" in self.runs:
+            result.gate = check(cells, self.runs, self.curves, rule)
+            if result.gate.status == FAILED and result.verdict != NO_DATA:
+                result.verdict = NOT_ASSESSABLE
+        wanted = {str(c) for c in cells}
+        result.not_counted = [s for s in self.skipped if s.cell in wanted and s.status != "completed"]
+
+    def explain(self, result: ClaimResult, metric: str) -> None:
         if metric not in self.runs.columns:
             result.notes.append(f"no run records {metric!r}")
-        missing = [c.label for c in result.comparisons if not math.isfinite(c.estimate.value)]
+        missing = sorted({str(c) for t in result.tests for c in t.weights if not self.values(c, metric)})
         if missing:
             result.notes.append("missing runs for: " + ", ".join(missing))
-        single = [c.label for c in result.comparisons if math.isfinite(c.estimate.value) and not c.estimate.defined]
-        if single:
+        if result.model_df == 0 and any(math.isfinite(t.estimate.value) for t in result.tests):
             result.notes.append(
-                "a cell has a single run, so there is no confidence interval and no verdict"
+                "every cell has a single run, so there is no pooled SD, no interval and no verdict"
                 " (run more seeds, e.g. seed=0,1,2)"
             )
+            for test in result.tests:
+                if math.isfinite(test.estimate.value):
+                    agrees = self.point_agrees(test)
+                    result.notes.append(
+                        f"point estimate {test.label} = {test.estimate.value:+.2f}"
+                        f" {'agrees with' if agrees else 'contradicts'} the claim ({test.claim})"
+                    )
+        differ = [t for t in result.tests if t.welch_verdict and t.verdict != NO_DATA and t.welch_verdict != t.verdict]
+        for label in dict.fromkeys(t.label for t in differ):
+            tests = [t for t in differ if t.label == label]
+            readings = ", ".join(f"{t.claim}: Welch {t.welch_verdict}, pooled {t.verdict}" for t in tests)
+            result.notes.append(
+                f"robustness: {label} with its own two cells' variances (Welch, {tests[0].welch.format()}) reads"
+                f" differently ({readings}): these cells' spread differs from the pooled SD"
+            )
+        if result.not_counted:
+            counts = Counter(f"{s.status} in {s.cell}" for s in result.not_counted)
+            listed = ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
+            result.notes.append(
+                f"runs of this claim's cells not in the means: {listed}. The estimate covers the runs that"
+                " finished; a norm that diverges at a setting fails there"
+            )
 
-    def _single(self, result: ClaimResult, label: str, estimate: Estimate, test: str, bound: float) -> None:
-        symbol = {"at_least": "≥", "at_most": "≤", "within": "within ±"}[test]
-        verdict = {"at_least": verdict_at_least, "at_most": verdict_at_most, "within": verdict_within}[test](
-            estimate, bound
-        )
-        result.comparisons.append(Comparison(label, estimate, f"{symbol} {bound:g}", verdict))
-        if verdict == INCONCLUSIVE and not estimate.defined:
-            agrees = point_agrees(estimate, test, bound)
-            if agrees is not None:
-                result.notes.append(
-                    f"point estimate {label} = {estimate.value:+.2f} {'agrees with' if agrees else 'contradicts'}"
-                    f" the claim ({symbol} {bound:g})"
-                )
+    @staticmethod
+    def point_agrees(test: Test) -> bool:
+        value = test.estimate.value
+        if test.test in ("direction", "at_least"):
+            return value > test.bound if test.test == "direction" else value >= test.bound
+        if test.test == "at_most":
+            return value <= test.bound
+        return abs(value) <= test.bound
+
+    def _pair(self, a: Cell, b: Cell, test: str, bound: float) -> Test:
+        return Test(f"{a} − {b}", test, bound, {a: 1.0, b: -1.0})
 
     def _difference(self, spec: dict[str, Any], metric: str, result: ClaimResult) -> None:
         a, b = cells_of(spec)
-        label = f"{metric}({a}) − {metric}({b})"
-        estimate = self.diff(a, b, metric)
-        tests = [(t, _number(spec[t], t)) for t in ("at_least", "at_most") if spec.get(t) is not None]
-        if not tests:
-            raise ClaimError("a difference claim needs at_least or at_most")
-        for test, bound in tests:
-            self._single(result, label, estimate, test, bound)
-        result.statement = " and ".join(f"{label} {'≥' if t == 'at_least' else '≤'} {b:g}" for t, b in tests)
-        result.effect = label
-        result.estimate = estimate
-        result.verdict = combine([c.verdict for c in result.comparisons])
+        parts = []
+        for test in ("at_least", "at_most"):
+            if spec.get(test) is not None:
+                bound = float(spec[test])
+                result.sizes.append(self._pair(a, b, test, bound))
+                parts.append(f"{a} − {b} {SYMBOL[test]} {bound:g}")
+        at_least, at_most = spec.get("at_least"), spec.get("at_most")
+        if at_least is not None and float(at_least) > 0 and at_most is None:
+            result.direction = self._pair(a, b, "direction", 0.0)
+        elif at_most is not None and float(at_most) < 0 and at_least is None:
+            result.direction = self._pair(b, a, "direction", 0.0)
+        result.statement = " and ".join(parts)
 
     def _less(self, spec: dict[str, Any], metric: str, result: ClaimResult, greater: bool = False) -> None:
         a, b = cells_of(spec)
-        margin = _number(spec.get("margin", 0.0), "margin")
         high, low = (a, b) if greater else (b, a)
-        label = f"{metric}({high}) − {metric}({low})"
-        estimate = self.diff(high, low, metric)
-        self._single(result, label, estimate, "at_least", margin)
-        relation = ">" if greater else "<"
-        result.statement = f"{metric}({a}) {relation} {metric}({b})" + (f" by ≥ {margin:g}" if margin else "")
-        result.effect = label
-        result.estimate = estimate
-        result.verdict = result.comparisons[0].verdict
+        result.direction = self._pair(high, low, "direction", 0.0)
+        margin = float(spec.get("margin", 0.0))
+        if margin:
+            result.sizes.append(self._pair(high, low, "at_least", margin))
+        result.statement = f"{a} {'>' if greater else '<'} {b}" + (f" by ≥ {margin:g}" if margin else "")
 
     def _greater(self, spec: dict[str, Any], metric: str, result: ClaimResult) -> None:
         self._less(spec, metric, result, greater=True)
 
+    def _equivalent(self, spec: dict[str, Any], metric: str, result: ClaimResult) -> None:
+        a, b = cells_of(spec)
+        delta = float(spec["within"])
+        result.sizes.append(self._pair(a, b, "within", delta))
+        result.statement = f"|{a} − {b}| ≤ {delta:g} (equivalence, TOST)"
+
     def _flat(self, spec: dict[str, Any], metric: str, result: ClaimResult) -> None:
         norm = str(spec["norm"])
-        bound = _number(spec.get("at_most"), "at_most")
-        batches = [int(b) for b in spec.get("batches") or []]
+        delta = float(spec.get("within", spec.get("at_most")))
+        batches = sorted({int(b) for b in spec.get("batches") or []})
         if not batches:
             batches = sorted(int(b) for b in self.runs.loc[self.runs["norm"] == norm, "batch"].unique())
         if len(batches) < 2:
-            raise ClaimError(f"a flat claim needs {norm} at two batch sizes or more")
-        cells = [Cell(norm, b) for b in sorted(batches)]
-        means = {c: self.values(c, metric).mean() for c in cells}
-        for x, y in combinations(cells, 2):
-            self._single(result, f"{metric}({x}) − {metric}({y})", self.diff(x, y, metric), "within", bound)
-        result.statement = f"range of {metric}({norm}) over batches {', '.join(map(str, sorted(batches)))} ≤ {bound:g}"
-        result.effect = f"max − min of the mean {metric} of {norm} over batches"
-        finite = {c: m for c, m in means.items() if pd.notna(m)}
-        if len(finite) == len(cells):
-            top, bottom = max(finite, key=finite.get), min(finite, key=finite.get)
-            result.estimate = self.diff(top, bottom, metric)
-            result.effect += f" ({top} − {bottom})"
-        else:
-            result.estimate = Estimate(math.nan, math.nan, math.nan, (0,))
-        result.verdict = combine([c.verdict for c in result.comparisons])
+            result.statement = f"{norm} flat: needs {norm} at two batch sizes or more"
+            result.notes.append(f"{norm} was run at {len(batches)} batch size(s)")
+            result.sizes.append(Test(f"{norm}: no two batches", "within", delta, {}))
+            return
+        small, large = Cell(norm, batches[0]), Cell(norm, batches[-1])
+        result.sizes.append(self._pair(small, large, "within", delta))
+        result.statement = f"{small} − {large} within ±{delta:g}"
+        if len(batches) >= 3:
+            default = delta / math.log2(batches[-1] / batches[0])
+            slope = float(spec.get("slope_within", default))
+            weights = slope_weights([math.log2(b) for b in batches])
+            cells = [Cell(norm, b) for b in batches]
+            label = f"slope of {norm} vs log2(batch) over {', '.join(map(str, batches))} (per doubling)"
+            result.sizes.append(Test(label, "within", slope, dict(zip(cells, weights, strict=True))))
+            result.statement += f"; slope within ±{slope:g} per doubling"
+            if "slope_within" not in spec:
+                result.notes.append(f"slope bound ±{slope:.3g} per doubling = ±{delta:g} spread over the batch range")
 
     def _order(self, spec: dict[str, Any], metric: str, result: ClaimResult) -> None:
         batch = int(spec["batch"])
         norms, relations = parse_order(spec["order"])
-        tolerance = _number(spec.get("tolerance", 0.5), "tolerance")
+        tolerance = float(spec.get("tolerance", 0.5))
         for left, relation, right in zip(norms, relations, norms[1:], strict=False):
-            bound = -tolerance if relation == "≲" else 0.0
             a, b = Cell(left, batch), Cell(right, batch)
-            self._single(result, f"{metric}({b}) − {metric}({a})", self.diff(b, a, metric), "at_least", bound)
+            if relation == "≲":
+                result.sizes.append(self._pair(b, a, "within", tolerance))
+            else:
+                result.sizes.append(self._pair(b, a, "direction", 0.0))
         chain = [norms[0]] + [f"{relation} {norm}" for relation, norm in zip(relations, norms[1:], strict=True)]
         result.statement = f"at batch {batch}: {' '.join(chain)}"
         if "≲" in relations:
-            result.statement += f" (≲: worse by at most {tolerance:g})"
-        result.effect = "each adjacent pair: right − left"
-        result.verdict = combine([c.verdict for c in result.comparisons])
+            result.statement += f" (≲: equivalent within ±{tolerance:g}; <: right − left > 0)"
 
 
 def claims_of(spec: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -362,13 +517,19 @@ def claims_of(spec: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [c for c in claims if isinstance(c, dict)]
 
 
-def evaluate_claims(runs: pd.DataFrame, spec: dict[str, Any] | None) -> list[ClaimResult]:
-    """Every claim of ``spec`` on every (dataset, model) in ``runs``."""
-    results = []
+def evaluate_claims(
+    runs: pd.DataFrame,
+    spec: dict[str, Any] | None,
+    curves: dict[str, pd.DataFrame] | None = None,
+    skipped: list[Skipped] | None = None,
+) -> list[ClaimResult]:
+    """Every claim of ``spec`` on every (dataset, model) in ``runs``; a bad spec raises SpecError."""
+    check_spec(spec)
     claims = claims_of(spec)
     if not claims or runs.empty:
-        return results
+        return []
+    results = []
     for (dataset, model), part in runs.groupby(["dataset", "model"], sort=True):
-        evaluator = ClaimEvaluator(part, str(dataset), str(model))
+        evaluator = ClaimEvaluator(part, str(dataset), str(model), spec or {}, curves, skipped)
         results += [evaluator.evaluate(claim, i) for i, claim in enumerate(claims)]
     return results

@@ -1,6 +1,7 @@
 """Find run records, flatten them into one pandas row per run, and list the runs not counted.
 
-Only ``result.json`` files are read (never training code). A run is counted when its record is a
+Only run records are read (never training code): ``result.json``, and beside it the per-epoch
+``metrics.csv`` when the run logged one (:mod:`src.report.curves`). A run is counted when its record is a
 readable JSON object with ``status: completed`` and a finite ``metrics.test_error``; everything else
 found under the given directories is listed with the reason it was not counted: unreadable or corrupt
 records, failed or unfinished runs, job directories without a record (interrupted runs), and the same
@@ -20,11 +21,15 @@ from typing import Any
 import pandas as pd
 
 from src.records import RECORD_FILE, read_record
+from src.report.curves import read_curve, summarize_curve
 
 IDENTITY = ["study", "dataset", "model", "norm", "batch", "seed", "epochs"]
 METRICS = ["test_error", "val_error", "best_val_error", "train_loss"]
 TIMING = ["fit_seconds", "train_seconds", "train_steps", "steps_per_second", "median_step_ms", "epochs_completed"]
 STATE_PREFIX = "state_weight_"
+LAST_EPOCHS = 3  # the convergence gate's window (src.report.gate)
+MEDIAN_LAST = 5  # the GN paper's measurement: median validation error of the final 5 epochs
+NOT_COUNTED_FILE = "not_counted.csv"
 
 # Names under which a mixture (switchable norm) may report its components, mapped to one short name.
 COMPONENTS = {
@@ -57,11 +62,18 @@ class Skipped:
 
 @dataclass
 class RunSet:
-    """Counted runs (one row each), the runs not counted, and each study's ``report`` block."""
+    """Counted runs (one row each), the runs not counted, and each study's ``report`` block.
+
+    ``curves`` maps a counted run's ``run_dir`` to its per-epoch curve (runs without ``metrics.csv``
+    have none); ``record_dirs`` lists, per study, the run directories whose ``result.json`` was read
+    (counted or not), for the report to archive; ``source`` says what the runs were read from."""
 
     runs: pd.DataFrame
     skipped: list[Skipped] = field(default_factory=list)
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    curves: dict[str, pd.DataFrame] = field(default_factory=dict)
+    record_dirs: dict[str, list[Path]] = field(default_factory=dict)
+    source: str = "records"
 
 
 def _tokens(path: tuple[str, ...]) -> list[str]:
@@ -188,6 +200,8 @@ def load_run_set(directories: Iterable[str | Path]) -> RunSet:
     specs: dict[str, tuple[str, dict[str, Any]]] = {}
     seen_files: set[Path] = set()
     seen_runs: dict[tuple, str] = {}
+    curves: dict[str, pd.DataFrame] = {}
+    record_dirs: dict[str, list[Path]] = {}
     for directory in directories:
         directory = Path(directory)
         if not directory.exists():
@@ -214,6 +228,7 @@ def load_run_set(directories: Iterable[str | Path]) -> RunSet:
                     specs[study] = (stamp, spec)
             reason = _why_not_counted(record)
             if reason:
+                record_dirs.setdefault(study or "", []).append(path.parent)
                 cell = f"{record['norm']}@{record['batch']}" if record.get("norm") and record.get("batch") else None
                 skipped.append(Skipped(str(path), reason, study, record.get("status"), cell))
                 continue
@@ -237,15 +252,76 @@ def load_run_set(directories: Iterable[str | Path]) -> RunSet:
                 )
                 continue
             seen_runs[key] = str(path)
-            rows.append(flatten(record, path))
+            record_dirs.setdefault(study or "", []).append(path.parent)
+            row = flatten(record, path)
+            curve = read_curve(path.parent)
+            if curve is not None:
+                curves[row["run_dir"]] = curve
+            row.update(summarize_curve(curve, LAST_EPOCHS, MEDIAN_LAST))
+            rows.append(row)
     extra = sorted({key for row in rows for key in row} - set(BASE_COLUMNS))
-    frame = pd.DataFrame(rows, columns=BASE_COLUMNS + extra)
+    frame = _typed(pd.DataFrame(rows, columns=BASE_COLUMNS + extra))
+    return RunSet(frame, skipped, {study: spec for study, (_, spec) in specs.items()}, curves, record_dirs)
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     if not frame.empty:
         frame["batch"] = frame["batch"].astype(int)
         for column in IDENTITY:
             if column not in ("batch", "seed", "epochs"):
                 frame[column] = frame[column].astype(str)
-    return RunSet(frame, skipped, {study: spec for study, (_, spec) in specs.items()})
+    return frame
+
+
+def load_runs_csv(path: str | Path) -> RunSet:
+    """A committed ``results/<study>/runs.csv`` (the flattened records) as a RunSet.
+
+    No per-epoch curves and no records come with it: the convergence gate can check final training
+    losses but not whether a curve had flattened. Runs the earlier report did not count are read from
+    ``not_counted.csv`` beside it when present."""
+    path = Path(path)
+    frame = _typed(pd.read_csv(path))
+    if "overrides" in frame:
+        frame["overrides"] = [_overrides_json(value) for value in frame["overrides"]]
+    skipped = []
+    listed = path.parent / NOT_COUNTED_FILE
+    if listed.exists():
+        for row in pd.read_csv(listed, dtype=str, keep_default_na=False).to_dict("records"):
+            skipped.append(
+                Skipped(
+                    row["path"],
+                    row["reason"],
+                    row.get("study") or None,
+                    row.get("status") or None,
+                    row.get("cell") or None,
+                )
+            )
+    return RunSet(frame, skipped, source=f"runs.csv: {path}")
+
+
+def _overrides_json(value: Any) -> str:
+    """Overrides as a JSON list; earlier runs.csv files joined them with commas (``norm=bn,batch=2``),
+    split here at the commas outside brackets."""
+    text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    if text.startswith("["):
+        return text
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "(": 1, "{": 1, "]": -1, ")": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    if current:
+        parts.append(current)
+    return json.dumps(parts)
+
+
+def not_counted_csv(skipped: list[Skipped]) -> str:
+    """The runs not counted as CSV (path, reason, study, status, cell), so a report from runs.csv keeps them."""
+    rows = [{"path": s.path, "reason": s.reason, "study": s.study, "status": s.status, "cell": s.cell} for s in skipped]
+    return pd.DataFrame(rows, columns=["path", "reason", "study", "status", "cell"]).to_csv(index=False)
 
 
 def load_runs(directories: Iterable[str | Path]) -> tuple[pd.DataFrame, list[tuple[str, str]]]:

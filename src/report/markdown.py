@@ -8,12 +8,22 @@ from typing import Any
 
 import pandas as pd
 
-from src.report.claims import VERDICTS, ClaimResult, format_published
+from src.report.claims import (
+    NOT_ASSESSABLE,
+    UNDECIDED,
+    VERDICTS,
+    ClaimResult,
+    Test,
+    format_published,
+    metric_name,
+)
 from src.report.commands import sweep_commands
+from src.report.gate import GateRule
 from src.report.load import Skipped
-from src.report.tables import pivot_table, reference_table
+from src.report.stats import ALPHA, POWER
+from src.report.tables import pivot_table, reference_table, summary_metrics
 
-VERDICT_MARK = {"reproduced": "✅", "not reproduced": "❌", "inconclusive": "❔", "no data": "∅"}
+VERDICT_MARK = {"reproduced": "✅", "not reproduced": "❌", "undecided": "❔", "not assessable": "⏸", "no data": "∅"}
 
 
 def escape(value: Any) -> str:
@@ -53,6 +63,8 @@ def provenance(runs: pd.DataFrame, context: dict[str, Any]) -> str:
         f"- runs finished: {dates}",
         f"- report written: {context['written_at']}",
     ]
+    if context.get("runs_source"):
+        lines.append(f"- runs read from: {context['runs_source']}")
     if context.get("spec_source"):
         lines.append(f"- claims and references: {context['spec_source']}")
     return "\n".join(lines)
@@ -87,6 +99,8 @@ def render_references(spec: dict[str, Any]) -> list[str]:
             continue
         table = reference_table(reference)
         source = reference.get("source", "published")
+        if reference.get("conditions"):
+            source = f"{source} — {reference['conditions']}"
         if table is not None:
             parts += [f"Published: {source}", "", markdown_table(table), ""]
         elif source:
@@ -116,15 +130,21 @@ def render_summary(
             " a norm that diverges at a batch size fails there, which the means below do not show"
         )
     parts += warnings + ([""] if warnings else [])
+    medians = [m for m in summary_metrics(runs) if m.startswith("val_error_median_last")]
+    median_tables = {m: pivot_table(summary, m) for m in medians}
     for (dataset, model), table in pivot_table(summary).items():
         parts += [
             f"## {dataset} · {model}",
             "",
-            "Test error (%), mean ± std over seeds (n runs); CIs in summary.csv:",
+            "Test error (%) after the last epoch, mean ± std over seeds (n runs); CIs in summary.csv:",
             "",
             markdown_table(table),
             "",
         ]
+        for metric, tables in median_tables.items():
+            if (dataset, model) in tables:
+                caption = f"{metric_name(metric)}, mean ± std over seeds (n runs):"
+                parts += [caption, "", markdown_table(tables[(dataset, model)]), ""]
         parts += render_references(spec)
     for name, caption in figures.items():
         parts += [f"![{caption}]({name})", ""]
@@ -137,7 +157,7 @@ def render_summary(
             "",
         ]
         parts += [
-            f"- {VERDICT_MARK.get(c.verdict, '')} **{c.verdict}**: {c.text or c.id} ({c.dataset} · {c.model})"
+            f"- {VERDICT_MARK.get(c.verdict, '')} **{c.verdict_text}**: {c.text or c.id} ({c.dataset} · {c.model})"
             for c in claims
         ] + [""]
     parts += render_skipped(skipped)
@@ -150,25 +170,105 @@ def render_skipped(skipped: list[Skipped]) -> list[str]:
     return ["## Runs not counted", ""] + [f"- `{s.path}`: {escape(s.reason)}" for s in skipped] + [""]
 
 
-def _estimate(claim: ClaimResult) -> str:
-    if claim.estimate is not None:
-        return claim.estimate.format()
-    if claim.comparisons:  # an order: each adjacent pair
-        return "; ".join(
-            f"{c.label.replace(f'{claim.metric}(', '').replace(')', '')}: {c.estimate.format()}"
-            for c in claim.comparisons
+def _interval(estimate: Any) -> str:
+    return estimate.format() if estimate is not None else "–"
+
+
+def _p(value: float) -> str:
+    return f"{value:.3g}" if finite(value) else "–"
+
+
+def _seeds(test: Test) -> str:
+    if test.verdict != UNDECIDED:
+        return ""
+    return str(test.seeds) if test.seeds else test.seeds_note or "–"
+
+
+def _what_it_takes(claim: ClaimResult) -> str:
+    if claim.verdict == NOT_ASSESSABLE and claim.gate:
+        return "; ".join(claim.gate.epochs) or "a longer schedule"
+    if claim.verdict != UNDECIDED:
+        return ""
+    if claim.seeds:
+        return f"{claim.seeds} seeds per cell"
+    notes = [t.seeds_note for t in claim.tests if t.verdict == UNDECIDED and t.seeds_note]
+    return notes[0] if notes else "–"
+
+
+def _headline(claim: ClaimResult) -> str:
+    tests = claim.sizes or ([claim.direction] if claim.direction else [])
+    return "; ".join(f"{t.label}: {_interval(t.estimate)}" for t in tests) or "–"
+
+
+def verdict_rule(alpha: float, power: float) -> str:
+    """How the verdicts are reached, with the levels used."""
+    return (
+        f"Every contrast is estimated from the cell-means linear model over all the cells of its (dataset, model)"
+        f" slice: cell means, one pooled within-cell variance, df = runs − cells (stated with each claim);"
+        f" intervals are {100 * (1 - alpha):g} % t intervals, and per-pair Welch intervals (each pair's own"
+        f" variances) are a robustness column. Each one-sided test is at α/2 = {alpha / 2:g}, so a verdict reads"
+        f" off the interval shown. **Direction** (the sign of the effect): reproduced / reversed / undecided."
+        f" **Size** (against the claim's threshold): reproduced when the interval is past the threshold, not"
+        f" reproduced when it is wholly on the wrong side, undecided otherwise. **Equivalence** (`≲`, `flat`,"
+        f" `equivalent`): TOST, two one-sided tests at α = {alpha / 2:g} each — reproduced when the interval"
+        f" lies inside ±δ, not reproduced when it lies wholly outside. A claim of several tests is reproduced"
+        f" when all are and not reproduced when any is contradicted after Holm's correction across them."
+        f" **Not assessable: <norm> undertrained**: a claim comparing norms whose cells fail the convergence"
+        f" gate (below each claim). For an undecided claim, the seeds per cell at which the observed effect"
+        f" and pooled SD would decide it with {100 * power:g} % power. **No data**: a cell has no completed"
+        f" run. Errors in percentage points. Published numbers come from other datasets, models and schedules"
+        f" (their conditions are stated beside each): the expected direction and rough size, not a target."
+    )
+
+
+def _claim_detail(number: int, claim: ClaimResult) -> list[str]:
+    parts = [f"### {number}. `{claim.id}`: {claim.text}", "", f"Tested: {claim.statement}", ""]
+    parts += [
+        f"Metric: {metric_name(claim.metric)}. Model: {claim.model_cells} cells, pooled SD"
+        f" {claim.pooled_sd:.3g}, df = {claim.model_df}.",
+        "",
+    ]
+    rows = []
+    for test in claim.tests:
+        kind = "direction" if test.test == "direction" else ("equivalence" if test.test == "within" else "size")
+        rows.append(
+            [
+                kind,
+                test.label,
+                _interval(test.estimate),
+                _interval(test.welch) if test.welch else "–",
+                test.claim,
+                _p(test.p),
+                test.verdict,
+                test.welch_verdict or "–",
+                _seeds(test),
+            ]
         )
-    return "–"
-
-
-VERDICT_RULE = (
-    "Verdicts use 95 % t confidence intervals over seeds (Welch's interval for a difference of two cells):"
-    " **reproduced** when the whole interval satisfies the claim, **not reproduced** when the whole interval"
-    " contradicts it, **inconclusive** when it straddles the threshold or is undefined (a cell with a"
-    " single run: one seed never decides a claim), **no data** when a cell has no completed run. Claims made"
-    " of several comparisons need all of them. Errors in percentage points; published numbers are from"
-    " other datasets/models/schedules, so they give the expected direction and rough size, not a target."
-)
+    header = [
+        "test",
+        "contrast",
+        "pooled [CI]",
+        "Welch [CI]",
+        "claim",
+        "p",
+        "verdict",
+        "Welch verdict",
+        "seeds/cell to decide",
+    ]
+    parts += [rows_table(header, rows), ""]
+    if claim.gate and claim.gate.status != "not applicable":
+        parts.append(f"- convergence gate: **{claim.gate.status}**")
+        parts += [f"  - {line}" for line in claim.gate.lines]
+        parts += [f"  - suggests: {line}" for line in claim.gate.epochs]
+    for item in claim.published:
+        parts.append(f"- published: {format_published(item)}")
+        if isinstance(item, dict) and item.get("note"):
+            parts.append(f"  ({item['note']})")
+    if not claim.published:
+        parts.append("- published: no number to compare with")
+    parts += [f"- note: {note}" for note in claim.notes]
+    parts += [f"- **verdict: {claim.verdict_text}**", ""]
+    return parts
 
 
 def render_claims(
@@ -180,7 +280,9 @@ def render_claims(
     context: dict[str, Any],
 ) -> str:
     parts = _header(f"Study `{study}`: claims", spec, runs, context)
-    parts += [VERDICT_RULE, ""]
+    parts += [verdict_rule(float(spec.get("alpha", ALPHA)), float(spec.get("power", POWER))), ""]
+    rule = GateRule.of(spec.get("convergence"))
+    parts += [f"Convergence gate (cross-norm claims): {rule.describe()}.", ""]
     if not claims:
         parts += ["This study states no claims (add `report.claims` to its sweeps/<study>.yaml).", ""]
     groups: dict[tuple[str, str], list[ClaimResult]] = {}
@@ -188,53 +290,22 @@ def render_claims(
         groups.setdefault((claim.dataset, claim.model), []).append(claim)
     for (dataset, model), group in groups.items():
         parts += [f"## {dataset} · {model}", ""]
-        parts += [
-            rows_table(
-                ["claim", "tested", "measured effect [95 % CI]", "published", "verdict"],
-                [
-                    [
-                        c.text or c.id,
-                        c.statement,
-                        _estimate(c),
-                        "; ".join(format_published(p, signed=c.kind != "flat") for p in c.published) or "–",
-                        f"{VERDICT_MARK.get(c.verdict, '')} {c.verdict}",
-                    ]
-                    for c in group
-                ],
-            ),
-            "",
+        rows = [
+            [
+                c.text or c.id,
+                c.statement,
+                _headline(c),
+                c.direction.verdict if c.direction else "–",
+                f"{VERDICT_MARK.get(c.verdict, '')} {c.verdict_text}",
+                _what_it_takes(c),
+                "; ".join(format_published(p) for p in c.published) or "–",
+            ]
+            for c in group
         ]
+        header = ["claim", "tested", "effect [CI] (pooled)", "direction", "verdict", "what it would take", "published"]
+        parts += [rows_table(header, rows), ""]
         for number, claim in enumerate(group, 1):
-            parts += [f"### {number}. `{claim.id}`: {claim.text}", "", f"Tested: {claim.statement}", ""]
-            if claim.effect and claim.estimate is not None:
-                parts += [f"Effect: {claim.effect} = {_estimate(claim)}", ""]
-            elif claim.effect:
-                parts += [f"Effect: {claim.effect}, below", ""]
-            if claim.comparisons:
-                parts += [
-                    rows_table(
-                        ["comparison", "estimate [95 % CI]", "n", "claim", "verdict"],
-                        [
-                            [
-                                c.label,
-                                c.estimate.format(),
-                                "/".join(str(n) for n in c.estimate.n),
-                                c.bound,
-                                c.verdict,
-                            ]
-                            for c in claim.comparisons
-                        ],
-                    ),
-                    "",
-                ]
-            for item in claim.published:
-                parts.append(f"- published: {format_published(item, signed=claim.kind != 'flat')}")
-                if isinstance(item, dict) and item.get("note"):
-                    parts.append(f"  ({item['note']})")
-            if not claim.published:
-                parts.append("- published: no number to compare with")
-            parts += [f"- note: {note}" for note in claim.notes]
-            parts += [f"- **verdict: {claim.verdict}**", ""]
+            parts += _claim_detail(number, claim)
     parts += render_skipped(skipped)
     return "\n".join(parts)
 

@@ -66,19 +66,27 @@ def sorted_norms(norms: Any) -> list[str]:
     return sorted({str(n) for n in norms}, key=norm_rank)
 
 
+def summary_metrics(runs: pd.DataFrame) -> list[str]:
+    """Test and validation error, plus the median-of-last-k-epochs validation error where recorded."""
+    extra = [c for c in runs.columns if c.startswith("val_error_median_last") and runs[c].notna().any()]
+    return [*SUMMARY_METRICS, *sorted(extra)]
+
+
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Per dataset × model × norm × batch: n; mean, std and 95 % t interval of test and validation
-    error (final epoch); mean best validation error; mean training steps/s."""
+    error (final epoch) and of the median validation error of the last k epochs where the runs logged
+    curves; mean best validation error; mean training steps/s."""
     columns = [*GROUP, "n"]
-    for metric in SUMMARY_METRICS:
+    metrics = summary_metrics(runs)
+    for metric in metrics:
         columns += [f"{metric}_{s}" for s in ("mean", "std", "ci95_low", "ci95_high", "ci95_half")]
     columns += ["best_val_error_mean", "steps_per_second_mean"]
     rows = []
     for key, part in runs.groupby(GROUP, sort=True):
         row: dict[str, Any] = dict(zip(GROUP, key, strict=True))
         row["n"] = len(part)
-        for metric, column in SUMMARY_METRICS.items():
-            values = pd.to_numeric(part[column], errors="coerce")
+        for metric in metrics:
+            values = pd.to_numeric(part[metric], errors="coerce")
             estimate = mean_ci(values)
             row[f"{metric}_mean"] = estimate.value
             row[f"{metric}_std"] = float(values.std(ddof=1)) if values.notna().sum() > 1 else math.nan
