@@ -37,6 +37,7 @@ from src.report.curves import CURVE_FILE, median_last
 from src.report.load import MEDIAN_LAST, RunSet, Skipped, load_run_set, load_runs_csv, not_counted_csv
 from src.report.markdown import render_claims, render_index, render_summary
 from src.report.plots import choose_bar_batch, error_by_norm, error_vs_batch
+from src.report.recipes import recipe_table, render_recipes
 from src.report.spec import SpecError, check_spec
 from src.report.tables import summarize
 
@@ -124,6 +125,10 @@ def build_study(
     files["not_counted.csv"] = not_counted_csv(skipped)
     files["claims.csv"] = pd.DataFrame([c.as_row() for c in claims], columns=CLAIM_COLUMNS).to_csv(index=False)
     files["summary.md"] = render_summary(study, runs, summary, skipped, spec, claims, figures, context)
+    if spec.get("factors"):
+        recipes = recipe_table(runs, list(spec["factors"]))
+        files["recipes.csv"] = recipes.to_csv(index=False)
+        files["summary.md"] += "\n" + render_recipes(recipes, list(spec["factors"]))
     files["claims.md"] = render_claims(study, runs, claims, skipped, spec, context)
     verdicts = {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
     files["meta.json"] = (

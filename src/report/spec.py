@@ -20,6 +20,7 @@ REPORT_KEYS = {
     "power",
     "convergence",
     "median_last",
+    "factors",
 }
 CLAIM_KEYS = {
     "id",
@@ -182,6 +183,9 @@ def check_spec(spec: Any) -> None:
         _fail("report.median_last", spec["median_last"], "must be an integer ≥ 1 (epochs)")
     if "convergence" in spec:
         _convergence("report.convergence", spec["convergence"])
+    factors = spec.get("factors")
+    if factors is not None and (not isinstance(factors, list) or not all(isinstance(f, str) and f for f in factors)):
+        _fail("report.factors", factors, "must be a list of config keys the study's sweeps varied")
     claims = spec.get("claims") or []
     if not isinstance(claims, list):
         _fail("report.claims", claims, "must be a list of claims")
