@@ -9,7 +9,7 @@ an edited ``report:`` block retrains nothing.
 Top-level keys (every one the project's configs define must be listed here; a test enforces it):
 
 - computation: ``norm``, ``model``, ``dataset`` (less its steering sub-keys), ``optim``, ``trainer`` (less
-  its steering sub-keys), ``batch``, ``epochs``, ``seed``, ``norm_groups``.
+  its steering sub-keys), ``batch``, ``epochs``, ``seed``, ``norm_groups``, ``standardize_weights``.
 - steering: ``study``, ``force``, ``resume``, ``logger``, ``cpu_threads``, ``report``, ``compile``,
   ``compile_mode``.
 
@@ -31,7 +31,18 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-COMPUTATION_KEYS = ("norm", "model", "dataset", "optim", "trainer", "batch", "epochs", "seed", "norm_groups")
+COMPUTATION_KEYS = (
+    "norm",
+    "model",
+    "dataset",
+    "optim",
+    "trainer",
+    "batch",
+    "epochs",
+    "seed",
+    "norm_groups",
+    "standardize_weights",
+)
 STEERING_KEYS = (
     "study",
     "force",

@@ -23,17 +23,20 @@ def scaled_lr(base_lr: float, batch: int, base_batch: int, scale: bool) -> float
     return base_lr * batch / base_batch if scale else base_lr
 
 
-def lr_factor(schedule: str, progress: float, milestones: list[float], gamma: float) -> float:
+def lr_factor(schedule: str, progress: float, milestones: list[float], gamma: float, warmup: float = 0.0) -> float:
     """Multiplier of the initial lr at ``progress`` ∈ [0, 1] of training.
 
     cosine: ½(1 + cos πp); step: γ^k after k of the ``milestones`` (fractions of training, e.g.
-    0.3, 0.6, 0.9 for the paper's epochs 30, 60, 90 of 100); constant: 1.
+    0.3, 0.6, 0.9 for the paper's epochs 30, 60, 90 of 100); constant: 1. With ``warmup`` = w > 0 (a
+    fraction of training) the factor is also multiplied by min(1, p / w): a linear ramp from 0 over the
+    first w of training (Goyal et al. 2017's gradual warmup), the schedule unchanged after it.
     """
+    ramp = min(1.0, progress / warmup) if warmup > 0 else 1.0
     if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return ramp * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
     if schedule == "step":
-        return gamma ** sum(progress >= m for m in milestones)
-    return 1.0
+        return ramp * gamma ** sum(progress >= m for m in milestones)
+    return ramp
 
 
 class Classifier(pl.LightningModule):
@@ -46,6 +49,7 @@ class Classifier(pl.LightningModule):
         base_lr, base_batch, scale_lr: lr = base_lr × batch / base_batch when ``scale_lr``.
         schedule, milestones, gamma: the schedule over the whole run (see :func:`lr_factor`),
             updated every step.
+        warmup_epochs: epochs of linear learning-rate warmup at the start (0: none).
         compile_mode: when set, training steps run ``torch.compile(net, mode=compile_mode)``
             (e.g. ``default``, ``reduce-overhead`` for CUDA graphs); evaluation stays eager.
     """
@@ -62,6 +66,7 @@ class Classifier(pl.LightningModule):
         schedule: str = "cosine",
         milestones: tuple[float, ...] = (0.5, 0.75),
         gamma: float = 0.1,
+        warmup_epochs: float = 0.0,
         compile_mode: str | None = None,
     ):
         super().__init__()
@@ -69,6 +74,10 @@ class Classifier(pl.LightningModule):
             raise ValueError(f"optim.schedule={schedule!r} is invalid: choose one of {list(SCHEDULES)}")
         if base_lr <= 0:
             raise ValueError(f"optim.base_lr={base_lr} is invalid: it must be > 0")
+        if not warmup_epochs >= 0:
+            raise ValueError(
+                f"optim.warmup_epochs={warmup_epochs} is invalid: it must be >= 0 (epochs of linear warmup)"
+            )
         self.net = net
         # training steps may run through a compiled view of the same module (parameters shared); kept
         # out of the module tree so checkpoints and parameter lists see `net` once
@@ -78,6 +87,7 @@ class Classifier(pl.LightningModule):
         self.schedule = schedule
         self.milestones = list(milestones)
         self.gamma = gamma
+        self.warmup_epochs = warmup_epochs
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.best_val_error = math.inf
@@ -146,9 +156,10 @@ class Classifier(pl.LightningModule):
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(params=self.net.parameters(), lr=self.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = self.warmup_epochs / max(1, self.trainer.max_epochs or 1)
 
         def factor(step: int) -> float:
-            return lr_factor(self.schedule, step / total, self.milestones, self.gamma)
+            return lr_factor(self.schedule, step / total, self.milestones, self.gamma, warmup)
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

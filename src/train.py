@@ -35,7 +35,7 @@ from src.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
 from src.config_keys import config_hash, register_resolvers
 from src.loggers import publish_record
 from src.module import Classifier
-from src.norms import describe_norm_layers, norm_state
+from src.norms import describe_norm_layers, norm_state, standardize_convolutions
 from src.perf import gpu_for_job, warn_device_mismatch
 from src.records import git_commit, machine_description, package_versions, write_record
 from src.run_state import (
@@ -250,6 +250,8 @@ def fit_and_test(
     norm.validate(batch=cfg.batch)
     net = build(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, norm=norm)
     norm.apply_weight(net)
+    if cfg.get("standardize_weights", False):
+        standardize_convolutions(net)
     probe_forward(net, cfg.batch, datamodule.input_shape, norm.name)
     norm_layers = describe_norm_layers(net)
     log.info("model %s with norm %s: %s", type(net).__name__, norm.name, norm_layers or "no norm layers")

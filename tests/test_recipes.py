@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -58,3 +59,44 @@ def test_factors_must_be_a_list_of_keys():
     check_spec({"factors": ["optim.base_batch"]})
     with pytest.raises(SpecError, match=r"^report\.factors = 'optim\.base_batch': must be a list"):
         check_spec({"factors": "optim.base_batch"})
+
+
+# ------------------------------------------------------------------------- recipe options: warmup, WS
+def test_warmup_ramps_linearly_then_follows_the_schedule():
+    from src.module import lr_factor
+
+    assert lr_factor("cosine", 0.0, [], 0.1, warmup=0.1) == 0.0
+    assert lr_factor("cosine", 0.05, [], 0.1, warmup=0.1) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 0.05)))
+    assert lr_factor("cosine", 0.5, [], 0.1, warmup=0.1) == pytest.approx(0.5)
+    assert lr_factor("cosine", 0.3, [], 0.1) == lr_factor("cosine", 0.3, [], 0.1, warmup=0.0)
+
+
+def test_weight_standardization_applies_to_every_norm(compose_cfg, tmp_path):
+    import torch
+
+    from src.norms import WeightStandardization
+    from src.train import train
+
+    fast = ("dataset=digits", "model.widths=[8,16]", "logger=none", "epochs=1", "batch=16")
+    record = train(compose_cfg(*fast, "norm=bn", "standardize_weights=true"), tmp_path / "bn_ws")
+    assert record["status"] == "completed"
+    cfg = compose_cfg(*fast, "norm=bn", "standardize_weights=true")
+    from hydra.utils import instantiate
+
+    from src.norms import standardize_convolutions
+
+    norm = instantiate(cfg.norm)
+    net = instantiate(cfg.model, input_shape=(1, 8, 8), num_classes=10, norm=norm)
+    standardize_convolutions(standardize_convolutions(net))  # twice: each conv standardized once
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(len(m.parametrizations.weight) == 1 for m in convs)
+    assert all(isinstance(m.parametrizations.weight[0], WeightStandardization) for m in convs)
+    w = convs[0].weight.flatten(1)
+    torch.testing.assert_close(w.mean(1), torch.zeros(len(w)), atol=1e-5, rtol=0)
+
+
+def test_a_negative_warmup_names_the_key(compose_cfg, tmp_path):
+    from src.train import train
+
+    with pytest.raises(ValueError, match=r"optim\.warmup_epochs=-1 is invalid"):
+        train(compose_cfg("dataset=digits", "logger=none", "epochs=1", "optim.warmup_epochs=-1"), tmp_path)

@@ -14,7 +14,13 @@ from src.norms.layers import group_norm, instance_norm, layer_norm, resolve_grou
 from src.norms.pixel import PixelNorm
 from src.norms.switchable import SwitchableNorm2d
 from src.norms.sync import SyncBatchNorm2d
-from src.norms.weight import WeightStandardization, spectral_norm, weight_norm, weight_standardization
+from src.norms.weight import (
+    WeightStandardization,
+    spectral_norm,
+    standardize_convolutions,
+    weight_norm,
+    weight_standardization,
+)
 
 __all__ = [
     "BatchRenorm2d",
@@ -34,6 +40,7 @@ __all__ = [
     "norm_state",
     "resolve_groups",
     "spectral_norm",
+    "standardize_convolutions",
     "weight_norm",
     "weight_standardization",
 ]

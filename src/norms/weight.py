@@ -73,3 +73,19 @@ def weight_standardization(module: nn.Module, eps: float = 1e-5) -> nn.Module:
     if isinstance(module, nn.Conv2d):
         parametrize.register_parametrization(module, "weight", WeightStandardization(eps))
     return module
+
+
+def standardize_convolutions(model: nn.Module, eps: float = 1e-5) -> nn.Module:
+    """Weight standardization of every convolution of ``model`` that is not standardized already, on top
+    of whatever norm the model uses (``standardize_weights=true``: BN+WS beside GN+WS, Qiao et al. 2019)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and not _standardized(module):
+            weight_standardization(module, eps)
+    return model
+
+
+def _standardized(module: nn.Conv2d) -> bool:
+    parametrizations = getattr(module, "parametrizations", None)
+    return parametrizations is not None and any(
+        isinstance(p, WeightStandardization) for p in getattr(parametrizations, "weight", [])
+    )
