@@ -57,8 +57,37 @@ def test_cifar10_jpeg_from_shared_datasets(compose_cfg, tmp_path):
     assert module.classes[:3] == ["airplane", "automobile", "bird"]
 
 
-def test_embedded_default_is_class_balanced_real_fashion_mnist(compose_cfg):
+def test_embedded_default_is_class_balanced_real_cifar10_at_16px(compose_cfg):
     cfg = compose_cfg()
+    assert cfg.dataset.name == "cifar10_small"
+    module = instantiate(cfg.dataset)
+    module.setup("fit")
+    assert module.input_shape == (3, 16, 16)
+    assert module.split_sizes() == {"train": 5000, "val": 500, "test": 1000}
+    assert module.classes[:3] == ["airplane", "automobile", "bird"]
+    path = Path(module.path) if Path(module.path).is_absolute() else Path(__file__).parents[1] / module.path
+    assert path.stat().st_size < 5e6
+    with np.load(path) as d:
+        assert np.bincount(d["y_train"]).tolist() == [550] * 10
+        assert np.bincount(d["y_test"]).tolist() == [100] * 10
+        # CIFAR-10's per-channel training means are about 0.49, 0.48, 0.45 (2×2 averaging keeps them)
+        assert np.allclose(d["x_train"].reshape(-1, 3).mean(0) / 255, [0.49, 0.48, 0.45], atol=0.02)
+
+
+def test_the_cifar10_subset_builder_averages_2x2_blocks():
+    import importlib.util
+
+    script = Path(__file__).parents[1] / "src" / "data" / "assets" / "make_cifar10_small.py"
+    spec = importlib.util.spec_from_file_location("make_cifar10_small", script)
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    block = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    expected = block.reshape(2, 2, 2, 2, 2, 3).astype(float).mean(axis=(2, 4))
+    np.testing.assert_array_equal(builder.downsample(block), np.rint(expected).astype(np.uint8))
+
+
+def test_the_fashion_mnist_subset_is_class_balanced_real_fashion_mnist(compose_cfg):
+    cfg = compose_cfg("dataset=fashion_mnist_small")
     assert cfg.dataset.name == "fashion_mnist_small"
     module = instantiate(cfg.dataset)
     module.setup("fit")

@@ -112,7 +112,7 @@ def test_the_wandb_logger_config_keeps_the_csv_logger_and_needs_no_hydra_job(com
     assert logger._experiment is None
     init = logger._wandb_init
     assert init["name"] == "norm=gn,batch=4,seed=0" and init["group"] == "s" and init["mode"] == "offline"
-    assert init["tags"] == ["norm=gn", "batch=4", "dataset=fashion_mnist_small"]
+    assert init["tags"] == ["norm=gn", "batch=4", "dataset=cifar10_small"]
     assert init["config"]["identity"]["norm"] == "gn" and init["project"] == wandb_cfg.project
 
 
