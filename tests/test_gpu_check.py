@@ -47,7 +47,7 @@ def test_cpu_form_runs_every_step(tmp_path: Path) -> None:
         names = archive.getnames()
     assert "checks.md" in names and "bench/throughput.csv" in names
     assert "results/gpu_check_small_batch/claims.md" in names
-    assert sum(name.endswith("result.json") for name in names) == 1 + 1 + 1 + 2 + 4
+    assert sum(name.startswith("runs/") and name.endswith("result.json") for name in names) == 1 + 1 + 1 + 2 + 4
     assert not any(name.endswith(".ckpt") for name in names)
 
 
