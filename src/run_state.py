@@ -22,6 +22,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from src.atomic import write_text_atomic
 from src.config_keys import changed_keys, config_hash
 from src.records import RECORD_FILE, read_record
 
@@ -95,8 +96,8 @@ def archive_record(run_dir: Path, digest: str | None) -> Path:
     return target
 
 
-class RunLocked(RuntimeError):
-    """Another process holds the run directory's lock."""
+class RunLocked(RunRefused):
+    """Another process holds the run directory's lock (a second sweep of the same study, say)."""
 
 
 @contextmanager
@@ -114,9 +115,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         lock.acquire()
     except Timeout:
         holder = _lock_holder(run_dir / LOCK_OWNER_FILE)
-        raise RunLocked(
-            f"{run_dir} is being trained by another process ({holder}); wait for it, or stop it and rerun"
-        ) from None
+        message = f"{run_dir} is being trained by another process ({holder}); wait for it, or stop it and rerun"
+        write_text_atomic(run_dir / REFUSAL_FILE, message + "\n")  # for the sweep's summary
+        raise RunLocked(message) from None
     try:
         (run_dir / LOCK_OWNER_FILE).write_text(f"host {socket.gethostname()} pid {os.getpid()}\n")
         yield

@@ -42,7 +42,7 @@ def test_cpu_form_runs_every_step(tmp_path: Path) -> None:
     assert compiled["timing"]["compiled"] is True
     sweep = [json.loads(path.read_text()) for path in (out / "runs" / "small_batch").rglob("result.json")]
     gn_layers = next(record for record in sweep if record["norm"] == "gn")["norm_layers"]
-    assert all("groups=8" in layer for layer in gn_layers if layer.startswith("GroupNorm")), gn_layers
+    assert any(layer.startswith("GroupNorm(groups=8, channels=16)") for layer in gn_layers), gn_layers
     with tarfile.open(out / "gpu_check.tar.gz") as archive:
         names = archive.getnames()
     assert "checks.md" in names and "bench/throughput.csv" in names
@@ -63,7 +63,7 @@ def test_gpu_form_commands_compose(tmp_path: Path) -> None:
     assert cfg.trainer.accelerator == "gpu" and cfg.compile and cfg.dataset.name == "cifar10_jpeg"
     search = f"hydra.searchpath=[file://{ROOT / 'conf'}]"
     study = _compose(SWEEPS, "small_batch_cifar10_gpu", [search, "norm=gn", *gpu_check.GPU_PLAN.sweep_data])
-    assert study.norm.layer.groups == 8 and study.model.zero_init_last and study.dataset.train_size == 10000
+    assert study.norm.layer.groups == 32 and not study.model.zero_init_last and study.dataset.train_size == 10000
     assert study.hydra.sweeper.params.norm == "bn,gn"
 
 

@@ -267,3 +267,19 @@ def test_every_imported_package_is_declared():
     for needed in ("scipy", "pyyaml", "psutil", "filelock", "torch", "pytorch-lightning", "hydra-core", "pillow"):
         assert needed in names, needed
     assert config_keys.__doc__ and "computation" in config_keys.__doc__
+
+
+def test_a_run_locked_by_another_sweep_is_refused_in_one_line_and_listed(tmp_path):
+    from omegaconf import OmegaConf as Conf
+
+    from src.run_state import RunLocked, run_lock
+    from src.sweep import SweepSummary
+
+    summary = SweepSummary()
+    summary.on_multirun_start(Conf.create({}))
+    run_dir = tmp_path / "sweep" / "norm=bn"
+    with run_lock(run_dir), pytest.raises(RunLocked) as locked, run_lock(run_dir):
+        pass
+    assert f"pid {os.getpid()}" in str(locked.value) and "\n" not in str(locked.value)
+    with pytest.raises(SystemExit):
+        summary.on_multirun_end(Conf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}}))
