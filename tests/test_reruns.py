@@ -26,8 +26,9 @@ from src.config_keys import (
     run_dirname,
 )
 from src.data import image_folder
-from src.records import NUMERIC_PACKAGES, RECORD_FILE
-from src.run_state import REFUSAL_FILE, RunRefused
+from src.provenance import NUMERIC_PACKAGES
+from src.records import RECORD_FILE
+from src.resume import REFUSAL_FILE, RunRefused
 from src.train import train
 from tests.conftest import CONF, ROOT, run_train
 
