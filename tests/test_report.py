@@ -586,3 +586,20 @@ def test_the_reports_own_output_does_not_make_the_commit_dirty(tmp_path):
     assert git_commit(tmp_path) == f"{clean}+dirty"
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_commit(tmp_path, ignore=["results"]) == f"{clean}+dirty"
+
+
+def test_the_report_orders_and_labels_norms_by_what_their_records_say(tmp_path):
+    info = {"label": "My Norm", "family": "other", "order": -1, "color": "#123456", "shift": True}
+    records = grid("own", {("bn", 8): [20.0, 21.0], ("gn", 8): [22.0, 23.0]})
+    records += [make_record("own", "mynorm", 8, seed, 19.0 + seed, norm_info=info) for seed in range(2)]
+    runs = runs_of(records, tmp_path)
+    from src.report.norms import NormCatalog
+    from src.report.tables import pivot_table, summarize
+
+    catalog = NormCatalog.from_runs(runs)
+    assert catalog.label("mynorm") == "My Norm" and catalog.colors(["mynorm"]) == {"mynorm": "#123456"}
+    assert catalog.label("bn") == "Batch Norm"  # records without norm_info: the norm's own YAML
+    assert list(summarize(runs, catalog)["norm"]) == ["mynorm", "bn", "gn"]  # its declared order first
+    [table] = pivot_table(summarize(runs, catalog), catalog=catalog).values()
+    assert list(table.index) == ["mynorm", "bn", "gn", "gn − bn"]
+    assert runs.loc[runs.norm == "mynorm", "norm_label"].tolist() == ["My Norm", "My Norm"]

@@ -38,6 +38,7 @@ from src.report.commands import sweep_commands
 from src.report.curves import median_last
 from src.report.load import MEDIAN_LAST, RunSet, Skipped, load_run_set, load_runs_csv, not_counted_csv
 from src.report.markdown import render_claims, render_index, render_summary
+from src.report.norms import NormCatalog
 from src.report.plots import choose_bar_batch, error_by_norm, error_vs_batch
 from src.report.recipes import recipe_table, render_recipes
 from src.report.spec import SpecError, check_spec
@@ -104,7 +105,8 @@ def build_study(
     """Every file of ``<out>/<study>/``, rendered in memory."""
     curves = curves or {}
     runs = with_median(runs, curves, spec)
-    summary = summarize(runs)
+    catalog = NormCatalog.from_runs(runs)  # labels, order and colours: what each norm says about itself
+    summary = summarize(runs, catalog)
     claims = evaluate_claims(runs, spec, curves, skipped)
     files: dict[str, str | bytes] = {}
     figures: dict[str, str] = {}
@@ -112,14 +114,14 @@ def build_study(
     curve = next((r for r in references if len(r["batches"]) > 1), None)
     try:
         if summary["batch"].nunique() > 1:
-            files["error_vs_batch.png"] = error_vs_batch(summary, study, reference=curve)
+            files["error_vs_batch.png"] = error_vs_batch(summary, study, reference=curve, catalog=catalog)
             figures["error_vs_batch.png"] = "test error vs batch size"
     except Exception as error:  # a figure is never worth losing the tables for
         warnings.warn(f"{study}: error_vs_batch.png not drawn: {type(error).__name__}: {error}", stacklevel=2)
     try:
         batch = choose_bar_batch(summary, spec.get("bar_batch"))
         if batch is not None:
-            files["error_by_norm.png"] = error_by_norm(runs, summary, study, batch)
+            files["error_by_norm.png"] = error_by_norm(runs, summary, study, batch, catalog=catalog)
             figures["error_by_norm.png"] = f"test error by norm at batch {batch}"
     except Exception as error:
         warnings.warn(f"{study}: error_by_norm.png not drawn: {type(error).__name__}: {error}", stacklevel=2)
@@ -127,7 +129,7 @@ def build_study(
     files["summary.csv"] = summary.to_csv(index=False)
     files["not_counted.csv"] = not_counted_csv(skipped)
     files["claims.csv"] = pd.DataFrame([c.as_row() for c in claims], columns=CLAIM_COLUMNS).to_csv(index=False)
-    files["summary.md"] = render_summary(study, runs, summary, skipped, spec, claims, figures, context)
+    files["summary.md"] = render_summary(study, runs, summary, skipped, spec, claims, figures, context, catalog)
     if spec.get("factors"):
         recipes = recipe_table(runs, list(spec["factors"]))
         files["recipes.csv"] = recipes.to_csv(index=False)
