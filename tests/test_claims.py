@@ -15,6 +15,7 @@ from src.records import RECORD_FILE, RUNS_FILE
 from src.report.__main__ import main as report_main
 from src.report.claims import NOT_ASSESSABLE, NOT_REPRODUCED, REPRODUCED, UNDECIDED, evaluate_claims
 from src.report.load import load_run_set
+from src.report.spec import SpecError
 from src.report.stats import CellModel, power_one_sided, seeds_needed
 
 from .test_report import grid, make_record, runs_of, write_records
@@ -217,3 +218,56 @@ def _without_provenance(text: str) -> str:
     """A rendered report less the lines that name when, how and from what it was written."""
     skipped = ("- report written", "- runs read from", "- command", "- commit", "- machine", "Regenerate", "```")
     return "\n".join(line for line in text.splitlines() if not line.startswith(skipped) and "python -m" not in line)
+
+
+# --------------------------------------------------------------------------- claims over any column
+
+
+def test_a_claim_cell_may_name_any_recorded_column(tmp_path):
+    """Schedule length (epochs), a config key (optim.warmup_epochs) and the model (across slices)."""
+    records = []
+    for epochs, errors in ((12, [24.0, 24.4, 24.2]), (24, [21.0, 21.3, 21.1])):
+        for seed, error in enumerate(errors):
+            record = make_record("any", "gn", 8, seed, error)
+            record["epochs"] = record["config"]["epochs"] = epochs
+            record["overrides"] = [*record["overrides"], f"epochs={epochs}"]
+            record["config"]["optim"] = {"warmup_epochs": 0 if epochs == 12 else 2}
+            records.append(record)
+    for model, errors in (("resnet20", [20.0, 20.2, 20.1]), ("resnet56", [18.0, 18.1, 18.3])):
+        for seed, error in enumerate(errors):
+            record = make_record("any", "bn", 32, seed, error, model=model)
+            record["overrides"] = [*record["overrides"], f"model={model}"]
+            records.append(record)
+    runs = runs_of(records, tmp_path)
+    assert "optim.warmup_epochs" in runs  # a config key the sweep varied is a column
+    longer = {
+        "kind": "less",
+        "a": {"norm": "gn", "batch": 8, "epochs": 24},
+        "b": {"norm": "gn", "batch": 8, "epochs": 12},
+    }
+    warmup = {
+        "kind": "difference",
+        "where": {"norm": "gn"},
+        "a": {"optim.warmup_epochs": 0},
+        "b": {"optim.warmup_epochs": 2},
+        "at_least": 1.0,
+    }
+    deeper = {"kind": "less", "a": {"model": "resnet56", "norm": "bn"}, "b": {"model": "resnet20", "norm": "bn"}}
+    results = evaluate_claims(runs, {"claims": [longer, warmup, deeper]})
+    sliced = [r for r in results if r.model == "small_cnn"]  # the slice the gn runs are in
+    assert sliced[0].statement == "gn@8 epochs=24 < gn@8 epochs=12" and sliced[0].verdict == REPRODUCED
+    [warm] = [r for r in sliced if r.kind == "difference"]
+    assert warm.verdict == REPRODUCED and warm.sizes[0].estimate.value == pytest.approx(24.2 - 21.133333, abs=1e-4)
+    [depth] = [r for r in results if r.model == "(all)"]  # names the model: compared across slices
+    assert depth.verdict == REPRODUCED and depth.direction.estimate.value == pytest.approx(20.1 - 18.133333, abs=1e-4)
+    # the shorthands still mean (norm, batch) cells, and their model is today's
+    shorthand = evaluate_claims(runs, {"claims": [{"kind": "less", "norms": ["bn", "gn"], "batch": 8}]})
+    assert all(str(c) in ("bn@8", "gn@8") for r in shorthand for t in r.tests for c in t.weights)
+
+
+def test_a_bad_claim_cell_fails_with_one_line(tmp_path):
+    runs = runs_of(grid("s", {("bn", 2): [30.0, 31.0], ("bn", 32): [20.0, 21.0]}), tmp_path)
+    with pytest.raises(SpecError, match=r"report.claims\[0\].a.epochs = \[1, 2\]: must be a single value"):
+        evaluate_claims(runs, {"claims": [{"kind": "less", "a": {"epochs": [1, 2]}, "b": {"epochs": 3}}]})
+    with pytest.raises(SpecError, match=r"report.claims\[0\].where = 3: must be a mapping column"):
+        evaluate_claims(runs, {"claims": [{"kind": "flat", "norm": "bn", "within": 1, "where": 3}]})

@@ -32,6 +32,7 @@ LAST_EPOCHS = 3  # the convergence gate's window (src.report.gate)
 MEDIAN_LAST = 5  # the GN paper's measurement: median validation error of the final 5 epochs
 NOT_COUNTED_FILE = "not_counted.csv"
 
+UNCOMPARED = {"report", "logger", "hydra", "study", "norm.info", "force", "resume"}
 NORM_INFO = ("label", "family", "order", "color", "shift", "batch_dependent")
 
 
@@ -237,9 +238,42 @@ def load_run_set(directories: Iterable[str | Path]) -> RunSet:
                     curves[row["run_dir"]] = curve
                 row.update(summarize_curve(curve, LAST_EPOCHS, MEDIAN_LAST))
                 rows.append(row)
+    counted = [record for part in kept.values() for record in part if _why_not_counted(record) is None]
+    varying = varying_config(counted)
+    by_dir = {str(record.run_dir): record for record in counted}
+    for row in rows:
+        leaves = config_leaves(by_dir[row["run_dir"]].config) if row["run_dir"] in by_dir else {}
+        row.update({key: leaves.get(key) for key in varying if key not in row})
     extra = sorted({key for row in rows for key in row} - set(BASE_COLUMNS))
     frame = _typed(pd.DataFrame(rows, columns=BASE_COLUMNS + extra))
     return RunSet(frame, skipped, {study: spec for study, (_, spec) in specs.items()}, curves, kept)
+
+
+def config_leaves(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: value}`` for every leaf of a resolved config, lists as JSON text, less the keys
+    that only steer a run's output (report, logger, hydra, study) and the norm's presentation."""
+    leaves: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if name in UNCOMPARED:
+            continue
+        if isinstance(value, dict):
+            leaves.update(config_leaves(value, f"{name}."))
+        else:
+            leaves[name] = json.dumps(value) if isinstance(value, list) else value
+    return leaves
+
+
+def varying_config(records: list[RunRecord]) -> list[str]:
+    """The config keys whose values differ between ``records``: the sweep's factors, which become runs.csv
+    columns so that a claim's cell can name any of them (e.g. ``optim.warmup_epochs``)."""
+    seen: dict[str, set[str]] = {}
+    counts: dict[str, int] = {}
+    for record in records:
+        for key, value in config_leaves(record.config).items():
+            seen.setdefault(key, set()).add(json.dumps(value, sort_keys=True, default=str))
+            counts[key] = counts.get(key, 0) + 1
+    return sorted(key for key in seen if len(seen[key]) > 1 or counts[key] < len(records))
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
