@@ -43,7 +43,8 @@ from typing import Any
 import pandas as pd
 
 from src.atomic import write_text_atomic
-from src.records import RECORD_FILE, git_commit, machine_description, read_record
+from src.provenance import git_commit, machine_description
+from src.records import RECORD_FILE, read_record
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CIFAR = ROOT / "tests" / "data" / "cifar10_tiny.npz"

@@ -44,7 +44,7 @@ from src.models import CifarResNet
 from src.module import Classifier
 from src.norms import Normalization
 from src.perf import compile_for_training
-from src.records import git_commit
+from src.provenance import git_commit
 from src.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +122,7 @@ def normlab_loop(device: torch.device, batch: int, steps: int, warmup: int, comp
         model(),
         optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4),
         num_classes=10,
-        batch=batch,
+        global_batch=batch,
         compile_mode=compile_mode,
     )
     timer = StepTimer(warmup, device)

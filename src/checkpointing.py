@@ -11,7 +11,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 
 from src.atomic import atomic_file
-from src.run_state import CHECKPOINT_DIR, LAST_CHECKPOINT
+from src.resume import CHECKPOINT_DIR, LAST_CHECKPOINT
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -8,8 +8,9 @@ an edited ``report:`` block retrains nothing.
 
 Top-level keys (every one the project's configs define must be listed here; a test enforces it):
 
-- computation: ``norm``, ``model``, ``dataset`` (less its steering sub-keys), ``optim``, ``trainer`` (less
-  its steering sub-keys), ``batch``, ``epochs``, ``seed``, ``norm_groups``, ``standardize_weights``.
+- computation: ``norm`` (less ``info``, its presentation), ``model``, ``dataset`` (less its steering
+  sub-keys), ``optim``, ``trainer`` (less its steering sub-keys), ``batch``, ``epochs``, ``seed``,
+  ``norm_groups``, ``standardize_weights``.
 - steering: ``study``, ``force``, ``resume``, ``logger``, ``cpu_threads``, ``report``, ``compile``,
   ``compile_mode``.
 
@@ -55,6 +56,7 @@ STEERING_KEYS = (
 )
 # Sub-keys of computation groups that only steer: caches, evaluation chunking, devices, logging, speed.
 STEERING_SUBKEYS = {
+    "norm": ("info",),  # label, family, plot order and colour: what reports show, not what a run computes
     "dataset": ("cache_dir", "eval_batch_size", "on_device", "root", "download"),
     "trainer": (
         "_target_",

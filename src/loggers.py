@@ -29,10 +29,11 @@ from urllib.parse import urlparse
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
+from src.records import RunRecord
+
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "https://api.wandb.ai"
-IDENTITY = ("study", "norm", "batch", "dataset", "model", "seed", "epochs")
 
 
 def logged_in() -> bool:
@@ -58,16 +59,6 @@ def resolve_mode(mode: str | None = None) -> str:
 def _warn(message: str) -> None:
     """A W&B problem is a warning (in the run's log and on stderr), never an exception."""
     log.warning(message)
-
-
-def hydra_choices() -> dict[str, Any]:
-    """The config-group choices of the current Hydra job (empty outside one)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
-    except Exception:
-        return {}
 
 
 def default_name(identity: Mapping[str, Any]) -> str | None:
@@ -97,9 +88,10 @@ class WandbLogger(LightningWandbLogger):
         mode: ``online`` | ``offline`` | ``disabled``; ``None`` resolves it (see :func:`resolve_mode`).
         name: the run's name; ``None`` names it by the run's overrides (Hydra's ``job.override_dirname``,
             e.g. ``batch=2,norm=bn,seed=0``), or by its identity outside a Hydra job.
-        identity: study, norm, batch, dataset, seed, epochs (and model) of the run: the W&B config's
-            ``identity`` from the start, and the default tags ``norm=…``, ``batch=…``, ``dataset=…``,
-            ``model=…`` (the model is Hydra's choice, e.g. ``small_cnn``, when not given).
+        identity: the run record's identity (:meth:`src.records.RunRecord.identity`: study, norm, batch,
+            dataset, model, seed, epochs), which src.experiment hands to every logger that takes one:
+            the W&B config's ``identity`` from the start, and the default tags ``norm=…``, ``batch=…``,
+            ``dataset=…``, ``model=…``.
         tags: the run's tags; ``None`` uses the identity's.
         **kwargs: everything else of :class:`pytorch_lightning.loggers.WandbLogger` and ``wandb.init``
             (project, entity, group, job_type, config, …).
@@ -116,9 +108,6 @@ class WandbLogger(LightningWandbLogger):
     ):
         kwargs = {key: _plain(value) for key, value in kwargs.items()}
         identity = dict(_plain(identity) or {})
-        choices = hydra_choices()
-        if identity.get("model") is None and choices.get("model"):
-            identity["model"] = choices["model"]
         if tags is None:
             tags = [f"{key}={identity[key]}" for key in ("norm", "batch", "dataset", "model") if key in identity]
         config = dict(kwargs.pop("config", None) or {})
@@ -156,37 +145,40 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def record_summary(record: Mapping[str, Any]) -> dict[str, Any]:
+def _as_record(record: RunRecord | Mapping[str, Any]) -> RunRecord:
+    return record if isinstance(record, RunRecord) else RunRecord.from_dict(record)
+
+
+def record_summary(record: RunRecord | Mapping[str, Any]) -> dict[str, Any]:
     """What goes into the W&B run summary: identity, final metrics, timing, norm state, status."""
-    summary: dict[str, Any] = {key: record.get(key) for key in IDENTITY if record.get(key) is not None}
-    for section in ("metrics", "timing"):
-        summary.update({k: v for k, v in (record.get(section) or {}).items() if _finite(v)})
+    record = _as_record(record)
+    summary: dict[str, Any] = {key: value for key, value in record.identity().items() if value is not None}
+    for section in (record.metrics, record.timing):
+        summary.update({k: v for k, v in section.items() if _finite(v)})
     for key in ("lr", "num_parameters"):
-        if _finite(record.get(key)):
-            summary[key] = record[key]
-    if record.get("norm_state"):
-        summary["norm_state"] = record["norm_state"]
-    summary["status"] = record.get("status")
-    if record.get("error"):
-        summary["error"] = str(record["error"])[:1000]
-    if record.get("run_dir"):
-        summary["run_dir"] = str(record["run_dir"])
+        if _finite(getattr(record, key)):
+            summary[key] = getattr(record, key)
+    if record.norm_state:
+        summary["norm_state"] = record.norm_state
+    summary["status"] = record.status
+    if record.error:
+        summary["error"] = str(record.error)[:1000]
+    if record.run_dir:
+        summary["run_dir"] = str(record.run_dir)
     return summary
 
 
-def record_config(record: Mapping[str, Any]) -> dict[str, Any]:
+def record_config(record: RunRecord | Mapping[str, Any]) -> dict[str, Any]:
     """The run's config: the resolved Hydra config and, under ``identity``, the flat identity fields."""
-    config = dict(record.get("config") or {})
-    config["identity"] = {key: record.get(key) for key in IDENTITY}
-    config["overrides"] = list(record.get("overrides") or [])
-    return config
+    record = _as_record(record)
+    return {**record.config, "identity": record.identity(), "overrides": list(record.overrides)}
 
 
 def _is_wandb(logger: Any) -> bool:
     return isinstance(logger, LightningWandbLogger)
 
 
-def publish_record(loggers: Iterable[Any], record: Mapping[str, Any]) -> None:
+def publish_record(loggers: Iterable[Any], record: RunRecord | Mapping[str, Any]) -> None:
     """For each W&B logger: put the record into its run's summary and config, then finish the run.
 
     Called by src.train right after the run record is written, whatever the run's status (a failed or
@@ -208,6 +200,6 @@ def publish_record(loggers: Iterable[Any], record: Mapping[str, Any]) -> None:
         finally:
             try:
                 if run is not None:
-                    run.finish(exit_code=0 if record.get("status") == "completed" else 1)
+                    run.finish(exit_code=0 if _as_record(record).completed else 1)
             except Exception as error:
                 _warn(f"W&B run not finished cleanly: {type(error).__name__}: {error}")

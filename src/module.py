@@ -45,8 +45,9 @@ class Classifier(pl.LightningModule):
     Args:
         net: the image classifier.
         optimizer: a partial optimizer constructor taking ``params`` and ``lr`` (Hydra ``_partial_``).
-        batch: the per-device batch size, for the learning-rate scaling rule.
-        base_lr, base_batch, scale_lr: lr = base_lr × batch / base_batch when ``scale_lr``.
+        global_batch: the images one optimizer step sees (per-device batch × world size), for the
+            learning-rate scaling rule.
+        base_lr, base_batch, scale_lr: lr = base_lr × global_batch / base_batch when ``scale_lr``.
         schedule, milestones, gamma: the schedule over the whole run (see :func:`lr_factor`),
             updated every step.
         warmup_epochs: epochs of linear learning-rate warmup at the start (0: none).
@@ -59,7 +60,7 @@ class Classifier(pl.LightningModule):
         net: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         num_classes: int,
-        batch: int,
+        global_batch: int,
         base_lr: float = 0.1,
         base_batch: int = 32,
         scale_lr: bool = True,
@@ -83,7 +84,7 @@ class Classifier(pl.LightningModule):
         # out of the module tree so checkpoints and parameter lists see `net` once
         self.__dict__["train_net"] = compile_for_training(net, compile_mode) if compile_mode else net
         self.optimizer_factory = optimizer
-        self.lr = scaled_lr(base_lr, batch, base_batch, scale_lr)
+        self.lr = scaled_lr(base_lr, global_batch, base_batch, scale_lr)
         self.schedule = schedule
         self.milestones = list(milestones)
         self.gamma = gamma
@@ -94,6 +95,7 @@ class Classifier(pl.LightningModule):
         self.last_val_error = math.nan
         self.loss_sum = torch.zeros(())
         self.loss_count = 0
+        self.curve: list[dict[str, float]] = []  # one entry per epoch: the run record's curve
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -112,10 +114,16 @@ class Classifier(pl.LightningModule):
         self.loss_count = 0
 
     def on_train_epoch_end(self) -> None:
-        """Log the epoch's mean training loss, and one summary line per epoch."""
+        """Log the epoch's mean training loss, add the epoch to :attr:`curve` (train loss averaged over
+        ranks, the validation error run just before this hook, the lr of the epoch's last step), and
+        log one summary line."""
         loss = (self.loss_sum / self.loss_count).item() if self.loss_count else math.nan
         self.log("train/loss", loss, sync_dist=True)  # the mean over ranks under DDP
         lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else math.nan
+        mean_loss = float(self.trainer.strategy.reduce(torch.tensor(loss, device=self.device), reduce_op="mean"))
+        self.curve.append(
+            {"epoch": self.current_epoch, "train_loss": mean_loss, "val_error": self.last_val_error, "lr": lr}
+        )
         log.info(
             "epoch %d/%d  train_loss %.4f  val_error %.2f%%  lr %.4g",
             self.current_epoch + 1,
@@ -146,12 +154,17 @@ class Classifier(pl.LightningModule):
         self.test_accuracy.reset()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["normlab"] = {"best_val_error": self.best_val_error, "last_val_error": self.last_val_error}
+        checkpoint["normlab"] = {
+            "best_val_error": self.best_val_error,
+            "last_val_error": self.last_val_error,
+            "curve": list(self.curve),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("normlab", {})
         self.best_val_error = state.get("best_val_error", self.best_val_error)
         self.last_val_error = state.get("last_val_error", self.last_val_error)
+        self.curve = list(state.get("curve", self.curve))
 
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(params=self.net.parameters(), lr=self.lr)

@@ -1,93 +1,179 @@
-"""The run record, ``result.json``: the contract between training and every report.
+"""The run record: one type, :class:`RunRecord`, from which training writes ``result.json``, the report
+reads runs, W&B publishes a run's summary, and tests build fixtures.
 
-Written once per run, atomically (a temporary file in the same directory, then a rename), so a reader
-sees either the whole record or none.
+Schema versions (``schema_version``):
+
+- 0: the records written before the type existed (no ``schema_version`` key); the per-epoch curve was
+  only in Lightning's ``metrics.csv`` beside ``result.json``.
+- 1: ``schema_version: 1``; the per-epoch curve is in the record (``curve``: one entry per epoch with
+  ``epoch``, ``train_loss``, ``val_error`` (%), ``lr``); what the norm says about itself is in
+  ``norm_info`` (label, family, plot order and colour, batch dependence, affine shift).
+
+Every version loads: fields this version does not know are kept in :attr:`RunRecord.extra` and written
+back unchanged. ``result.json`` is written once per state change, atomically (a temporary file in the
+same directory, then a rename), so a reader sees either the whole record or none; a study's records are
+kept together as ``runs.jsonl``, one compact record per line.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import socket
-import subprocess
-import sys
-from collections.abc import Sequence
-from importlib import metadata
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from src.atomic import write_text_atomic
+from src.provenance import redact
 
+SCHEMA_VERSION = 1
 RECORD_FILE = "result.json"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-COMMIT_VARIABLE = "NORMLAB_COMMIT"
+RUNS_FILE = "runs.jsonl"
+CURVE_FIELDS = ("epoch", "train_loss", "val_error", "lr")
+IDENTITY = ("study", "norm", "batch", "dataset", "model", "seed", "epochs")
+# fields holding a mapping or list: a null there (an older or partial record) reads as empty
+CONTAINERS = (
+    "overrides",
+    "config",
+    "batches",
+    "metrics",
+    "timing",
+    "memory",
+    "data",
+    "norm_info",
+    "norm_layers",
+    "norm_state",
+    "environment",
+    "curve",
+)
 
 
-def write_record(run_dir: Path, record: dict[str, Any]) -> None:
+@dataclass
+class RunRecord:
+    """One run: identity, config, outcome, metrics, curve, provenance.
+
+    ``status`` is ``running`` while the run trains, then ``completed``, ``diverged`` (a non-finite loss)
+    or ``failed`` (``error`` and ``traceback`` say why). ``metrics`` holds final errors in % (``test_error``,
+    ``val_error``, ``best_val_error``) and the last epoch's mean ``train_loss``; ``curve`` the per-epoch
+    values (see :data:`CURVE_FIELDS`).
+    """
+
+    IDENTITY: ClassVar[tuple[str, ...]] = IDENTITY
+
+    status: str = "running"
+    study: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    norm: str | None = None
+    batch: int | None = None
+    dataset: str | None = None
+    model: str | None = None
+    seed: int | None = None
+    epochs: int | None = None
+    run_dir: str | None = None
+    config_hash: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    launch: dict[str, Any] | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    lr: float | None = None
+    batches: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    timing: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    norm_info: dict[str, Any] = field(default_factory=dict)
+    norm_layers: dict[str, int] = field(default_factory=dict)
+    norm_state: dict[str, Any] = field(default_factory=dict)
+    num_parameters: int | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    curve: list[dict[str, float]] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
+        """A record of any schema version; a dict without ``schema_version`` is version 0. Keys this
+        version does not know go to :attr:`extra`; a ``null`` where a mapping or list belongs reads as empty."""
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values: dict[str, Any] = {"schema_version": 0}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in known:
+                values[key] = value
+            else:
+                extra[key] = value
+        for name in CONTAINERS:
+            if values.get(name) is None:
+                values.pop(name, None)
+        return cls(**values, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written to ``result.json`` (``extra`` merged back at the top level)."""
+        data = asdict(self)
+        extra = data.pop("extra")
+        return {**data, **{k: v for k, v in extra.items() if k not in data}}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """JSON text with secret environment values redacted; ``indent=None`` gives one compact line."""
+        separators = None if indent else (",", ":")
+        return redact(json.dumps(self.to_dict(), indent=indent, default=str, separators=separators))
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that identify a run in reports and W&B: study, norm, batch, dataset, model, seed, epochs."""
+        return {key: getattr(self, key) for key in IDENTITY}
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    def test_error(self) -> float:
+        value = self.metrics.get("test_error")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return math.nan
+
+
+def write_record(run_dir: Path, record: RunRecord | Mapping[str, Any]) -> None:
     """Write ``run_dir/result.json`` atomically, with secret environment values redacted."""
-    from src.run_state import redact
-
-    write_text_atomic(Path(run_dir) / RECORD_FILE, redact(json.dumps(record, indent=2, default=str)) + "\n")
+    if not isinstance(record, RunRecord):
+        record = RunRecord.from_dict(record)
+    write_text_atomic(Path(run_dir) / RECORD_FILE, record.to_json() + "\n")
 
 
 def read_record(path: Path) -> dict[str, Any]:
-    """Load one ``result.json``; raises ``ValueError`` for a file that is not a JSON object."""
+    """Load one ``result.json`` as a plain dict; raises ``ValueError`` for a file that is not a JSON object."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a JSON object")
     return data
 
 
-def git_commit(root: Path = PROJECT_ROOT, ignore: Sequence[str] = ()) -> str:
-    """The project's commit, with ``+dirty`` when tracked files have uncommitted changes (outside the
-    paths in ``ignore``, relative to ``root``: e.g. the report's own output directory).
-
-    A copy of the tree sent elsewhere (a GPU machine) names the commit it was sent from through the
-    environment variable ``NORMLAB_COMMIT``, which takes precedence; without git: ``unknown``."""
-    if os.environ.get(COMMIT_VARIABLE):
-        return os.environ[COMMIT_VARIABLE]
-    pathspec = ["--", ".", *(f":(exclude){path}" for path in ignore)] if ignore else []
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", *pathspec],
-            cwd=root,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return os.environ.get(COMMIT_VARIABLE, "unknown")
-    return f"{commit}+dirty" if dirty else commit
+def load_record(path: Path) -> RunRecord:
+    """Load one ``result.json`` as a :class:`RunRecord` (any schema version)."""
+    return RunRecord.from_dict(read_record(path))
 
 
-# the packages whose versions can change a run's numbers (distribution names)
-NUMERIC_PACKAGES = ("torch", "pytorch-lightning", "torchmetrics", "numpy", "hydra-core", "omegaconf")
+def write_runs(path: Path, records: Iterable[RunRecord]) -> int:
+    """Write ``records`` to ``path`` (``runs.jsonl``): one compact JSON record a line, atomically."""
+    lines = [record.to_json(indent=None) for record in records]
+    write_text_atomic(Path(path), "".join(line + "\n" for line in lines))
+    return len(lines)
 
 
-def package_versions(names: Sequence[str] = NUMERIC_PACKAGES) -> dict[str, str]:
-    """Installed versions of ``names`` (``not installed`` for a missing one), for every run record."""
-    versions = {}
-    for name in names:
+def read_runs(path: Path) -> list[tuple[int, RunRecord | str]]:
+    """Every line of a ``runs.jsonl``: (line number, record), or (line number, the reason it is unreadable)."""
+    found: list[tuple[int, RunRecord | str]] = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
         try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def machine_description() -> dict[str, str]:
-    """Host, OS, CPU and (when torch sees one) GPU of this machine, for results' provenance."""
-    machine = {
-        "hostname": socket.gethostname(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": str(os.cpu_count()),
-        "python": platform.python_version(),
-    }
-    torch = sys.modules.get("torch")  # only when already imported: the report need not load torch for this
-    if torch is not None and torch.cuda.is_available():
-        machine["gpu"] = torch.cuda.get_device_name(0)
-    return machine
+            data = json.loads(line)
+        except ValueError as error:
+            found.append((number, f"JSONDecodeError: {error}"))
+            continue
+        found.append((number, RunRecord.from_dict(data) if isinstance(data, dict) else "not a JSON object"))
+    return found

@@ -12,7 +12,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from src.records import RECORD_FILE, read_record
-from src.run_state import REFUSAL_FILE
+from src.resume import REFUSAL_FILE
 
 log = logging.getLogger(__name__)
 UNSUCCESSFUL = ("failed", "diverged")

@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from src.records import RECORD_FILE
+from src.records import RECORD_FILE, RUNS_FILE
 from src.report.__main__ import main as report_main
 from src.report.claims import NOT_ASSESSABLE, NOT_REPRODUCED, REPRODUCED, UNDECIDED, evaluate_claims
 from src.report.load import load_run_set
+from src.report.spec import SpecError
 from src.report.stats import CellModel, power_one_sided, seeds_needed
 
 from .test_report import grid, make_record, runs_of, write_records
@@ -173,7 +174,7 @@ def test_diverged_runs_are_counted_in_the_claims_of_their_cells(tmp_path):
     assert "diverged" in pd.read_csv(out / "dv" / "not_counted.csv").status.tolist()
 
 
-def test_archived_records_regenerate_the_same_tables_and_runs_csv_reports_say_so(tmp_path):
+def test_kept_records_regenerate_the_same_tables_and_runs_csv_reports_say_so(tmp_path):
     root = gated_study(tmp_path / "m")
     spec = {"claims": [CLOSE, RISES], "median_last": 5}
     for path in root.rglob(RECORD_FILE):
@@ -182,12 +183,21 @@ def test_archived_records_regenerate_the_same_tables_and_runs_csv_reports_say_so
         path.write_text(json.dumps(record))
     first, second, third = tmp_path / "r1", tmp_path / "r2", tmp_path / "r3"
     assert report_main([str(root), "--out", str(first)]) == 0
-    archive = first / "gate" / "records"
-    assert sorted(p.name for p in archive.iterdir()) == sorted(p.parent.name for p in root.rglob(RECORD_FILE))
-    assert all((d / RECORD_FILE).exists() and (d / "metrics.csv").exists() for d in archive.iterdir())
-    assert report_main([str(archive), "--out", str(second)]) == 0
-    for name in ("summary.csv", "claims.csv"):
-        assert (first / "gate" / name).read_text() == (second / "gate" / name).read_text(), name
+    kept = [json.loads(line) for line in (first / "gate" / RUNS_FILE).read_text().splitlines()]
+    assert len(kept) == len(list(root.rglob(RECORD_FILE))) == 6
+    assert all(len(record["curve"]) == 6 for record in kept)  # schema 0 records: metrics.csv went in
+    assert not (first / "gate" / "records").exists()
+    # the study's directory alone (no multirun, no metrics.csv) rebuilds every file in place
+    copy = second / "gate"
+    copy.mkdir(parents=True)
+    (copy / RUNS_FILE).write_bytes((first / "gate" / RUNS_FILE).read_bytes())
+    assert report_main([str(copy), "--out", str(second)]) == 0
+    for name in ("summary.csv", "claims.csv", "runs.csv", "summary.md", "claims.md"):
+        old, new = (first / "gate" / name).read_text(), (second / "gate" / name).read_text()
+        if name.endswith(".md"):  # they name the command, the report's date and the runs' source
+            old, new = (_without_provenance(text) for text in (old, new))
+        assert old == new, name
+    assert (second / "gate" / RUNS_FILE).read_text() == (first / "gate" / RUNS_FILE).read_text()
     summary = (first / "gate" / "summary.md").read_text()
     assert "val_error_median_last5 (median validation error (%) of the last 5 epochs, as the GN paper)" in summary
     assert "median_last5" in (first / "gate" / "summary.csv").read_text()
@@ -198,7 +208,66 @@ def test_archived_records_regenerate_the_same_tables_and_runs_csv_reports_say_so
     assert report_main(["--from-runs-csv", csv, "--claims", str(study_file), "--out", str(third)]) == 0
     text = (third / "gate" / "claims.md").read_text()
     assert "a committed runs.csv" in text and "no per-epoch curve recorded" in text
-    assert not (third / "gate" / "records").exists()
+    assert not (third / "gate" / RUNS_FILE).exists()
     verdicts = pd.read_csv(third / "gate" / "claims.csv").verdict.tolist()
     assert verdicts == pd.read_csv(first / "gate" / "claims.csv").verdict.tolist()
     assert math.isfinite(pd.read_csv(third / "gate" / "claims.csv").df[0])
+
+
+def _without_provenance(text: str) -> str:
+    """A rendered report less the lines that name when, how and from what it was written."""
+    skipped = ("- report written", "- runs read from", "- command", "- commit", "- machine", "Regenerate", "```")
+    return "\n".join(line for line in text.splitlines() if not line.startswith(skipped) and "python -m" not in line)
+
+
+# --------------------------------------------------------------------------- claims over any column
+
+
+def test_a_claim_cell_may_name_any_recorded_column(tmp_path):
+    """Schedule length (epochs), a config key (optim.warmup_epochs) and the model (across slices)."""
+    records = []
+    for epochs, errors in ((12, [24.0, 24.4, 24.2]), (24, [21.0, 21.3, 21.1])):
+        for seed, error in enumerate(errors):
+            record = make_record("any", "gn", 8, seed, error)
+            record["epochs"] = record["config"]["epochs"] = epochs
+            record["overrides"] = [*record["overrides"], f"epochs={epochs}"]
+            record["config"]["optim"] = {"warmup_epochs": 0 if epochs == 12 else 2}
+            records.append(record)
+    for model, errors in (("resnet20", [20.0, 20.2, 20.1]), ("resnet56", [18.0, 18.1, 18.3])):
+        for seed, error in enumerate(errors):
+            record = make_record("any", "bn", 32, seed, error, model=model)
+            record["overrides"] = [*record["overrides"], f"model={model}"]
+            records.append(record)
+    runs = runs_of(records, tmp_path)
+    assert "optim.warmup_epochs" in runs  # a config key the sweep varied is a column
+    longer = {
+        "kind": "less",
+        "a": {"norm": "gn", "batch": 8, "epochs": 24},
+        "b": {"norm": "gn", "batch": 8, "epochs": 12},
+    }
+    warmup = {
+        "kind": "difference",
+        "where": {"norm": "gn"},
+        "a": {"optim.warmup_epochs": 0},
+        "b": {"optim.warmup_epochs": 2},
+        "at_least": 1.0,
+    }
+    deeper = {"kind": "less", "a": {"model": "resnet56", "norm": "bn"}, "b": {"model": "resnet20", "norm": "bn"}}
+    results = evaluate_claims(runs, {"claims": [longer, warmup, deeper]})
+    sliced = [r for r in results if r.model == "small_cnn"]  # the slice the gn runs are in
+    assert sliced[0].statement == "gn@8 epochs=24 < gn@8 epochs=12" and sliced[0].verdict == REPRODUCED
+    [warm] = [r for r in sliced if r.kind == "difference"]
+    assert warm.verdict == REPRODUCED and warm.sizes[0].estimate.value == pytest.approx(24.2 - 21.133333, abs=1e-4)
+    [depth] = [r for r in results if r.model == "(all)"]  # names the model: compared across slices
+    assert depth.verdict == REPRODUCED and depth.direction.estimate.value == pytest.approx(20.1 - 18.133333, abs=1e-4)
+    # the shorthands still mean (norm, batch) cells, and their model is today's
+    shorthand = evaluate_claims(runs, {"claims": [{"kind": "less", "norms": ["bn", "gn"], "batch": 8}]})
+    assert all(str(c) in ("bn@8", "gn@8") for r in shorthand for t in r.tests for c in t.weights)
+
+
+def test_a_bad_claim_cell_fails_with_one_line(tmp_path):
+    runs = runs_of(grid("s", {("bn", 2): [30.0, 31.0], ("bn", 32): [20.0, 21.0]}), tmp_path)
+    with pytest.raises(SpecError, match=r"report.claims\[0\].a.epochs = \[1, 2\]: must be a single value"):
+        evaluate_claims(runs, {"claims": [{"kind": "less", "a": {"epochs": [1, 2]}, "b": {"epochs": 3}}]})
+    with pytest.raises(SpecError, match=r"report.claims\[0\].where = 3: must be a mapping column"):
+        evaluate_claims(runs, {"claims": [{"kind": "flat", "norm": "bn", "within": 1, "where": 3}]})

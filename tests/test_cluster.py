@@ -27,8 +27,9 @@ from torch import nn
 from src.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
 from src.data import DigitsDataModule
 from src.data.arrays import EvalShardSampler, ShardedBatchSampler
+from src.distributed import is_main_process, single_run_argv
 from src.records import RECORD_FILE
-from src.run_state import CHECKPOINT_DIR, LAST_CHECKPOINT, is_main_process, run_lock, single_run_argv
+from src.resume import CHECKPOINT_DIR, LAST_CHECKPOINT, run_lock
 from src.train import train
 
 from .conftest import CONF, PYTHON, ROOT, run_train

@@ -65,4 +65,4 @@ def test_an_invalid_norm_parameter_fails_before_training(compose_cfg, tmp_path: 
         train(cfg, tmp_path)
     saved = json.loads((tmp_path / RECORD_FILE).read_text())
     assert saved["status"] == "failed" and "norm.layer.virtual_batch=3" in saved["error"]
-    assert "timing" not in saved
+    assert not saved["timing"] and not saved["metrics"]  # nothing was trained

@@ -18,7 +18,7 @@ from PIL import Image
 
 from src.records import RECORD_FILE
 from src.report.load import load_runs
-from src.run_state import RunLocked, run_lock
+from src.resume import RunLocked, run_lock
 from src.train import train
 
 from .conftest import DATA, PYTHON, ROOT, run_train
@@ -228,7 +228,7 @@ def test_a_full_disk_fails_the_run_clearly_and_keeps_earlier_results(compose_cfg
 
 
 def test_a_failed_record_write_leaves_the_previous_record_whole(tmp_path, monkeypatch):
-    from src import records
+    from src import atomic, records
 
     records.write_record(tmp_path, {"status": "completed", "n": 1})
     before = (tmp_path / RECORD_FILE).read_bytes()
@@ -236,7 +236,7 @@ def test_a_failed_record_write_leaves_the_previous_record_whole(tmp_path, monkey
     def refuse(*args):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(records.os, "replace", refuse)
+    monkeypatch.setattr(atomic.os, "replace", refuse)
     with pytest.raises(PermissionError):
         records.write_record(tmp_path, {"status": "completed", "n": 2})
     assert (tmp_path / RECORD_FILE).read_bytes() == before

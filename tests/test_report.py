@@ -161,19 +161,33 @@ def test_summary_cell_recomputed_by_hand_from_runs_csv(tmp_path):
     assert "| gn − bn | -9.00 | +1.40 |" in markdown  # the GN paper's Table 2 layout, with its Δ row
 
 
-def test_norm_state_weights_are_read_defensively():
+def test_norm_state_weights_are_read_in_the_shape_switchable_norm_writes():
     state = {
         "layer1": {"mean_weights": {"in": 0.2, "ln": 0.3, "bn": 0.5}, "var_weights": {"in": 0.1, "ln": 0.1, "bn": 0.8}},
-        "layer2": {"mean_bn": 0.3, "var_bn": 0.4, "note": "text", "flag": True},
-        "layer3": {"names": ["in", "ln", "bn"], "mean": [0.1, 0.2, 0.7]},
-        "layer4": {"unrelated": 1.0},
+        "layer2": {"mean_weights": {"in": 0.4, "ln": 0.3, "bn": 0.3}, "var_weights": {"in": 0.3, "ln": 0.3, "bn": 0.4}},
+        "layer3": {"unrelated": 1.0, "mean_weights": {"bn": True}},
     }
     weights = mixture_weights(state)
-    assert weights["state_weight_bn"] == pytest.approx(np.mean([0.5, 0.8, 0.3, 0.4, 0.7]))
-    assert weights["state_mean_weight_bn"] == pytest.approx(np.mean([0.5, 0.3, 0.7]))
+    assert weights["state_weight_bn"] == pytest.approx(np.mean([0.5, 0.8, 0.3, 0.4]))
+    assert weights["state_mean_weight_bn"] == pytest.approx(np.mean([0.5, 0.3]))
     assert weights["state_var_weight_bn"] == pytest.approx(np.mean([0.8, 0.4]))
-    assert weights["state_weight_in"] == pytest.approx(np.mean([0.2, 0.1, 0.1]))
+    assert weights["state_weight_in"] == pytest.approx(np.mean([0.2, 0.1, 0.4, 0.3]))
     assert mixture_weights(None) == {} and mixture_weights({"x": [1, 2]}) == {} and mixture_weights("junk") == {}
+
+
+def test_mixture_weights_read_what_switchable_norm_records():
+    import torch
+
+    from src.norms import SwitchableNorm2d
+
+    layer = SwitchableNorm2d(4)
+    with torch.no_grad():
+        layer.mean_logits.copy_(torch.tensor([0.0, 0.0, 2.0]))
+    weights = mixture_weights({"features.0": layer.record_state()})
+    expected = torch.softmax(torch.tensor([0.0, 0.0, 2.0]), 0)[2].item()
+    assert weights["state_mean_weight_bn"] == pytest.approx(expected) and weights[
+        "state_var_weight_bn"
+    ] == pytest.approx(1 / 3)
 
 
 # --------------------------------------------------------------------------- claims
@@ -556,7 +570,7 @@ def test_the_sweep_command_is_rebuilt_from_the_records():
 
 
 def test_the_reports_own_output_does_not_make_the_commit_dirty(tmp_path):
-    from src.records import git_commit
+    from src.provenance import git_commit
 
     def git(*args: str) -> None:
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
@@ -573,3 +587,20 @@ def test_the_reports_own_output_does_not_make_the_commit_dirty(tmp_path):
     assert git_commit(tmp_path) == f"{clean}+dirty"
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_commit(tmp_path, ignore=["results"]) == f"{clean}+dirty"
+
+
+def test_the_report_orders_and_labels_norms_by_what_their_records_say(tmp_path):
+    info = {"label": "My Norm", "family": "other", "order": -1, "color": "#123456", "shift": True}
+    records = grid("own", {("bn", 8): [20.0, 21.0], ("gn", 8): [22.0, 23.0]})
+    records += [make_record("own", "mynorm", 8, seed, 19.0 + seed, norm_info=info) for seed in range(2)]
+    runs = runs_of(records, tmp_path)
+    from src.report.norms import NormCatalog
+    from src.report.tables import pivot_table, summarize
+
+    catalog = NormCatalog.from_runs(runs)
+    assert catalog.label("mynorm") == "My Norm" and catalog.colors(["mynorm"]) == {"mynorm": "#123456"}
+    assert catalog.label("bn") == "Batch Norm"  # records without norm_info: the norm's own YAML
+    assert list(summarize(runs, catalog)["norm"]) == ["mynorm", "bn", "gn"]  # its declared order first
+    [table] = pivot_table(summarize(runs, catalog), catalog=catalog).values()
+    assert list(table.index) == ["mynorm", "bn", "gn", "gn − bn"]
+    assert runs.loc[runs.norm == "mynorm", "norm_label"].tolist() == ["My Norm", "My Norm"]

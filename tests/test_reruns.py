@@ -26,8 +26,9 @@ from src.config_keys import (
     run_dirname,
 )
 from src.data import image_folder
-from src.records import NUMERIC_PACKAGES, RECORD_FILE
-from src.run_state import REFUSAL_FILE, RunRefused
+from src.provenance import NUMERIC_PACKAGES
+from src.records import RECORD_FILE
+from src.resume import REFUSAL_FILE, RunRefused
 from src.train import train
 from tests.conftest import CONF, ROOT, run_train
 
@@ -272,7 +273,7 @@ def test_every_imported_package_is_declared():
 def test_a_run_locked_by_another_sweep_is_refused_in_one_line_and_listed(tmp_path):
     from omegaconf import OmegaConf as Conf
 
-    from src.run_state import RunLocked, run_lock
+    from src.resume import RunLocked, run_lock
     from src.sweep import SweepSummary
 
     summary = SweepSummary()

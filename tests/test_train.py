@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from src.config_keys import DIRNAME_EXCLUDED
-from src.records import RECORD_FILE
+from src.records import RECORD_FILE, SCHEMA_VERSION
 from src.report.__main__ import main as report_main
+from src.report.curves import read_curve
 from src.train import train
 
 from .conftest import config_options, run_train
@@ -49,6 +50,16 @@ def test_short_training_on_digits_learns_and_writes_the_record(compose_cfg, tmp_
     assert {"torch", "lightning", "device", "git_commit", "machine"} <= set(saved["environment"])
     assert (tmp_path / "run" / "metrics.csv").exists()
     assert not list((tmp_path / "run").glob(".*.tmp"))
+    # the per-epoch curve is in the record, equal to what Lightning logged to metrics.csv
+    assert saved["schema_version"] == SCHEMA_VERSION
+    curve = saved["curve"]
+    assert [point["epoch"] for point in curve] == [0, 1, 2]
+    logged = read_curve(tmp_path / "run")
+    assert [p["val_error"] for p in curve] == pytest.approx(list(logged["val_error"]))
+    assert [p["train_loss"] for p in curve] == pytest.approx(list(logged["train_loss"]), rel=1e-6)
+    assert curve[-1]["val_error"] == pytest.approx(saved["metrics"]["val_error"])
+    assert 0.1 > curve[0]["lr"] > curve[1]["lr"] > curve[2]["lr"] >= 0  # cosine, read at each epoch's end
+    assert saved["norm_info"]["label"] == "Group Norm" and saved["norm_info"]["batch_dependent"] is False
 
 
 def test_learning_rate_scales_linearly_with_the_batch(compose_cfg, tmp_path):

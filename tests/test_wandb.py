@@ -18,9 +18,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-import src.loggers as loggers
 from src.loggers import WandbLogger, publish_record, resolve_mode
-from src.records import RECORD_FILE
+from src.records import IDENTITY, RECORD_FILE
 
 from .conftest import CONF, ROOT, run_train
 
@@ -105,10 +104,12 @@ def test_the_wandb_logger_config_keeps_the_csv_logger_and_needs_no_hydra_job(com
     assert cfg.logger.csv._target_ == "pytorch_lightning.loggers.CSVLogger"
     wandb_cfg = cfg.logger.wandb
     assert wandb_cfg._target_ == "src.loggers.WandbLogger" and wandb_cfg.job_type == "train"
-    assert wandb_cfg.group == "s" and wandb_cfg.identity.norm == "gn" and wandb_cfg.identity.batch == 4
+    assert wandb_cfg.group == "s" and "identity" not in wandb_cfg  # the identity is the run record's
     assert wandb_cfg.mode is None and wandb_cfg.project == os.environ.get("WANDB_PROJECT", "normlab")
     OmegaConf.to_container(cfg, resolve=True)  # resolvable outside a Hydra job (train() resolves it all)
-    logger = instantiate(wandb_cfg, save_dir=str(tmp_path))  # as train.py builds it; no W&B run starts yet
+    identity = {"study": "s", "norm": "gn", "batch": 4, "dataset": "fashion_mnist_small", "seed": 0, "epochs": 3}
+    # as src.experiment builds it, with the run record's identity; no W&B run starts yet
+    logger = instantiate(wandb_cfg, save_dir=str(tmp_path), identity=identity)
     assert logger._experiment is None
     init = logger._wandb_init
     assert init["name"] == "norm=gn,batch=4,seed=0" and init["group"] == "s" and init["mode"] == "offline"
@@ -288,7 +289,7 @@ def test_offline_multirun_gives_each_job_its_own_wandb_run_with_config_and_summa
         assert run["group"] == "wbtest" and run["job_type"] == "train" and run["project"] == "normlab"
         assert {f"norm={record['norm']}", "batch=16", "dataset=digits", "model=small_cnn"} <= set(run["tags"])
         config, summary = run["config"], run["summary"]
-        assert config["identity"] == {key: record[key] for key in loggers.IDENTITY}
+        assert config["identity"] == {key: record[key] for key in IDENTITY}
         assert config["norm"] == record["config"]["norm"] and config["batch"] == 16
         assert config["logger"]["wandb"]["_target_"] == "src.loggers.WandbLogger" and "csv" in config["logger"]
         assert summary["test_error"] == pytest.approx(record["metrics"]["test_error"])

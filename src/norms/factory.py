@@ -6,7 +6,8 @@ import functools
 import inspect
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from torch import nn
@@ -20,6 +21,37 @@ log = logging.getLogger(__name__)
 LayerBuilder = Callable[[int], nn.Module]
 WeightReparam = Callable[[nn.Module], object]
 WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class NormInfo:
+    """What a norm says about itself to reports (``info:`` in ``conf/norm/<name>.yaml``).
+
+    Attributes:
+        label: the name tables and plots show, e.g. ``Group Norm``.
+        family: ``batch`` (statistics over the batch), ``group`` (per-sample statistics over channel
+            groups: GN, LN, IN), ``mixture``, ``weight`` (reparametrizes weights instead), ``other``, ``none``.
+        order: the norm's place in tables and legends (smaller first; the GN paper's order for its norms).
+        color: its colour in every plot (a matplotlib colour).
+        shift: whether the norm adds a learned per-channel shift β after normalizing.
+    """
+
+    label: str
+    family: str = "other"
+    order: int = 1000
+    color: str | None = None
+    shift: bool = True
+
+    @classmethod
+    def from_config(cls, name: str, info: Mapping[str, Any] | None) -> NormInfo:
+        """From the YAML's ``info:`` block; an unknown key fails with one line naming key and allowed keys."""
+        info = dict(info or {})
+        allowed = [f.name for f in fields(cls)]
+        for key in info:
+            if key not in allowed:
+                raise ValueError(f"norm.info.{key} is not a known key: allowed are {', '.join(allowed)}")
+        info.setdefault("label", name)
+        return cls(**info)
 
 
 class Normalization:
@@ -36,6 +68,9 @@ class Normalization:
         weight: ``weight(module)`` reparametrizes one conv/linear layer in place; ``None`` for none.
         batch_dependent: whether training-mode statistics are computed across the batch (BN family).
         synchronized: whether those statistics span the batches of all processes (SyncBN under DDP).
+        info: what the norm says about itself for reports (:class:`NormInfo`'s fields: ``label``,
+            ``family``, ``order``, ``color``, ``shift``); written into every run record as ``norm_info``.
+            Presentation only: not part of the config hash (``src/config_keys.py``).
     """
 
     def __init__(
@@ -45,12 +80,24 @@ class Normalization:
         weight: WeightReparam | None = None,
         batch_dependent: bool = False,
         synchronized: bool = False,
+        info: Mapping[str, Any] | None = None,
     ):
         self.name = name
         self.layer = layer
         self.weight = weight
         self.batch_dependent = batch_dependent
         self.synchronized = synchronized
+        self.norm_info = NormInfo.from_config(name, info)
+
+    def info(self) -> dict[str, Any]:
+        """The run record's ``norm_info``: name, label, family, plot order and colour, affine shift,
+        batch dependence and synchronization."""
+        return {
+            "name": self.name,
+            **asdict(self.norm_info),
+            "batch_dependent": bool(self.batch_dependent),
+            "synchronized": bool(self.synchronized),
+        }
 
     def validate(self, batch: int) -> None:
         """Fail before training when the norm's settings are invalid or cannot work with this batch size.

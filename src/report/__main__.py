@@ -2,16 +2,17 @@
 
 For each study found in the records (or the one given by ``--study``) it writes ``<out>/<study>/``:
 runs.csv, not_counted.csv, summary.csv, summary.md, claims.md, claims.csv, error_vs_batch.png,
-error_by_norm.png and meta.json, archives the records it used (each run's ``result.json`` and
-``metrics.csv``) under ``<out>/<study>/records/<run dir name>/`` — so that
-``python -m src.report <out>/<study>/records`` regenerates the same tables — and regenerates
+error_by_norm.png and meta.json, keeps the records it read (counted or not, each with its per-epoch
+curve) as ``<out>/<study>/runs.jsonl``, one compact record a line — so that
+``python -m src.report <out>/<study>`` rebuilds every file from them alone — and regenerates
 ``<out>/README.md``, the index of every study under ``<out>``. Everything is computed in memory first and
 each file is replaced atomically, so a failure leaves the earlier report intact; a figure that cannot be
 drawn is a warning, not a failure.
 
 ``--from-runs-csv results/<study>/runs.csv`` reports from a committed runs.csv instead (the flattened
 records, for studies whose records were not kept); the report says so, and without per-epoch curves
-the convergence gate checks final training losses only.
+the convergence gate checks final training losses only. A single directory holding a ``runs.csv`` and
+no record at all (a study committed before records were kept) is read that way too.
 """
 
 from __future__ import annotations
@@ -30,18 +31,21 @@ import pandas as pd
 import yaml
 
 from src.atomic import write_bytes_atomic, write_text_atomic
-from src.records import PROJECT_ROOT, RECORD_FILE, git_commit, machine_description
+from src.provenance import PROJECT_ROOT, git_commit, machine_description
+from src.records import RECORD_FILE, RUNS_FILE, RunRecord, write_runs
 from src.report.claims import VERDICTS, ClaimResult, evaluate_claims
 from src.report.commands import sweep_commands
-from src.report.curves import CURVE_FILE, median_last
+from src.report.curves import median_last
 from src.report.load import MEDIAN_LAST, RunSet, Skipped, load_run_set, load_runs_csv, not_counted_csv
 from src.report.markdown import render_claims, render_index, render_summary
+from src.report.norms import NormCatalog
 from src.report.plots import choose_bar_batch, error_by_norm, error_vs_batch
 from src.report.recipes import recipe_table, render_recipes
 from src.report.spec import SpecError, check_spec
 from src.report.tables import summarize
 
 SWEEPS = PROJECT_ROOT / "sweeps"
+LEGACY_RECORDS = "records"  # where reports before runs.jsonl copied the records
 
 
 def read_spec_file(path: Path) -> dict[str, Any] | None:
@@ -101,7 +105,8 @@ def build_study(
     """Every file of ``<out>/<study>/``, rendered in memory."""
     curves = curves or {}
     runs = with_median(runs, curves, spec)
-    summary = summarize(runs)
+    catalog = NormCatalog.from_runs(runs)  # labels, order and colours: what each norm says about itself
+    summary = summarize(runs, catalog)
     claims = evaluate_claims(runs, spec, curves, skipped)
     files: dict[str, str | bytes] = {}
     figures: dict[str, str] = {}
@@ -109,14 +114,14 @@ def build_study(
     curve = next((r for r in references if len(r["batches"]) > 1), None)
     try:
         if summary["batch"].nunique() > 1:
-            files["error_vs_batch.png"] = error_vs_batch(summary, study, reference=curve)
+            files["error_vs_batch.png"] = error_vs_batch(summary, study, reference=curve, catalog=catalog)
             figures["error_vs_batch.png"] = "test error vs batch size"
     except Exception as error:  # a figure is never worth losing the tables for
         warnings.warn(f"{study}: error_vs_batch.png not drawn: {type(error).__name__}: {error}", stacklevel=2)
     try:
         batch = choose_bar_batch(summary, spec.get("bar_batch"))
         if batch is not None:
-            files["error_by_norm.png"] = error_by_norm(runs, summary, study, batch)
+            files["error_by_norm.png"] = error_by_norm(runs, summary, study, batch, catalog=catalog)
             figures["error_by_norm.png"] = f"test error by norm at batch {batch}"
     except Exception as error:
         warnings.warn(f"{study}: error_by_norm.png not drawn: {type(error).__name__}: {error}", stacklevel=2)
@@ -124,7 +129,7 @@ def build_study(
     files["summary.csv"] = summary.to_csv(index=False)
     files["not_counted.csv"] = not_counted_csv(skipped)
     files["claims.csv"] = pd.DataFrame([c.as_row() for c in claims], columns=CLAIM_COLUMNS).to_csv(index=False)
-    files["summary.md"] = render_summary(study, runs, summary, skipped, spec, claims, figures, context)
+    files["summary.md"] = render_summary(study, runs, summary, skipped, spec, claims, figures, context, catalog)
     if spec.get("factors"):
         recipes = recipe_table(runs, list(spec["factors"]))
         files["recipes.csv"] = recipes.to_csv(index=False)
@@ -169,32 +174,23 @@ def index_studies(out: Path) -> list[dict[str, Any]]:
     return studies
 
 
-def archive_records(target: Path, directories: list[Path]) -> int:
-    """Copies each run's result.json and metrics.csv to ``target/<run dir name>/``, replacing ``target``.
+def keep_records(target: Path, records: list[RunRecord]) -> int:
+    """Write ``records`` to ``target/runs.jsonl`` (one compact record a line, atomically); the
+    ``records/`` copies earlier reports made are removed (``runs.jsonl`` holds them all)."""
+    count = write_runs(target / RUNS_FILE, records)
+    shutil.rmtree(target / LEGACY_RECORDS, ignore_errors=True)
+    return count
 
-    Names that repeat (the same override string in two sweeps) get a ``~2``, ``~3`` suffix. The new
-    archive is assembled beside the old one and swapped in, so reporting from the archive itself works."""
-    staging = target.with_name(target.name + ".new")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    used: set[str] = set()
-    for directory in directories:
-        name, suffix = directory.name, 1
-        while name in used:
-            suffix += 1
-            name = f"{directory.name}~{suffix}"
-        used.add(name)
-        (staging / name).mkdir()
-        for file in (RECORD_FILE, CURVE_FILE):
-            if (directory / file).exists():
-                shutil.copy2(directory / file, staging / name / file)
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-    return len(used)
+
+def committed_runs_csv(directories: list[str]) -> Path | None:
+    """``<dir>/runs.csv`` when a single directory was given that holds it and no run record at all."""
+    if len(directories) != 1:
+        return None
+    directory = Path(directories[0])
+    if not (directory / "runs.csv").is_file():
+        return None
+    has_records = next(directory.rglob(RECORD_FILE), None) or next(directory.rglob(RUNS_FILE), None)
+    return None if has_records else directory / "runs.csv"
 
 
 def write_files(target: Path, files: dict[str, str | bytes]) -> None:
@@ -233,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if bool(args.dirs) == bool(args.from_runs_csv):
         parser.error("give run directories or --from-runs-csv, not both and not neither")
+    committed = committed_runs_csv(args.dirs)
+    if committed is not None:
+        args.from_runs_csv, args.dirs = str(committed), []
     if args.from_runs_csv:
         run_set = load_runs_csv(args.from_runs_csv)
         runs_source = (
@@ -241,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         run_set = load_run_set(args.dirs)
-        runs_source = "run records (result.json, and metrics.csv where logged), archived in `records/`"
+        runs_source = f"run records (result.json or runs.jsonl), kept in `{RUNS_FILE}`"
     for item in run_set.skipped:
         print(f"not counted: {item.path}: {item.reason}", file=sys.stderr)
     runs = run_set.runs
@@ -280,10 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         write_files(out / study, files)
         if not args.from_runs_csv:
             if args.study:  # every run was renamed into this one study
-                directories = [d for dirs in run_set.record_dirs.values() for d in dirs]
+                records = [r for part in run_set.records.values() for r in part]
             else:
-                directories = run_set.record_dirs.get(study, [])
-            archive_records(out / study / "records", directories)
+                records = run_set.records.get(study, [])
+            keep_records(out / study, records)
         print(files["summary.md"])
         print(f"wrote {out / study}/: {', '.join(sorted(files))}")
     try:

@@ -96,13 +96,65 @@ def metric_name(metric: str) -> str:
     return f"{metric} ({METRIC_NAMES[metric]})" if metric in METRIC_NAMES else metric
 
 
+def as_text(value: Any) -> str:
+    """A cell value as compared: text, with whole floats as integers (a column with gaps is float)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 @dataclass(frozen=True)
 class Cell:
-    norm: str
-    batch: int
+    """The runs a claim compares: every run whose columns equal ``values`` (column → value; norm, batch,
+    epochs, model, dataset, or any recorded config key such as ``optim.warmup_epochs``).
+
+    ``Cell.of(norm="gn", batch=8)`` is today's (norm, batch) cell, shown ``gn@8``; other columns are
+    shown after it, e.g. ``gn@8 epochs=24``. Values are compared as text (:func:`as_text`), so ``24``
+    matches ``"24"`` and ``24.0``.
+    """
+
+    values: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, mapping: dict[str, Any] | None = None, **columns: Any) -> Cell:
+        merged = {**(mapping or {}), **columns}
+        values = {str(k): int(v) if k == "batch" else as_text(v) for k, v in merged.items()}
+        return cls(tuple(sorted(values.items())))
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.values)
+
+    def get(self, column: str) -> Any:
+        return dict(self.values).get(column)
+
+    @property
+    def norm(self) -> str | None:
+        return self.get("norm")
+
+    @property
+    def batch(self) -> int | None:
+        return self.get("batch")
+
+    def within(self, other: Cell) -> bool:
+        """Whether ``other`` (a design cell) has every column value of this cell."""
+        values = dict(other.values)
+        return all(column in values and values[column] == value for column, value in self.values)
+
+    def mask(self, runs: pd.DataFrame) -> pd.Series:
+        """The runs of this cell (none when ``runs`` lacks one of its columns)."""
+        keep = pd.Series(True, index=runs.index)
+        for column, value in self.values:
+            if column not in runs:
+                return pd.Series(False, index=runs.index)
+            keep &= runs[column].map(as_text) == as_text(value)
+        return keep
 
     def __str__(self) -> str:
-        return f"{self.norm}@{self.batch}"
+        values = dict(self.values)
+        head = f"{values.pop('norm')}@{values.pop('batch')}" if {"norm", "batch"} <= set(values) else ""
+        rest = " ".join(f"{k}={v}" for k, v in values.items())
+        return " ".join(part for part in (head, rest) if part)
 
 
 @dataclass
@@ -225,15 +277,16 @@ def format_published(item: Any) -> str:
 
 
 def cells_of(spec: dict[str, Any]) -> tuple[Cell, Cell]:
-    """The two cells a difference/less/greater/equivalent claim compares."""
+    """The two cells a difference/less/greater/equivalent claim compares: ``a`` and ``b`` (mappings
+    column → value), or the shorthands ``norms: [X, Y]`` + ``batch`` and ``norm`` + ``batches: [A, B]``."""
+    where = spec.get("where") or {}  # columns every cell of the claim shares, e.g. {epochs: 24}
     if "a" in spec and "b" in spec:
-        a, b = spec["a"], spec["b"]
-        return Cell(str(a["norm"]), int(a["batch"])), Cell(str(b["norm"]), int(b["batch"]))
+        return Cell.of({**where, **spec["a"]}), Cell.of({**where, **spec["b"]})
     if "norms" in spec:
         first, second = spec["norms"]
-        return Cell(str(first), int(spec["batch"])), Cell(str(second), int(spec["batch"]))
+        return Cell.of(where, norm=first, batch=spec["batch"]), Cell.of(where, norm=second, batch=spec["batch"])
     first, second = spec["batches"]
-    return Cell(str(spec["norm"]), int(first)), Cell(str(spec["norm"]), int(second))
+    return Cell.of(where, norm=spec["norm"], batch=first), Cell.of(where, norm=spec["norm"], batch=second)
 
 
 def parse_order(text: str) -> tuple[list[str], list[str]]:
@@ -263,21 +316,39 @@ class ClaimEvaluator:
         self.curves = curves or {}
         self.skipped = skipped or []
         self.models: dict[str, CellModel] = {}
+        named = {column for claim in claims_of(spec) for column in _named_columns(claim)}
+        self.design = [c for c in dict.fromkeys([*DESIGN, *sorted(named)]) if c in runs]
 
     def cell_model(self, metric: str) -> CellModel:
-        """The cell-means model of ``metric`` over every cell of this slice."""
+        """The cell-means model of ``metric`` over every design cell of this slice: the runs grouped by
+        dataset, model, norm, batch, epochs and every other column a claim of the study names."""
         if metric not in self.models:
             cells: dict[Cell, list[float]] = {}
-            if metric in self.runs:
+            if metric in self.runs and self.design:
                 values = pd.to_numeric(self.runs[metric], errors="coerce")
-                for (norm, batch), part in values.groupby([self.runs["norm"], self.runs["batch"]]):
-                    cells[Cell(str(norm), int(batch))] = list(part.dropna())
+                groups = [self.runs[c].map(as_text) if c != "batch" else self.runs[c] for c in self.design]
+                for group, part in values.groupby(groups):
+                    group = group if isinstance(group, tuple) else (group,)
+                    cells[Cell.of(dict(zip(self.design, group, strict=True)))] = list(part.dropna())
             self.models[metric] = CellModel(cells)
         return self.models[metric]
 
+    def design_weights(self, weights: dict[Cell, float], metric: str) -> dict[Cell, float]:
+        """A claim's contrast over design cells: m(claim cell) is the mean of the means of the design
+        cells it matches, so each of them gets its weight ÷ their number (none match: no data)."""
+        model = self.cell_model(metric)
+        expanded: dict[Cell, float] = {}
+        for cell, weight in weights.items():
+            matching = [d for d in model.values if cell.within(d)]
+            if not matching:
+                return {cell: weight for cell, weight in weights.items()}  # keys the model lacks: no estimate
+            for design in matching:
+                expanded[design] = expanded.get(design, 0.0) + weight / len(matching)
+        return expanded
+
     def values(self, cell: Cell, metric: str) -> list[float]:
         model = self.cell_model(metric)
-        return list(model.values.get(cell, []))
+        return [v for design, values in model.values.items() if cell.within(design) for v in values]
 
     # ------------------------------------------------------------------ one test
 
@@ -285,7 +356,7 @@ class ClaimEvaluator:
         """Estimate, p-values, verdict, Welch robustness and the seeds a decision would take."""
         model = self.cell_model(metric)
         level = 1 - self.alpha
-        test.estimate = model.contrast(test.weights, level)
+        test.estimate = model.contrast(self.design_weights(test.weights, metric), level)
         pair = [c for c, w in test.weights.items() if w != 0]
         if len(pair) == 2 and sorted(test.weights[c] for c in pair) == [-1.0, 1.0]:
             a = next(c for c in pair if test.weights[c] > 0)
@@ -295,7 +366,7 @@ class ClaimEvaluator:
         if test.welch is not None:
             test.welch_verdict = self.judge(test, test.welch)[2]
         if test.verdict == UNDECIDED:
-            self.size_up(test, model)
+            self.size_up(test, model, metric)
         return test
 
     def judge(self, test: Test, estimate: Estimate) -> tuple[float, float, str]:
@@ -318,13 +389,13 @@ class ClaimEvaluator:
             return p, against, REVERSED if test.test == "direction" else NOT_REPRODUCED
         return p, against, UNDECIDED
 
-    def size_up(self, test: Test, model: CellModel) -> None:
+    def size_up(self, test: Test, model: CellModel, metric: str) -> None:
         """Seeds per cell at which the observed effect and pooled SD decide ``test`` with ``self.power``."""
         sd, value = model.sd, test.estimate.value
         if not (math.isfinite(sd) and sd > 0):
             test.seeds_note = "no pooled SD: every cell has one run (run ≥ 2 seeds per cell)"
             return
-        factor = sum(w**2 for w in test.weights.values())
+        factor = sum(w**2 for w in self.design_weights(test.weights, metric).values())
         cells, level = len(model.values), self.alpha / 2
         if test.test == "within" and abs(value) < test.bound:
             power = lambda n: power_tost(value, test.bound, sd, factor, n, cells, level)  # noqa: E731
@@ -435,6 +506,11 @@ class ClaimEvaluator:
             return value <= test.bound
         return abs(value) <= test.bound
 
+    @staticmethod
+    def _cell(spec: dict[str, Any], norm: str, batch: int) -> Cell:
+        """The cell (norm, batch) of a flat/order claim, with its ``where`` columns."""
+        return Cell.of(spec.get("where") or {}, norm=norm, batch=batch)
+
     def _pair(self, a: Cell, b: Cell, test: str, bound: float) -> Test:
         return Test(f"{a} − {b}", test, bound, {a: 1.0, b: -1.0})
 
@@ -482,14 +558,14 @@ class ClaimEvaluator:
             result.notes.append(f"{norm} was run at {len(batches)} batch size(s)")
             result.sizes.append(Test(f"{norm}: no two batches", "within", delta, {}))
             return
-        small, large = Cell(norm, batches[0]), Cell(norm, batches[-1])
+        small, large = self._cell(spec, norm, batches[0]), self._cell(spec, norm, batches[-1])
         result.sizes.append(self._pair(small, large, "within", delta))
         result.statement = f"{small} − {large} within ±{delta:g}"
         if len(batches) >= 3:
             default = delta / math.log2(batches[-1] / batches[0])
             slope = float(spec.get("slope_within", default))
             weights = slope_weights([math.log2(b) for b in batches])
-            cells = [Cell(norm, b) for b in batches]
+            cells = [self._cell(spec, norm, b) for b in batches]
             label = f"slope of {norm} vs log2(batch) over {', '.join(map(str, batches))} (per doubling)"
             result.sizes.append(Test(label, "within", slope, dict(zip(cells, weights, strict=True))))
             result.statement += f"; slope within ±{slope:g} per doubling"
@@ -501,7 +577,7 @@ class ClaimEvaluator:
         norms, relations = parse_order(spec["order"])
         tolerance = float(spec.get("tolerance", 0.5))
         for left, relation, right in zip(norms, relations, norms[1:], strict=False):
-            a, b = Cell(left, batch), Cell(right, batch)
+            a, b = self._cell(spec, left, batch), self._cell(spec, right, batch)
             if relation == "≲":
                 result.sizes.append(self._pair(b, a, "within", tolerance))
             else:
@@ -510,6 +586,11 @@ class ClaimEvaluator:
         result.statement = f"at batch {batch}: {' '.join(chain)}"
         if "≲" in relations:
             result.statement += f" (≲: equivalent within ±{tolerance:g}; <: right − left > 0)"
+
+
+SLICE_COLUMNS = {"dataset", "model"}
+DESIGN = ("dataset", "model", "norm", "batch", "epochs")
+ALL = "(all)"
 
 
 def claims_of(spec: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -528,8 +609,21 @@ def evaluate_claims(
     claims = claims_of(spec)
     if not claims or runs.empty:
         return []
-    results = []
+    results: list[ClaimResult] = []
+    # a claim whose cells name the dataset or the model compares across slices: it sees every run
+    across = [i for i, claim in enumerate(claims) if SLICE_COLUMNS & set(_named_columns(claim))]
     for (dataset, model), part in runs.groupby(["dataset", "model"], sort=True):
         evaluator = ClaimEvaluator(part, str(dataset), str(model), spec or {}, curves, skipped)
-        results += [evaluator.evaluate(claim, i) for i, claim in enumerate(claims)]
+        results += [evaluator.evaluate(claim, i) for i, claim in enumerate(claims) if i not in across]
+    if across:
+        everything = ClaimEvaluator(runs, ALL, ALL, spec or {}, curves, skipped)
+        results += [everything.evaluate(claims[i], i) for i in across]
     return results
+
+
+def _named_columns(claim: dict[str, Any]) -> list[str]:
+    named = [*(claim.get("where") or {})]
+    for side in ("a", "b"):
+        if isinstance(claim.get(side), dict):
+            named += list(claim[side])
+    return named

@@ -1,8 +1,10 @@
-"""Per-epoch curves from a run directory's ``metrics.csv`` (Lightning's CSVLogger), and what they say.
+"""Per-epoch curves of a run, and what they say.
 
-Training logs ``train/loss`` (the epoch's mean training loss) and ``val/error`` (validation error, %)
-once per epoch; Lightning writes them to ``<run dir>/metrics.csv``, one row per logging step. A curve
-here is one row per epoch with ``val_error`` and ``train_loss`` (the last value logged in that epoch).
+A run record's ``curve`` (schema 1) lists, per epoch, ``train_loss`` (the epoch's mean training loss),
+``val_error`` (validation error, %) and ``lr``. Records of schema 0 have none; their run directory's
+``metrics.csv`` (Lightning's CSVLogger: ``train/loss`` and ``val/error``, one row per logging call) is
+read instead (:func:`read_curve`). A curve here is a DataFrame with one row per epoch: ``epoch``,
+``val_error``, ``train_loss`` and ``lr`` (NaN where not recorded).
 
 Two summaries feed the report:
 
@@ -20,13 +22,40 @@ schedule (e.g. a cosine learning rate stretched over more epochs) changes the wh
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from src.records import CURVE_FIELDS
+
 CURVE_FILE = "metrics.csv"
 COLUMNS = {"val/error": "val_error", "train/loss": "train_loss"}
+
+
+def curve_frame(points: Sequence[Mapping[str, Any]] | None) -> pd.DataFrame | None:
+    """A record's ``curve`` (a list of per-epoch dicts) as a curve DataFrame; None when empty."""
+    if not points:
+        return None
+    frame = pd.DataFrame([{key: point.get(key) for key in CURVE_FIELDS} for point in points])
+    frame = frame.dropna(subset=["epoch"])
+    frame["epoch"] = frame["epoch"].astype(int)
+    for column in CURVE_FIELDS[1:]:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame.reset_index(drop=True) if len(frame) else None
+
+
+def curve_points(curve: pd.DataFrame | None) -> list[dict[str, float]]:
+    """A curve DataFrame as a record's ``curve``: one dict per epoch, NaN kept as JSON ``NaN``."""
+    if curve is None:
+        return []
+    columns = [c for c in CURVE_FIELDS if c in curve]
+    return [
+        {key: int(row[key]) if key == "epoch" else float(row[key]) for key in columns}
+        for row in curve[columns].to_dict("records")
+    ]
 
 
 def read_curve(run_dir: str | Path) -> pd.DataFrame | None:
@@ -46,7 +75,7 @@ def read_curve(run_dir: str | Path) -> pd.DataFrame | None:
         if column not in curve:
             curve[column] = math.nan
     curve = curve.dropna(subset=["val_error", "train_loss"], how="all")
-    return curve[["epoch", "val_error", "train_loss"]] if len(curve) else None
+    return curve[["epoch", "val_error", "train_loss"]] if len(curve) else None  # no lr in metrics.csv
 
 
 def val_drop(curve: pd.DataFrame, k: int) -> float:

@@ -70,11 +70,12 @@ class GateResult:
 
 
 def _cell_runs(runs: pd.DataFrame, cell: Any) -> pd.DataFrame:
-    return runs[(runs["norm"] == cell.norm) & (runs["batch"] == cell.batch)]
+    """The runs of ``cell`` (a :class:`src.report.claims.Cell`: its own mask over any columns)."""
+    return runs[cell.mask(runs)]
 
 
 def check(cells: list[Any], runs: pd.DataFrame, curves: dict[str, pd.DataFrame], rule: GateRule) -> GateResult:
-    """The gate for a claim over ``cells`` (objects with ``norm`` and ``batch``)."""
+    """The gate for a claim over ``cells`` (objects with ``norm`` and ``mask(runs)``)."""
     if len({c.norm for c in cells}) < 2:
         return GateResult(NOT_APPLICABLE)
     result = GateResult(PASSED)

@@ -1,27 +1,28 @@
 """Find run records, flatten them into one pandas row per run, and list the runs not counted.
 
-Only run records are read (never training code): ``result.json``, and beside it the per-epoch
-``metrics.csv`` when the run logged one (:mod:`src.report.curves`). A run is counted when its record is a
-readable JSON object with ``status: completed`` and a finite ``metrics.test_error``; everything else
-found under the given directories is listed with the reason it was not counted: unreadable or corrupt
-records, failed or unfinished runs, job directories without a record (interrupted runs), and the same
-run found twice.
+Only run records are read (never training code), as :class:`src.records.RunRecord`: each run
+directory's ``result.json``, and every line of a study's ``runs.jsonl`` (the records a report keeps).
+The per-epoch curve is the record's own (``curve``); records of schema 0 have none, and for them the
+``metrics.csv`` Lightning wrote beside ``result.json`` is read instead and put into the record, so a
+study's ``runs.jsonl`` always carries its curves. A run is counted when its record has
+``status: completed`` and a finite ``metrics.test_error``; everything else found under the given
+directories is listed with the reason it was not counted: unreadable or corrupt records, failed or
+unfinished runs, job directories without a record (interrupted runs), and the same run found twice.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from src.records import RECORD_FILE, read_record
-from src.report.curves import read_curve, summarize_curve
+from src.records import RECORD_FILE, RUNS_FILE, RunRecord, read_record, read_runs
+from src.report.curves import curve_frame, curve_points, read_curve, summarize_curve
 
 IDENTITY = ["study", "dataset", "model", "norm", "batch", "seed", "epochs"]
 METRICS = ["test_error", "val_error", "best_val_error", "train_loss"]
@@ -31,22 +32,8 @@ LAST_EPOCHS = 3  # the convergence gate's window (src.report.gate)
 MEDIAN_LAST = 5  # the GN paper's measurement: median validation error of the final 5 epochs
 NOT_COUNTED_FILE = "not_counted.csv"
 
-# Names under which a mixture (switchable norm) may report its components, mapped to one short name.
-COMPONENTS = {
-    "bn": "bn",
-    "batch": "bn",
-    "batchnorm": "bn",
-    "in": "in",
-    "instance": "in",
-    "instancenorm": "in",
-    "ln": "ln",
-    "layer": "ln",
-    "layernorm": "ln",
-    "gn": "gn",
-    "group": "gn",
-    "groupnorm": "gn",
-}
-NAME_LISTS = ("names", "components", "sources", "order", "norms", "keys")
+UNCOMPARED = {"report", "logger", "hydra", "study", "norm.info", "force", "resume"}
+NORM_INFO = ("label", "family", "order", "color", "shift", "batch_dependent")
 
 
 @dataclass
@@ -64,90 +51,68 @@ class Skipped:
 class RunSet:
     """Counted runs (one row each), the runs not counted, and each study's ``report`` block.
 
-    ``curves`` maps a counted run's ``run_dir`` to its per-epoch curve (runs without ``metrics.csv``
-    have none); ``record_dirs`` lists, per study, the run directories whose ``result.json`` was read
-    (counted or not), for the report to archive; ``source`` says what the runs were read from."""
+    ``curves`` maps a counted run's ``run_dir`` to its per-epoch curve (runs that recorded none have
+    none); ``records`` lists, per study, every record read (counted or not), for the report to keep as
+    the study's ``runs.jsonl``; ``source`` says what the runs were read from."""
 
     runs: pd.DataFrame
     skipped: list[Skipped] = field(default_factory=list)
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     curves: dict[str, pd.DataFrame] = field(default_factory=dict)
-    record_dirs: dict[str, list[Path]] = field(default_factory=dict)
+    records: dict[str, list[RunRecord]] = field(default_factory=dict)
     source: str = "records"
 
 
-def _tokens(path: tuple[str, ...]) -> list[str]:
-    return [token for part in path for token in re.split(r"[^a-z0-9]+", str(part).lower()) if token]
-
-
-def _numeric_leaves(node: Any, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], float]]:
-    """(key path, number) for every numeric leaf; a list of numbers next to a list of names is zipped."""
-    if isinstance(node, dict):
-        names = next(
-            (node[k] for k in NAME_LISTS if isinstance(node.get(k), list) and all(isinstance(n, str) for n in node[k])),
-            None,
-        )
-        for key, value in node.items():
-            if key in NAME_LISTS:
-                continue
-            if names and isinstance(value, list) and len(value) == len(names):
-                value = dict(zip(names, value, strict=True))
-            yield from _numeric_leaves(value, (*path, str(key)))
-    elif isinstance(node, bool):
-        return
-    elif isinstance(node, int | float) and math.isfinite(float(node)):
-        yield path, float(node)
-
-
 def mixture_weights(norm_state: Any) -> dict[str, float]:
-    """Mean weight per component (``bn``, ``in``, ``ln``, …) over all layers in a run's ``norm_state``.
+    """Mean mixture weight per source over all layers of a run's ``norm_state``.
 
-    Read defensively: any numeric leaf whose key path names a component (``{"mean_weights": {"bn": …}}``,
-    ``{"mean_bn": …}``, or a list of numbers beside a list of names) counts. Returns
-    ``{"state_weight_bn": …, "state_mean_weight_bn": …, "state_var_weight_bn": …}``, the last two when
-    the path says ``mean`` or ``var``; an empty dict when nothing is recognised.
+    The one producer, :meth:`src.norms.SwitchableNorm2d.record_state`, writes per layer
+    ``{"mean_weights": {source: w}, "var_weights": {source: w}}`` (sources ``in``, ``ln``, ``bn``).
+    Returns ``state_mean_weight_<source>`` and ``state_var_weight_<source>`` (means over layers) and
+    ``state_weight_<source>`` (the mean over both kinds and all layers); empty for any other shape.
     """
     if not isinstance(norm_state, dict):
         return {}
     collected: dict[str, list[float]] = {}
-    for path, value in _numeric_leaves(norm_state):
-        tokens = _tokens(path[1:] if len(path) > 1 else path)  # path[0] is the layer's name
-        component = next((COMPONENTS[t] for t in reversed(tokens) if t in COMPONENTS), None)
-        if component is None:
+    for layer in norm_state.values():
+        if not isinstance(layer, dict):
             continue
-        collected.setdefault(f"{STATE_PREFIX}{component}", []).append(value)
         for kind in ("mean", "var"):
-            if kind in tokens:
-                collected.setdefault(f"state_{kind}_weight_{component}", []).append(value)
+            weights = layer.get(f"{kind}_weights")
+            if not isinstance(weights, dict):
+                continue
+            for source, value in weights.items():
+                if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                    collected.setdefault(f"{STATE_PREFIX}{source}", []).append(float(value))
+                    collected.setdefault(f"state_{kind}_weight_{source}", []).append(float(value))
     return {key: sum(values) / len(values) for key, values in sorted(collected.items())}
 
 
-def flatten(record: dict[str, Any], path: Path) -> dict[str, Any]:
-    """One flat row: identity, metrics, timing, norm-state weights, provenance."""
-    environment = record.get("environment") or {}
-    metrics = record.get("metrics") or {}
-    timing = record.get("timing") or {}
-    row: dict[str, Any] = {key: record.get(key) for key in IDENTITY}
-    row["status"] = record.get("status")
-    row["lr"] = record.get("lr")
-    row.update({key: metrics.get(key) for key in METRICS})
-    row.update({key: timing.get(key) for key in TIMING})
-    row["num_parameters"] = record.get("num_parameters")
+def flatten(record: RunRecord, run_dir: str) -> dict[str, Any]:
+    """One flat row: identity, metrics, timing, what the norm says about itself (``norm_<key>``),
+    norm-state weights, provenance."""
+    environment = record.environment
+    row: dict[str, Any] = record.identity()
+    row["status"] = record.status
+    row["lr"] = record.lr
+    row.update({key: record.metrics.get(key) for key in METRICS})
+    row.update({key: record.timing.get(key) for key in TIMING})
+    row["num_parameters"] = record.num_parameters
     # a JSON list, because override values may hold commas (model.widths=[16,32])
-    row["overrides"] = json.dumps([str(o) for o in record.get("overrides") or []])
-    launch = record.get("launch")
-    row["launch"] = json.dumps(launch, sort_keys=True) if isinstance(launch, dict) else None
+    row["overrides"] = json.dumps([str(o) for o in record.overrides])
+    row["launch"] = json.dumps(record.launch, sort_keys=True) if isinstance(record.launch, dict) else None
     row["device"] = environment.get("device")
     row["hostname"] = (environment.get("machine") or {}).get("hostname")
     row["git_commit"] = environment.get("git_commit")
-    row["started_at"] = record.get("started_at")
-    row["finished_at"] = record.get("finished_at")
-    row["run_dir"] = str(path.parent)
-    row.update(mixture_weights(record.get("norm_state")))
+    row["started_at"] = record.started_at
+    row["finished_at"] = record.finished_at
+    row["run_dir"] = run_dir
+    row.update({f"norm_{key}": record.norm_info[key] for key in NORM_INFO if key in record.norm_info})
+    row.update(mixture_weights(record.norm_state))
     return row
 
 
-BASE_COLUMNS = list(flatten({}, Path("x")).keys())
+BASE_COLUMNS = list(flatten(RunRecord(), "x").keys())
 
 
 def _finite(value: Any) -> bool:
@@ -157,7 +122,8 @@ def _finite(value: Any) -> bool:
         return False
 
 
-def _why_not_counted(record: dict[str, Any]) -> str | None:
+def _why_not_counted(run: RunRecord) -> str | None:
+    record = run.to_dict()
     status = record.get("status")
     if status != "completed":
         error = str(record.get("error") or "").strip()
@@ -179,11 +145,12 @@ def _why_not_counted(record: dict[str, Any]) -> str | None:
     return None
 
 
-def _record_paths(directory: Path) -> tuple[list[Path], list[Skipped]]:
-    """result.json files under ``directory``, and job directories that have none (interrupted runs)."""
+def _record_sources(directory: Path) -> tuple[list[Path], list[Skipped]]:
+    """``result.json`` and ``runs.jsonl`` files under ``directory`` (or ``directory`` itself when it is
+    one), and job directories that have no record (interrupted runs)."""
     if directory.is_file():
         return [directory], []
-    paths = sorted(directory.rglob(RECORD_FILE))
+    paths = sorted([*directory.rglob(RECORD_FILE), *directory.rglob(RUNS_FILE)])
     with_record = {p.parent for p in paths}
     orphans = [
         Skipped(str(hydra_dir.parent), "no result.json: the run was interrupted or is still running")
@@ -191,6 +158,31 @@ def _record_paths(directory: Path) -> tuple[list[Path], list[Skipped]]:
         if hydra_dir.is_dir() and hydra_dir.parent not in with_record
     ]
     return paths, orphans
+
+
+def _records_in(path: Path) -> Iterator[tuple[str, RunRecord | str]]:
+    """(where, record or why unreadable) for a ``result.json`` or each line of a ``runs.jsonl``.
+
+    A schema-0 ``result.json`` without a curve gets the one of ``metrics.csv`` beside it."""
+    if path.name == RUNS_FILE:
+        try:
+            lines = read_runs(path)
+        except (OSError, UnicodeDecodeError) as error:
+            yield str(path), f"unreadable record: {type(error).__name__}: {error}"
+            return
+        for number, item in lines:
+            yield f"{path}:{number}", item if isinstance(item, RunRecord) else f"unreadable record: {item}"
+        return
+    try:
+        record = RunRecord.from_dict(read_record(path))
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        yield str(path), f"unreadable record: {type(error).__name__}: {error}"
+        return
+    if not record.curve:
+        record.curve = curve_points(read_curve(path.parent))
+    if not record.run_dir:
+        record.run_dir = str(path.parent)
+    yield str(path), record
 
 
 def load_run_set(directories: Iterable[str | Path]) -> RunSet:
@@ -201,67 +193,87 @@ def load_run_set(directories: Iterable[str | Path]) -> RunSet:
     seen_files: set[Path] = set()
     seen_runs: dict[tuple, str] = {}
     curves: dict[str, pd.DataFrame] = {}
-    record_dirs: dict[str, list[Path]] = {}
+    kept: dict[str, list[RunRecord]] = {}
     for directory in directories:
         directory = Path(directory)
         if not directory.exists():
             skipped.append(Skipped(str(directory), "directory does not exist"))
             continue
-        paths, orphans = _record_paths(directory)
+        paths, orphans = _record_sources(directory)
         skipped.extend(orphans)
         for path in paths:
             resolved = path.resolve()
             if resolved in seen_files:
                 continue
             seen_files.add(resolved)
-            try:
-                record = read_record(path)
-            except (OSError, ValueError, UnicodeDecodeError) as error:
-                skipped.append(Skipped(str(path), f"unreadable record: {type(error).__name__}: {error}"))
-                continue
-            study = record.get("study")
-            study = str(study) if study is not None else None
-            spec = (record.get("config") or {}).get("report") if isinstance(record.get("config"), dict) else None
-            if study and isinstance(spec, dict):
-                stamp = str(record.get("finished_at") or "")
-                if study not in specs or stamp >= specs[study][0]:
-                    specs[study] = (stamp, spec)
-            reason = _why_not_counted(record)
-            if reason:
-                record_dirs.setdefault(study or "", []).append(path.parent)
-                cell = f"{record['norm']}@{record['batch']}" if record.get("norm") and record.get("batch") else None
-                skipped.append(Skipped(str(path), reason, study, record.get("status"), cell))
-                continue
-            key = (
-                study,
-                record.get("dataset"),
-                record.get("model"),
-                record.get("norm"),
-                record.get("batch"),
-                record.get("seed"),
-                record.get("epochs"),
-                tuple(sorted(str(o) for o in record.get("overrides") or [] if not str(o).startswith("logger"))),
-            )
-            if key in seen_runs:
-                skipped.append(
-                    Skipped(
-                        str(path),
-                        f"duplicate of {seen_runs[key]} (same study, overrides and seed; loggers aside)",
-                        study,
-                    )
+            for where, record in _records_in(path):
+                if isinstance(record, str):
+                    skipped.append(Skipped(where, record))
+                    continue
+                study = str(record.study) if record.study is not None else None
+                spec = record.config.get("report")
+                if study and isinstance(spec, dict):
+                    stamp = str(record.finished_at or "")
+                    if study not in specs or stamp >= specs[study][0]:
+                        specs[study] = (stamp, spec)
+                reason = _why_not_counted(record)
+                if reason:
+                    kept.setdefault(study or "", []).append(record)
+                    cell = f"{record.norm}@{record.batch}" if record.norm and record.batch else None
+                    skipped.append(Skipped(where, reason, study, record.status, cell))
+                    continue
+                key = (
+                    *(record.identity().values()),
+                    tuple(sorted(str(o) for o in record.overrides if not str(o).startswith("logger"))),
                 )
-                continue
-            seen_runs[key] = str(path)
-            record_dirs.setdefault(study or "", []).append(path.parent)
-            row = flatten(record, path)
-            curve = read_curve(path.parent)
-            if curve is not None:
-                curves[row["run_dir"]] = curve
-            row.update(summarize_curve(curve, LAST_EPOCHS, MEDIAN_LAST))
-            rows.append(row)
+                if key in seen_runs:
+                    reason = f"duplicate of {seen_runs[key]} (same study, overrides and seed; loggers aside)"
+                    skipped.append(Skipped(where, reason, study))
+                    continue
+                seen_runs[key] = where
+                kept.setdefault(study or "", []).append(record)
+                row = flatten(record, str(record.run_dir))
+                curve = curve_frame(record.curve)
+                if curve is not None:
+                    curves[row["run_dir"]] = curve
+                row.update(summarize_curve(curve, LAST_EPOCHS, MEDIAN_LAST))
+                rows.append(row)
+    counted = [record for part in kept.values() for record in part if _why_not_counted(record) is None]
+    varying = varying_config(counted)
+    by_dir = {str(record.run_dir): record for record in counted}
+    for row in rows:
+        leaves = config_leaves(by_dir[row["run_dir"]].config) if row["run_dir"] in by_dir else {}
+        row.update({key: leaves.get(key) for key in varying if key not in row})
     extra = sorted({key for row in rows for key in row} - set(BASE_COLUMNS))
     frame = _typed(pd.DataFrame(rows, columns=BASE_COLUMNS + extra))
-    return RunSet(frame, skipped, {study: spec for study, (_, spec) in specs.items()}, curves, record_dirs)
+    return RunSet(frame, skipped, {study: spec for study, (_, spec) in specs.items()}, curves, kept)
+
+
+def config_leaves(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: value}`` for every leaf of a resolved config, lists as JSON text, less the keys
+    that only steer a run's output (report, logger, hydra, study) and the norm's presentation."""
+    leaves: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if name in UNCOMPARED:
+            continue
+        if isinstance(value, dict):
+            leaves.update(config_leaves(value, f"{name}."))
+        else:
+            leaves[name] = json.dumps(value) if isinstance(value, list) else value
+    return leaves
+
+
+def varying_config(records: list[RunRecord]) -> list[str]:
+    """The config keys whose values differ between ``records``: the sweep's factors, which become runs.csv
+    columns so that a claim's cell can name any of them (e.g. ``optim.warmup_epochs``)."""
+    seen: dict[str, set[str]] = {}
+    counts: dict[str, int] = {}
+    for record in records:
+        for key, value in config_leaves(record.config).items():
+            seen.setdefault(key, set()).add(json.dumps(value, sort_keys=True, default=str))
+            counts[key] = counts.get(key, 0) + 1
+    return sorted(key for key in seen if len(seen[key]) > 1 or counts[key] < len(records))
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -328,10 +340,3 @@ def load_runs(directories: Iterable[str | Path]) -> tuple[pd.DataFrame, list[tup
     """Completed runs under ``directories`` as a DataFrame, and (path, reason) for runs not counted."""
     run_set = load_run_set(directories)
     return run_set.runs, [(s.path, s.reason) for s in run_set.skipped]
-
-
-def read_json_or_none(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None

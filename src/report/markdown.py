@@ -20,6 +20,7 @@ from src.report.claims import (
 from src.report.commands import sweep_commands
 from src.report.gate import GateRule
 from src.report.load import Skipped
+from src.report.norms import NormCatalog
 from src.report.stats import ALPHA, POWER
 from src.report.tables import pivot_table, reference_table, summary_metrics
 
@@ -92,12 +93,12 @@ def _warnings(runs: pd.DataFrame) -> list[str]:
     return notes
 
 
-def render_references(spec: dict[str, Any]) -> list[str]:
+def render_references(spec: dict[str, Any], catalog: NormCatalog | None = None) -> list[str]:
     parts = []
     for reference in spec.get("references") or []:
         if not isinstance(reference, dict):
             continue
-        table = reference_table(reference)
+        table = reference_table(reference, catalog)
         source = reference.get("source", "published")
         if reference.get("conditions"):
             source = f"{source} — {reference['conditions']}"
@@ -119,7 +120,9 @@ def render_summary(
     claims: list[ClaimResult],
     figures: dict[str, str],
     context: dict[str, Any],
+    catalog: NormCatalog | None = None,
 ) -> str:
+    catalog = catalog or NormCatalog.from_runs(runs)
     parts = _header(f"Study `{study}`: test error (%)", spec, runs, context)
     warnings = _warnings(runs)
     diverged = Counter(s.cell or "?" for s in skipped if s.status == "diverged")
@@ -131,8 +134,8 @@ def render_summary(
         )
     parts += warnings + ([""] if warnings else [])
     medians = [m for m in summary_metrics(runs) if m.startswith("val_error_median_last")]
-    median_tables = {m: pivot_table(summary, m) for m in medians}
-    for (dataset, model), table in pivot_table(summary).items():
+    median_tables = {m: pivot_table(summary, m, catalog) for m in medians}
+    for (dataset, model), table in pivot_table(summary, catalog=catalog).items():
         parts += [
             f"## {dataset} · {model}",
             "",
@@ -145,7 +148,7 @@ def render_summary(
             if (dataset, model) in tables:
                 caption = f"{metric_name(metric)}, mean ± std over seeds (n runs):"
                 parts += [caption, "", markdown_table(tables[(dataset, model)]), ""]
-        parts += render_references(spec)
+        parts += render_references(spec, catalog)
     for name, caption in figures.items():
         parts += [f"![{caption}]({name})", ""]
     if claims:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from src.report.tables import norm_label, norm_rank, sorted_norms
+from src.report.norms import NormCatalog
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
@@ -27,13 +27,6 @@ def _png(figure: plt.Figure) -> bytes:
     finally:
         plt.close(figure)
     return buffer.getvalue()
-
-
-def _colors(norms: list[str]) -> dict[str, Any]:
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fixed = {"bn": cycle[0], "gn": cycle[3], "ln": cycle[2], "in": cycle[1], "none": "0.45"}
-    spare = iter(c for c in cycle if c not in fixed.values())
-    return {n: fixed.get(n) or next(spare, "k") for n in norms}
 
 
 def _yerr(summary: pd.DataFrame, metric: str) -> np.ndarray:
@@ -58,6 +51,7 @@ def error_vs_batch(
     study: str,
     metric: str = "test_error",
     reference: dict[str, Any] | None = None,
+    catalog: NormCatalog | None = None,
 ) -> bytes:
     """One panel per dataset × model: error (%) against log2 batch size, a line per norm with 95 % CI
     error bars; plus, when given, a panel with the published curve (``reference``)."""
@@ -65,16 +59,17 @@ def error_vs_batch(
     has_reference = bool(reference and reference.get("batches") and reference.get("rows"))
     count = len(panels) + has_reference
     figure, axes = plt.subplots(1, count, figsize=(5.2 * count, 4.2), squeeze=False)
-    colors = _colors(sorted_norms(summary["norm"]) + sorted_norms((reference or {}).get("rows") or {}))
+    catalog = catalog or NormCatalog()
+    colors = catalog.colors(catalog.sorted(summary["norm"]) + catalog.sorted((reference or {}).get("rows") or {}))
     for axis, ((dataset, model), part) in zip(axes[0], panels, strict=False):
-        for i, norm in enumerate(sorted_norms(part["norm"])):
+        for i, norm in enumerate(catalog.sorted(part["norm"])):
             line = part[part["norm"] == norm].sort_values("batch")
             n = ", ".join(sorted({str(int(v)) for v in line["n"]}))
             axis.errorbar(
                 line["batch"],
                 line[f"{metric}_mean"],
                 yerr=_yerr(line, metric),
-                label=f"{norm_label(norm)} (n={n})",
+                label=f"{catalog.label(norm)} (n={n})",
                 color=colors[norm],
                 marker=MARKERS[i % len(MARKERS)],
                 capsize=3,
@@ -88,7 +83,7 @@ def error_vs_batch(
     if has_reference:
         axis = axes[0][-1]
         batches = [int(b) for b in reference["batches"]]
-        for i, (norm, values) in enumerate(sorted(reference["rows"].items(), key=lambda kv: norm_rank(kv[0]))):
+        for i, (norm, values) in enumerate(sorted(reference["rows"].items(), key=lambda kv: catalog.rank(kv[0]))):
             points = [(b, v) for b, v in zip(batches, values or [], strict=False) if v is not None]
             if not points:
                 continue
@@ -99,7 +94,7 @@ def error_vs_batch(
                 xs,
                 ys,
                 yerr=err if any(err) else None,
-                label=norm_label(norm),
+                label=catalog.label(norm),
                 color=colors.get(str(norm), "k"),
                 marker=MARKERS[i % len(MARKERS)],
                 linestyle="--",
@@ -117,7 +112,12 @@ def error_vs_batch(
 
 
 def error_by_norm(
-    runs: pd.DataFrame, summary: pd.DataFrame, study: str, batch: int, metric: str = "test_error"
+    runs: pd.DataFrame,
+    summary: pd.DataFrame,
+    study: str,
+    batch: int,
+    metric: str = "test_error",
+    catalog: NormCatalog | None = None,
 ) -> bytes:
     """Bars: each norm's mean error at one batch size with its 95 % CI; dots: the single runs."""
     at_batch = summary[summary["batch"] == batch]
@@ -128,9 +128,10 @@ def error_by_norm(
         figsize=(1.2 + 1.0 * max(3, at_batch["norm"].nunique()) * max(1, len(panels)), 4.2),
         squeeze=False,
     )
-    colors = _colors(sorted_norms(summary["norm"]))
+    catalog = catalog or NormCatalog.from_runs(runs)
+    colors = catalog.colors(catalog.sorted(summary["norm"]))
     for axis, ((dataset, model), part) in zip(axes[0], panels, strict=False):
-        norms = sorted_norms(part["norm"])
+        norms = catalog.sorted(part["norm"])
         part = part.set_index("norm").loc[norms].reset_index()
         x = np.arange(len(norms))
         axis.bar(
@@ -153,7 +154,7 @@ def error_by_norm(
                 axis.annotate(f"{mean:.1f}", (i, mean), textcoords="offset points", xytext=(8, 2), fontsize=8)
             axis.annotate(f"n={int(n)}", (i, 0), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
         axis.set_xticks(x)
-        axis.set_xticklabels([norm_label(n) for n in norms], rotation=20, ha="right", fontsize=9)
+        axis.set_xticklabels([catalog.label(n) for n in norms], rotation=20, ha="right", fontsize=9)
         axis.set_ylabel("error (%)" if "error" in metric else metric)
         axis.set_title(f"{dataset} · {model}, batch {batch}", fontsize=10)
         axis.grid(True, axis="y", alpha=0.3)

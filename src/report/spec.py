@@ -34,6 +34,7 @@ CLAIM_KEYS = {
     "batches",
     "a",
     "b",
+    "where",
     "at_least",
     "at_most",
     "margin",
@@ -87,9 +88,14 @@ def _convergence(key: str, block: Any) -> None:
 
 
 def _cell(key: str, value: Any) -> None:
-    if not isinstance(value, dict) or "norm" not in value or "batch" not in value:
-        _fail(key, value, "must be a mapping {norm: <name>, batch: <integer>}")
-    if not isinstance(value["batch"], int) or isinstance(value["batch"], bool):
+    if not isinstance(value, dict) or not value:
+        _fail(key, value, "must be a mapping column → value, e.g. {norm: gn, batch: 8, epochs: 24}")
+    for column, item in value.items():
+        if not isinstance(column, str) or not column:
+            _fail(key, column, "column names must be strings (norm, batch, epochs, model, a config key …)")
+        if isinstance(item, dict | list) or item is None:
+            _fail(f"{key}.{column}", item, "must be a single value (a number, a string or a boolean)")
+    if "batch" in value and (not isinstance(value["batch"], int) or isinstance(value["batch"], bool)):
         _fail(f"{key}.batch", value["batch"], "must be an integer")
 
 
@@ -149,6 +155,8 @@ def check_claim(key: str, claim: Any) -> None:
         _convergence(f"{key}.convergence", claim["convergence"])
     if "published" in claim and claim["published"] is not None:
         _published(f"{key}.published", claim["published"])
+    if "where" in claim:
+        _cell(f"{key}.where", claim["where"])
     if kind in ("difference", "less", "greater", "equivalent"):
         _cells(key, claim)
     if kind == "difference" and "at_least" not in claim and "at_most" not in claim:

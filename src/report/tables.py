@@ -7,63 +7,11 @@ from typing import Any
 
 import pandas as pd
 
+from src.report.norms import NormCatalog
 from src.report.stats import mean_ci
 
 GROUP = ["dataset", "model", "norm", "batch"]
-NORM_ORDER = [
-    "bn",
-    "gn",
-    "ln",
-    "in",
-    "switchable",
-    "wn",
-    "spectral",
-    "brn",
-    "ghost",
-    "syncbn",
-    "frn",
-    "pixel",
-    "ws_gn",
-    "wn_mbn",
-    "none",
-]
-NORM_NAMES = {
-    "bn": "Batch Norm",
-    "gn": "Group Norm",
-    "ln": "Layer Norm",
-    "in": "Instance Norm",
-    "switchable": "Switchable Norm",
-    "sn": "Switchable Norm",
-    "wn": "Weight Norm",
-    "spectral": "Spectral Norm",
-    "brn": "Batch Renorm",
-    "ghost": "Ghost Batch Norm",
-    "syncbn": "Sync Batch Norm",
-    "frn": "Filter Response Norm",
-    "pixel": "Pixel Norm",
-    "ws_gn": "WS + Group Norm",
-    "wn_mbn": "WN + mean-only BN",
-    "none": "no norm",
-}
 SUMMARY_METRICS = {"test_error": "test_error", "val_error": "val_error"}
-
-
-def norm_label(norm: str) -> str:
-    return NORM_NAMES.get(str(norm), str(norm))
-
-
-def norm_rank(norm: str) -> tuple[int, str]:
-    norm = str(norm)
-    return (NORM_ORDER.index(norm), norm) if norm in NORM_ORDER else (len(NORM_ORDER), norm)
-
-
-def norm_sort_key(norms: pd.Index) -> pd.Index:
-    """Known norms in the paper's order first, others alphabetically after them."""
-    return pd.Index([norm_rank(n) for n in norms])
-
-
-def sorted_norms(norms: Any) -> list[str]:
-    return sorted({str(n) for n in norms}, key=norm_rank)
 
 
 def summary_metrics(runs: pd.DataFrame) -> list[str]:
@@ -72,7 +20,7 @@ def summary_metrics(runs: pd.DataFrame) -> list[str]:
     return [*SUMMARY_METRICS, *sorted(extra)]
 
 
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+def summarize(runs: pd.DataFrame, catalog: NormCatalog | None = None) -> pd.DataFrame:
     """Per dataset × model × norm × batch: n; mean, std and 95 % t interval of test and validation
     error (final epoch) and of the median validation error of the last k epochs where the runs logged
     curves; mean best validation error; mean training steps/s."""
@@ -97,9 +45,10 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         row["steps_per_second_mean"] = pd.to_numeric(part["steps_per_second"], errors="coerce").mean()
         rows.append(row)
     summary = pd.DataFrame(rows, columns=columns)
+    catalog = catalog or NormCatalog.from_runs(runs)
     if not summary.empty:
         summary = summary.sort_values(
-            ["dataset", "model", "norm", "batch"], key=lambda c: c.map(norm_rank) if c.name == "norm" else c
+            ["dataset", "model", "norm", "batch"], key=lambda c: c.map(catalog.rank) if c.name == "norm" else c
         ).reset_index(drop=True)
     return summary
 
@@ -113,12 +62,15 @@ def format_cell(mean: float, std: float, n: int) -> str:
     return f"{mean:.2f} ± {std:.2f} ({n})"
 
 
-def pivot_table(summary: pd.DataFrame, metric: str = "test_error") -> dict[tuple[str, str], pd.DataFrame]:
+def pivot_table(
+    summary: pd.DataFrame, metric: str = "test_error", catalog: NormCatalog | None = None
+) -> dict[tuple[str, str], pd.DataFrame]:
     """Per (dataset, model): a table of "mean ± std (n)" strings, rows norms, columns batch sizes.
 
     When both bn and gn are present a last row "gn − bn" gives the difference of the means, as the
     GN paper's Table 2 does.
     """
+    catalog = catalog or NormCatalog()
     tables = {}
     for (dataset, model), part in summary.groupby(["dataset", "model"], sort=True):
         cells = part.assign(
@@ -128,7 +80,7 @@ def pivot_table(summary: pd.DataFrame, metric: str = "test_error") -> dict[tuple
             ]
         )
         table = cells.pivot(index="norm", columns="batch", values="cell").fillna("–")
-        table = table.sort_index(key=norm_sort_key)
+        table = table.sort_index(key=catalog.sort_key)
         means = part.pivot(index="norm", columns="batch", values=f"{metric}_mean")
         if {"bn", "gn"} <= set(means.index):
             delta = means.loc["gn"] - means.loc["bn"]
@@ -139,7 +91,7 @@ def pivot_table(summary: pd.DataFrame, metric: str = "test_error") -> dict[tuple
     return tables
 
 
-def reference_table(reference: dict[str, Any]) -> pd.DataFrame | None:
+def reference_table(reference: dict[str, Any], catalog: NormCatalog | None = None) -> pd.DataFrame | None:
     """A published table from a study's ``report.references`` entry, in the same layout as ours.
 
     The entry has ``batches: [32, 16, …]``, ``rows: {norm: [values…]}`` and optionally
@@ -166,7 +118,7 @@ def reference_table(reference: dict[str, Any]) -> pd.DataFrame | None:
                 cells.append(f"{float(value):.1f} ± {float(sd):.1f}")
         data[str(norm)] = cells
     table = pd.DataFrame.from_dict(data, orient="index", columns=[int(b) for b in batches])
-    table = table[sorted(table.columns)].sort_index(key=norm_sort_key)
+    table = table[sorted(table.columns)].sort_index(key=(catalog or NormCatalog()).sort_key)
     if {"bn", "gn"} <= set(rows) and reference.get("delta_row", True):
         delta = []
         for batch in table.columns:

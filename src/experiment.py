@@ -1,0 +1,215 @@
+"""Build one run from its config, fit it and test it: what ``src.train`` runs inside the resume decision.
+
+Everything is built with ``hydra.utils.instantiate``: the dataset (a LightningDataModule) first, because
+the model takes its input shape and class count from it; then the norm, the model, the loggers, the
+Trainer and the LightningModule. :func:`fit_and_test` returns the record fields the run produced.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from lightning_fabric.plugins.environments import SLURMEnvironment
+from omegaconf import DictConfig
+from torch import nn
+
+from src.callbacks import DivergenceGuard, MemoryMonitor, TrainTimer
+from src.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
+from src.module import Classifier
+from src.norms import Normalization, describe_norm_layers, norm_state, standardize_convolutions
+from src.perf import warn_device_mismatch
+from src.provenance import package_versions
+from src.validation import probe_forward
+
+log = logging.getLogger(__name__)
+SCHEDULE_KEYS = ("base_lr", "base_batch", "scale_lr", "schedule", "milestones", "gamma", "warmup_epochs")
+
+
+def build(config: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, re-raising the constructor's own error: its message names the
+    config key, the bad value and what is allowed, which Hydra's wrapper would bury."""
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, Exception):
+            raise error.__cause__ from None
+        raise
+
+
+def batch_sizes(batch: int, world_size: int, norm: Normalization) -> dict[str, Any]:
+    """The batch sizes of a run: per device (``batch``), global (``batch × world_size``: the images one
+    optimizer step sees; the learning rate scales with it), and the one the normalization statistics
+    are computed over (1 for a per-sample norm, the global batch for a synchronized one)."""
+    if not norm.batch_dependent:
+        statistics = 1  # per-sample statistics (GN, LN, IN, …) or none at all
+    elif norm.synchronized:
+        statistics = batch * world_size
+    else:
+        statistics = batch
+    return {
+        "per_device": batch,
+        "world_size": world_size,
+        "global_batch": batch * world_size,
+        "norm_statistics": statistics,
+    }
+
+
+def schedule_arguments(optim: DictConfig) -> dict[str, Any]:
+    """The learning-rate rule and schedule of ``optim`` (:class:`src.module.Classifier`'s keywords);
+    an unknown key fails with one line naming it."""
+    unknown = sorted(set(optim) - {"optimizer", *SCHEDULE_KEYS})
+    if unknown:
+        raise ValueError(f"optim.{unknown[0]} is not a known key: allowed are optimizer, {', '.join(SCHEDULE_KEYS)}")
+    return {key: optim[key] for key in SCHEDULE_KEYS if key in optim}
+
+
+def resumed_epoch(checkpoint: Path | None) -> int | None:
+    """The number of epochs a resumed run had completed before it was interrupted."""
+    if checkpoint is None:
+        return None
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"]) + 1
+
+
+def device_name(trainer: pl.Trainer) -> str:
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return f"cuda:{device.index} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+@dataclass
+class Experiment:
+    """Everything one run is made of, built and not yet fitted."""
+
+    datamodule: pl.LightningDataModule
+    norm: Normalization
+    net: nn.Module
+    module: Classifier
+    trainer: pl.Trainer
+    batches: dict[str, Any]
+    loggers: list[Any] = field(default_factory=list)
+    timer: TrainTimer = field(default_factory=TrainTimer)
+    memory: MemoryMonitor = field(default_factory=MemoryMonitor)
+
+
+def build_logger(config: DictConfig, run_dir: Path, identity: dict[str, Any]) -> Any:
+    """A logger from its config, writing into ``run_dir``; one whose class takes ``identity`` (W&B)
+    gets the run record's identity."""
+    kwargs: dict[str, Any] = {"save_dir": str(run_dir)}
+    with suppress(Exception):
+        if "identity" in inspect.signature(get_class(config._target_)).parameters:
+            kwargs["identity"] = identity
+    return build(config, **kwargs)
+
+
+def build_experiment(
+    cfg: DictConfig,
+    run_dir: Path,
+    loggers: list[Any],
+    trainer_overrides: dict[str, Any] | None = None,
+    identity: dict[str, Any] | None = None,
+) -> Experiment:
+    """Build the run's data, norm, model, Trainer and LightningModule from ``cfg``.
+
+    The loggers are appended to ``loggers`` as soon as they exist, so the caller can hand them the
+    final record even when a later step fails. ``trainer_overrides`` are Trainer arguments that do not
+    belong in the config (e.g. the GPU a parallel job was given); ``identity`` is the run record's.
+    """
+    datamodule: pl.LightningDataModule = build(cfg.dataset)
+    datamodule.setup("fit")
+    norm: Normalization = build(cfg.norm)
+    norm.validate(batch=cfg.batch)
+    net = build(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, norm=norm)
+    norm.apply_weight(net)
+    if cfg.get("standardize_weights", False):
+        standardize_convolutions(net)
+    probe_forward(net, cfg.batch, datamodule.input_shape, norm.name)
+
+    timer, memory = TrainTimer(), MemoryMonitor()
+    loggers.extend(build_logger(logger_cfg, run_dir, identity or {}) for logger_cfg in cfg.logger.values())
+    trainer: pl.Trainer = build(
+        cfg.trainer,
+        **(trainer_overrides or {}),
+        logger=loggers or False,
+        callbacks=[timer, memory, DivergenceGuard(), last_checkpoint_callback(run_dir)],
+        enable_checkpointing=True,  # with LastCheckpoint as the checkpoint callback (Lightning adds no other)
+        # On SLURM, requeue is submitit's (conf/hydra/launcher/slurm.yaml): Lightning's own auto-requeue is off.
+        plugins=[AtomicCheckpointIO(), *([SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else [])],
+        default_root_dir=str(run_dir),
+    )
+    warn_device_mismatch(trainer.strategy.root_device, cfg.trainer.get("accelerator"))
+    batches = batch_sizes(cfg.batch, trainer.world_size, norm)
+    module = Classifier(
+        net=net,
+        optimizer=build(cfg.optim.optimizer),
+        num_classes=datamodule.num_classes,
+        global_batch=batches["global_batch"],
+        compile_mode=cfg.compile_mode if cfg.compile else None,
+        **schedule_arguments(cfg.optim),
+    )
+    return Experiment(datamodule, norm, net, module, trainer, batches, loggers, timer, memory)
+
+
+def fit_and_test(experiment: Experiment, resume_from: Path | None, compiled: bool) -> dict[str, Any]:
+    """Fit (resuming from ``resume_from`` if given), test, and return the record fields of the run."""
+    trainer, module, datamodule, net = experiment.trainer, experiment.module, experiment.datamodule, experiment.net
+    norm_layers = describe_norm_layers(net)
+    log.info("model %s with norm %s: %s", type(net).__name__, experiment.norm.name, norm_layers or "no norm layers")
+    resumed_from_epoch = resumed_epoch(resume_from)  # before fit: training rewrites last.ckpt every epoch
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    fit_seconds = time.perf_counter() - started
+    train_loss = trainer.callback_metrics.get("train/loss")
+    test_metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    timer, steps = experiment.timer, int(trainer.global_step)
+    return {
+        "lr": module.lr,
+        "batches": experiment.batches,
+        "metrics": {
+            "val_error": module.last_val_error,
+            "best_val_error": module.best_val_error if math.isfinite(module.best_val_error) else math.nan,
+            "test_error": float(test_metrics["test/error"]),
+            "train_loss": float(train_loss) if train_loss is not None else math.nan,
+        },
+        "curve": list(module.curve),
+        "timing": {
+            "fit_seconds": round(fit_seconds, 3),
+            "train_seconds": round(timer.seconds, 3),
+            "train_steps": steps,
+            "steps_per_second": round(steps / timer.seconds, 3) if timer.seconds > 0 else math.nan,
+            "median_step_ms": round(1e3 * timer.median_step_seconds, 3),
+            "epochs_completed": int(trainer.current_epoch),
+            "resumed_from_epoch": resumed_from_epoch,
+            "compiled": compiled,
+        },
+        "memory": {
+            "peak_mb": round(experiment.memory.peak_mb(module.device), 1),
+            "per_epoch_mb": experiment.memory.per_epoch,
+        },
+        "data": {
+            "splits": datamodule.split_sizes(),
+            "input_shape": list(datamodule.input_shape),
+            "num_classes": datamodule.num_classes,
+        },
+        "norm_layers": norm_layers,
+        "norm_state": norm_state(net),
+        "num_parameters": sum(p.numel() for p in net.parameters()),
+        "environment": {
+            "torch": torch.__version__,
+            "lightning": pl.__version__,
+            "cpu_threads": torch.get_num_threads(),
+            "packages": package_versions(),
+            "device": device_name(trainer),
+        },
+    }
