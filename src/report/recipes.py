@@ -31,9 +31,10 @@ def override_values(overrides: str, factors: list[str]) -> dict[str, str]:
 
 
 def recipe_runs(runs: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
-    """``runs`` with one column per factor, read from each run's overrides."""
+    """``runs`` with one column per factor, read from each run's overrides (replacing a column of the
+    resolved config's value: a factor a norm ignores must read as not set, ``·``, for it)."""
     values = pd.DataFrame([override_values(o, factors) for o in runs["overrides"]], index=runs.index)
-    return pd.concat([runs, values], axis=1)
+    return pd.concat([runs.drop(columns=[f for f in factors if f in runs]), values], axis=1)
 
 
 def recipe_table(runs: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
