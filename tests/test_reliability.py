@@ -76,7 +76,7 @@ def test_sigkill_mid_sweep_then_rerun_skips_completed_and_resumes_the_interrupte
     done_before = {p: p.read_bytes() for p in sweep.glob(f"*/{RECORD_FILE}") if '"completed"' in p.read_text()}
     assert read(interrupted / RECORD_FILE)["status"] == "running"
 
-    rerun = run_train(*args, cwd=tmp_path)
+    rerun = run_train(*args, cwd=tmp_path, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     records = {p.parent: read(p) for p in sweep.glob(f"*/{RECORD_FILE}")}
     assert len(records) == 6 and all(r["status"] == "completed" for r in records.values())
