@@ -107,7 +107,7 @@ def test_the_wandb_logger_config_keeps_the_csv_logger_and_needs_no_hydra_job(com
     assert wandb_cfg.group == "s" and "identity" not in wandb_cfg  # the identity is the run record's
     assert wandb_cfg.mode is None and wandb_cfg.project == os.environ.get("WANDB_PROJECT", "normlab")
     OmegaConf.to_container(cfg, resolve=True)  # resolvable outside a Hydra job (train() resolves it all)
-    identity = {"study": "s", "norm": "gn", "batch": 4, "dataset": "fashion_mnist_small", "seed": 0, "epochs": 3}
+    identity = {"study": "s", "norm": "gn", "batch": 4, "dataset": "cifar10_small", "seed": 0, "epochs": 3}
     # as src.experiment builds it, with the run record's identity; no W&B run starts yet
     logger = instantiate(wandb_cfg, save_dir=str(tmp_path), identity=identity)
     assert logger._experiment is None
