@@ -79,10 +79,49 @@ DIRNAME_EXCLUDED = STEERING_KEYS
 RESOLVER = "run_dirname"
 
 
+SCHEDULE_TARGET = "src.schedules.{}"
+# Keys added to the configs after runs were recorded, with the value that reproduces what those runs did.
+ADDED_KEYS: dict[tuple[str, ...], Any] = {("standardize_weights",): False, ("optim", "warmup_epochs"): 0}
+
+
+def migrate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved config stored by older code, in today's shape (a config already in it is returned as is).
+
+    Migrations, so that a finished run of the same experiment keeps its hash (and is skipped, not
+    refused) after the config layout changed:
+
+    - ``optim.schedule: cosine|step|constant`` with ``optim.milestones`` and ``optim.gamma`` beside it
+      became the ``_partial_`` config ``optim.schedule: {_target_: src.schedules.<name>, _partial_: true}``
+      (``conf/optim/schedule/``), carrying ``milestones`` and ``gamma`` only for ``step``, which alone
+      used them.
+    - keys added later (:data:`ADDED_KEYS`: ``standardize_weights``, ``optim.warmup_epochs``) read as the
+      value that reproduces what the code before them did (false, 0) where a stored config lacks them.
+    """
+    config = dict(config)
+    for path, value in ADDED_KEYS.items():
+        node: dict[str, Any] = config
+        for key in path[:-1]:
+            if not isinstance(node.get(key), Mapping):
+                break
+            node[key] = node = dict(node[key])
+        else:
+            node.setdefault(path[-1], value)
+    optim = config.get("optim")
+    if not isinstance(optim, Mapping) or not isinstance(optim.get("schedule"), str):
+        return config
+    optim = dict(optim)
+    name = optim.pop("schedule")
+    milestones, gamma = optim.pop("milestones", [0.5, 0.75]), optim.pop("gamma", 0.1)
+    schedule: dict[str, Any] = {"_target_": SCHEDULE_TARGET.format(name), "_partial_": True}
+    if name == "step":
+        schedule.update(milestones=milestones, gamma=gamma)
+    return {**config, "optim": {"schedule": schedule, **optim}}
+
+
 def computation_view(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The resolved config without its steering keys: what the hash covers."""
+    """The resolved config (:func:`migrate_config`) without its steering keys: what the hash covers."""
     view: dict[str, Any] = {}
-    for key, value in config.items():
+    for key, value in migrate_config(config).items():
         if key in STEERING_KEYS:
             continue
         if key in STEERING_SUBKEYS and isinstance(value, Mapping):

@@ -33,7 +33,7 @@ from src.provenance import package_versions
 from src.validation import probe_forward
 
 log = logging.getLogger(__name__)
-SCHEDULE_KEYS = ("base_lr", "base_batch", "scale_lr", "schedule", "milestones", "gamma", "warmup_epochs")
+LR_KEYS = ("base_lr", "base_batch", "scale_lr", "warmup_epochs")
 
 
 def build(config: Any, **kwargs: Any) -> Any:
@@ -65,13 +65,18 @@ def batch_sizes(batch: int, world_size: int, norm: Normalization) -> dict[str, A
     }
 
 
-def schedule_arguments(optim: DictConfig) -> dict[str, Any]:
-    """The learning-rate rule and schedule of ``optim`` (:class:`src.module.Classifier`'s keywords);
-    an unknown key fails with one line naming it."""
-    unknown = sorted(set(optim) - {"optimizer", *SCHEDULE_KEYS})
+def lr_arguments(optim: DictConfig) -> dict[str, Any]:
+    """The learning-rate rule of ``optim`` (:class:`src.module.Classifier`'s keywords) with its optimizer
+    and schedule built from their ``_partial_`` configs; an unknown key fails with one line naming it."""
+    unknown = sorted(set(optim) - {"optimizer", "schedule", *LR_KEYS})
     if unknown:
-        raise ValueError(f"optim.{unknown[0]} is not a known key: allowed are optimizer, {', '.join(SCHEDULE_KEYS)}")
-    return {key: optim[key] for key in SCHEDULE_KEYS if key in optim}
+        allowed = ", ".join(["optimizer", "schedule", *LR_KEYS])
+        raise ValueError(f"optim.{unknown[0]} is not a known key: allowed are {allowed}")
+    return {
+        "optimizer": build(optim.optimizer),
+        "schedule": build(optim.schedule),
+        **{key: optim[key] for key in LR_KEYS if key in optim},
+    }
 
 
 def resumed_epoch(checkpoint: Path | None) -> int | None:
@@ -152,11 +157,10 @@ def build_experiment(
     batches = batch_sizes(cfg.batch, trainer.world_size, norm)
     module = Classifier(
         net=net,
-        optimizer=build(cfg.optim.optimizer),
         num_classes=datamodule.num_classes,
         global_batch=batches["global_batch"],
         compile_mode=cfg.compile_mode if cfg.compile else None,
-        **schedule_arguments(cfg.optim),
+        **lr_arguments(cfg.optim),
     )
     return Experiment(datamodule, norm, net, module, trainer, batches, loggers, timer, memory)
 

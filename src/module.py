@@ -1,4 +1,4 @@
-"""The LightningModule: cross-entropy classification with SGD and a learning-rate schedule."""
+"""The LightningModule: cross-entropy classification with the configured optimizer and lr schedule."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.perf import compile_for_training
+from src.schedules import Schedule, check_schedule, cosine, warmed_up
 
-SCHEDULES = ("cosine", "step", "constant")
 log = logging.getLogger(__name__)
 
 
@@ -23,33 +23,17 @@ def scaled_lr(base_lr: float, batch: int, base_batch: int, scale: bool) -> float
     return base_lr * batch / base_batch if scale else base_lr
 
 
-def lr_factor(schedule: str, progress: float, milestones: list[float], gamma: float, warmup: float = 0.0) -> float:
-    """Multiplier of the initial lr at ``progress`` ∈ [0, 1] of training.
-
-    cosine: ½(1 + cos πp); step: γ^k after k of the ``milestones`` (fractions of training, e.g.
-    0.3, 0.6, 0.9 for the paper's epochs 30, 60, 90 of 100); constant: 1. With ``warmup`` = w > 0 (a
-    fraction of training) the factor is also multiplied by min(1, p / w): a linear ramp from 0 over the
-    first w of training (Goyal et al. 2017's gradual warmup), the schedule unchanged after it.
-    """
-    ramp = min(1.0, progress / warmup) if warmup > 0 else 1.0
-    if schedule == "cosine":
-        return ramp * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-    if schedule == "step":
-        return ramp * gamma ** sum(progress >= m for m in milestones)
-    return ramp
-
-
 class Classifier(pl.LightningModule):
     """Trains ``net`` with cross-entropy; logs train loss and validation/test error in percent.
 
     Args:
         net: the image classifier.
         optimizer: a partial optimizer constructor taking ``params`` and ``lr`` (Hydra ``_partial_``).
+        schedule: the lr multiplier as a function of the fraction of training done
+            (:mod:`src.schedules`, a Hydra ``_partial_``), applied every step.
         global_batch: the images one optimizer step sees (per-device batch × world size), for the
             learning-rate scaling rule.
         base_lr, base_batch, scale_lr: lr = base_lr × global_batch / base_batch when ``scale_lr``.
-        schedule, milestones, gamma: the schedule over the whole run (see :func:`lr_factor`),
-            updated every step.
         warmup_epochs: epochs of linear learning-rate warmup at the start (0: none).
         compile_mode: when set, training steps run ``torch.compile(net, mode=compile_mode)``
             (e.g. ``default``, ``reduce-overhead`` for CUDA graphs); evaluation stays eager.
@@ -64,15 +48,11 @@ class Classifier(pl.LightningModule):
         base_lr: float = 0.1,
         base_batch: int = 32,
         scale_lr: bool = True,
-        schedule: str = "cosine",
-        milestones: tuple[float, ...] = (0.5, 0.75),
-        gamma: float = 0.1,
+        schedule: Schedule = cosine,
         warmup_epochs: float = 0.0,
         compile_mode: str | None = None,
     ):
         super().__init__()
-        if schedule not in SCHEDULES:
-            raise ValueError(f"optim.schedule={schedule!r} is invalid: choose one of {list(SCHEDULES)}")
         if base_lr <= 0:
             raise ValueError(f"optim.base_lr={base_lr} is invalid: it must be > 0")
         if not warmup_epochs >= 0:
@@ -85,9 +65,7 @@ class Classifier(pl.LightningModule):
         self.__dict__["train_net"] = compile_for_training(net, compile_mode) if compile_mode else net
         self.optimizer_factory = optimizer
         self.lr = scaled_lr(base_lr, global_batch, base_batch, scale_lr)
-        self.schedule = schedule
-        self.milestones = list(milestones)
-        self.gamma = gamma
+        self.schedule = check_schedule(schedule)
         self.warmup_epochs = warmup_epochs
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
@@ -172,7 +150,7 @@ class Classifier(pl.LightningModule):
         warmup = self.warmup_epochs / max(1, self.trainer.max_epochs or 1)
 
         def factor(step: int) -> float:
-            return lr_factor(self.schedule, step / total, self.milestones, self.gamma, warmup)
+            return warmed_up(self.schedule, step / total, warmup)
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

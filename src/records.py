@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from src.atomic import write_text_atomic
+from src.config_keys import migrate_config
 from src.provenance import redact
 
 SCHEMA_VERSION = 1
@@ -96,7 +97,8 @@ class RunRecord:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
         """A record of any schema version; a dict without ``schema_version`` is version 0. Keys this
-        version does not know go to :attr:`extra`; a ``null`` where a mapping or list belongs reads as empty."""
+        version does not know go to :attr:`extra`; a ``null`` where a mapping or list belongs reads as
+        empty; a config in an older layout reads in today's (:func:`src.config_keys.migrate_config`)."""
         known = {f.name for f in fields(cls)} - {"extra"}
         values: dict[str, Any] = {"schema_version": 0}
         extra: dict[str, Any] = {}
@@ -108,6 +110,8 @@ class RunRecord:
         for name in CONTAINERS:
             if values.get(name) is None:
                 values.pop(name, None)
+        if "config" in values:
+            values["config"] = migrate_config(values["config"])
         return cls(**values, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:

@@ -63,12 +63,12 @@ def test_factors_must_be_a_list_of_keys():
 
 # ------------------------------------------------------------------------- recipe options: warmup, WS
 def test_warmup_ramps_linearly_then_follows_the_schedule():
-    from src.module import lr_factor
+    from src.schedules import cosine, warmed_up
 
-    assert lr_factor("cosine", 0.0, [], 0.1, warmup=0.1) == 0.0
-    assert lr_factor("cosine", 0.05, [], 0.1, warmup=0.1) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 0.05)))
-    assert lr_factor("cosine", 0.5, [], 0.1, warmup=0.1) == pytest.approx(0.5)
-    assert lr_factor("cosine", 0.3, [], 0.1) == lr_factor("cosine", 0.3, [], 0.1, warmup=0.0)
+    assert warmed_up(cosine, 0.0, warmup=0.1) == 0.0
+    assert warmed_up(cosine, 0.05, warmup=0.1) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 0.05)))
+    assert warmed_up(cosine, 0.5, warmup=0.1) == pytest.approx(0.5)
+    assert warmed_up(cosine, 0.3, warmup=0.0) == cosine(0.3)
 
 
 def test_weight_standardization_applies_to_every_norm(compose_cfg, tmp_path):
