@@ -5,7 +5,8 @@ sharing one process (a sequential multirun, packed runs, tests) do not leak sett
 Lightning's ``seed_everything``) with the previous RNG states restored afterwards; torch's intra-op
 thread count (``cpu_threads``); flushing denormal floats to zero on CPUs (late in training, denormals
 can slow a step 10×); and the warning and log filters that drop Lightning advice which does not apply
-to in-memory data.
+to in-memory data. The environment variables are restored too: Lightning's seed variables
+(``PL_GLOBAL_SEED``) and whatever a library sets on first use.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ IGNORED_WARNINGS = (
     ".*logging interval.*",
 )
 RANK_ZERO_LOGGER = "pytorch_lightning.utilities.rank_zero"
-SEED_VARIABLES = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
 
 
 def _no_tips(entry: logging.LogRecord) -> bool:
@@ -42,7 +42,7 @@ def run_settings(seed: int, cpu_threads: int | None = None) -> Iterator[None]:
     saved_threads = torch.get_num_threads()
     saved_rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
     saved_cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    saved_env = {key: os.environ.get(key) for key in SEED_VARIABLES}
+    saved_env = dict(os.environ)  # Lightning's seed variables, and what libraries set on first use
     rank_zero = logging.getLogger(RANK_ZERO_LOGGER)
     with warnings.catch_warnings():
         for message in IGNORED_WARNINGS:
@@ -63,8 +63,6 @@ def run_settings(seed: int, cpu_threads: int | None = None) -> Iterator[None]:
             torch.set_rng_state(saved_rng[2])
             if saved_cuda_rng is not None:
                 torch.cuda.set_rng_state_all(saved_cuda_rng)
-            for key, value in saved_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+            for key in set(os.environ) - set(saved_env):
+                del os.environ[key]
+            os.environ.update(saved_env)
