@@ -55,6 +55,26 @@ def test_a_recipe_missing_a_norm_is_not_ranked():
     assert "| – | 128 | 8 |" in text and "| 1 | 32 | 8 |" in text
 
 
+def test_a_later_stage_factor_reads_the_config_value_for_runs_that_did_not_set_it():
+    """Stage 1 never set standardize_weights; stage 2 set it for bn and gn: stage 1's runs ran with the
+    config's value (false), which the record's resolved config column carries."""
+    factors = ["optim.base_batch", "standardize_weights"]
+    rows = []
+    for seed, noise in ((0, -0.5), (1, 0.5)):
+        rows.append(run("bn", seed, 20 + noise, 20, **{"optim.base_batch": 32}))
+        rows.append(run("gn", seed, 30 + noise, 30, **{"optim.base_batch": 32}))
+        rows.append(run("bn", seed, 21 + noise, 20, **{"optim.base_batch": 32, "standardize_weights": "true"}))
+        rows.append(run("gn", seed, 25 + noise, 25, **{"optim.base_batch": 32, "standardize_weights": "true"}))
+    runs = pd.DataFrame(rows)
+    runs["standardize_weights"] = [False, False, True, True] * 2
+    table = recipe_table(runs, factors)
+    scores = table.drop_duplicates(factors).set_index(factors)["recipe_val_error"]
+    assert scores[("32", "True")] == pytest.approx((21 + 25) / 2)
+    assert scores[("32", "False")] == pytest.approx((20 + 30) / 2)
+    assert set(table["standardize_weights"]) == {"True", "False"}
+    assert table.set_index(["standardize_weights", "norm"])["n"].eq(2).all()
+
+
 def test_factors_must_be_a_list_of_keys():
     check_spec({"factors": ["optim.base_batch"]})
     with pytest.raises(SpecError, match=r"^report\.factors = 'optim\.base_batch': must be a list"):

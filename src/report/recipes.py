@@ -15,9 +15,20 @@ import json
 from typing import Any
 
 import pandas as pd
+import yaml
 
 SELECTION_METRIC = "val_error"
 ABSENT = "·"
+
+
+def as_value(text: Any) -> str:
+    """One spelling per value: ``true``, ``True`` and a boolean all read ``True``; ``32`` and 32 read ``32``."""
+    if isinstance(text, str):
+        try:
+            text = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+    return str(text)
 
 
 def override_values(overrides: str, factors: list[str]) -> dict[str, str]:
@@ -26,14 +37,22 @@ def override_values(overrides: str, factors: list[str]) -> dict[str, str]:
     found = {}
     for item in items:
         key, _, value = str(item).lstrip("+~").partition("=")
-        found[key] = value
+        found[key] = as_value(value)
     return {factor: found.get(factor, ABSENT) for factor in factors}
 
 
 def recipe_runs(runs: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
-    """``runs`` with one column per factor, read from each run's overrides (replacing a column of the
-    resolved config's value: a factor a norm ignores must read as not set, ``·``, for it)."""
+    """``runs`` with one column per factor: the value in the run's overrides; where a run did not set a
+    factor that other runs of its norm set, the resolved config's value (the column the report carries
+    when the value varies); where no run of its norm set it, ``·`` (the norm ignores the factor)."""
     values = pd.DataFrame([override_values(o, factors) for o in runs["overrides"]], index=runs.index)
+    for factor in factors:
+        set_by = set(runs.loc[values[factor] != ABSENT, "norm"])
+        fill = (values[factor] == ABSENT) & runs["norm"].isin(set_by)
+        if factor in runs and fill.any():
+            values.loc[fill, factor] = runs.loc[fill, factor].map(
+                lambda value: ABSENT if pd.isna(value) else as_value(value)
+            )
     return pd.concat([runs.drop(columns=[f for f in factors if f in runs]), values], axis=1)
 
 
