@@ -98,6 +98,8 @@ def migrate_config(config: Mapping[str, Any]) -> dict[str, Any]:
       value that reproduces what the code before them did (false, 0) where a stored config lacks them.
     """
     config = dict(config)
+    if not isinstance(config.get("optim"), Mapping):
+        return config  # not a training config (a test's fragment, an empty record)
     for path, value in ADDED_KEYS.items():
         node: dict[str, Any] = config
         for key in path[:-1]:
@@ -106,10 +108,9 @@ def migrate_config(config: Mapping[str, Any]) -> dict[str, Any]:
             node[key] = node = dict(node[key])
         else:
             node.setdefault(path[-1], value)
-    optim = config.get("optim")
-    if not isinstance(optim, Mapping) or not isinstance(optim.get("schedule"), str):
+    optim = dict(config["optim"])
+    if not isinstance(optim.get("schedule"), str):
         return config
-    optim = dict(optim)
     name = optim.pop("schedule")
     milestones, gamma = optim.pop("milestones", [0.5, 0.75]), optim.pop("gamma", 0.1)
     schedule: dict[str, Any] = {"_target_": SCHEDULE_TARGET.format(name), "_partial_": True}
