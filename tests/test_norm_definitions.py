@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -28,8 +29,13 @@ from src.norms import (
     SwitchableNorm2d,
     SyncBatchNorm2d,
     WeightStandardization,
+    checks,
     describe_norm_layers,
+    group_norm,
+    spectral_norm,
+    weight_norm,
 )
+from src.norms.checks import FOREIGN_RULES, check_arguments, config_rules, rules_for
 
 from .conftest import config_options
 
@@ -608,23 +614,78 @@ def test_default_configs_validate(compose_cfg, name, batch):
     norm.validate(batch=batch)
 
 
-def test_a_builder_may_add_its_own_check_config_hook():
+def test_a_builder_declares_its_own_rules():
     calls = []
 
+    def width_rule(key: str, value: object, batch: int | None) -> None:
+        calls.append((key, value, batch))
+        if batch % value:  # type: ignore[operator]
+            raise ValueError(f"{key}={value} is invalid: it must divide batch={batch}")
+
+    @config_rules(width=width_rule)
     def build(num_channels: int, width: int = 3) -> nn.Module:
         return nn.Identity()
 
-    def check_config(prefix: str, batch: int, **arguments: object) -> None:
-        calls.append((prefix, batch, arguments))
-        if batch % arguments["width"]:
-            raise ValueError(f"{prefix}.width={arguments['width']} is invalid: it must divide batch={batch}")
-
-    build.check_config = check_config  # type: ignore[attr-defined]
+    assert rules_for(build) == {"width": width_rule}
     norm = Normalization("custom", layer=functools.partial(build, width=4))
     norm.validate(batch=8)
-    assert calls == [("norm.layer", 8, {"width": 4})]
-    with pytest.raises(ValueError, match=r"norm\.layer\.width=4 is invalid: it must divide batch=6"):
+    assert calls == [("norm.layer.width", 4, 8)]
+    with pytest.raises(ValueError, match=r"^norm\.layer\.width=4 is invalid: it must divide batch=6$"):
         norm.validate(batch=6)
+
+
+def test_a_foreign_layer_with_an_argument_named_groups_is_not_checked_with_gns_rule():
+    def grouped_layer(num_channels: int, groups: int = 1) -> nn.Module:  # not normlab's: no rules
+        return nn.Identity()
+
+    Normalization("foreign", layer=functools.partial(grouped_layer, groups=0)).validate(batch=8)
+    # nor by torch's GroupNorm rules, which are keyed by the class and name its own keyword num_groups
+    Normalization("torch_gn", layer=functools.partial(nn.GroupNorm, 4)).validate(batch=8)
+    with pytest.raises(ValueError, match=r"^norm\.layer\.num_groups=0 is invalid: it must be an integer >= 1$"):
+        Normalization("torch_gn", layer=functools.partial(nn.GroupNorm, num_groups=0)).validate(batch=8)
+    # normlab's group_norm declares the rule for its own `groups`
+    with pytest.raises(ValueError, match=r"^norm\.layer\.groups=0 is invalid: it must be an integer >= 1$"):
+        Normalization("gn", layer=functools.partial(group_norm, groups=0)).validate(batch=8)
+
+
+class _Subclassed(GhostBatchNorm2d):
+    """Inherits ghost BN's rules: the same arguments."""
+
+
+# one case per rule family: (target, keyword, a valid value, an invalid value, the message's tail)
+RULE_FAMILIES = [
+    ("eps", FilterResponseNorm2d, "eps", 0.0, -1.0, "it must be a number >= 0"),
+    ("eps-weight", spectral_norm, "eps", 1e-12, -1.0, "it must be a number >= 0"),
+    ("int", group_norm, "min_group_size", 1, 0, "it must be an integer >= 1"),
+    ("int-not-bool", group_norm, "groups", 2, True, "it must be an integer >= 1"),
+    ("int-from-0", BatchRenorm2d, "warmup_steps", 0, -1, "it must be an integer >= 0"),
+    ("number", BatchRenorm2d, "r_max", 1.0, 0.9, "it must be a number >= 1"),
+    ("momentum", SwitchableNorm2d, "momentum", 1.0, 1.5, r"it must be a number in \[0, 1\]"),
+    ("momentum-none-is-invalid", MeanOnlyBatchNorm2d, "momentum", 0.0, None, r"it must be a number in \[0, 1\]"),
+    ("foreign-bn-momentum", nn.BatchNorm2d, "momentum", None, -0.1, r"it must be a number in \[0, 1\]"),
+    ("foreign-bn-eps", nn.BatchNorm2d, "eps", 1e-5, -1.0, "it must be a number >= 0"),
+    ("virtual-batch", GhostBatchNorm2d, "virtual_batch", 4, 3, "it must divide batch=8"),
+    ("inherited", _Subclassed, "virtual_batch", 8, 0, "it must be an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("target", "key", "valid", "bad", "message"), [c[1:] for c in RULE_FAMILIES], ids=[c[0] for c in RULE_FAMILIES]
+)
+def test_each_rule_family(target, key, valid, bad, message):
+    rules = rules_for(target)
+    assert key in rules
+    check_arguments("norm.layer", target, {key: valid}, 8)
+    with pytest.raises(ValueError, match=rf"^norm\.layer\.{key}={re.escape(str(bad))} is invalid: {message}"):
+        check_arguments("norm.layer", target, {key: bad}, 8)
+
+
+def test_rules_are_keyed_by_target_not_keyword():
+    assert rules_for(nn.BatchNorm2d) is FOREIGN_RULES[nn.BatchNorm2d]
+    assert rules_for(nn.Conv2d) == {}  # torch's conv has `groups` too, and no rules here
+    assert "groups" not in rules_for(nn.BatchNorm2d)
+    assert rules_for(weight_norm) == {}  # declared, with nothing to check
+    assert not hasattr(checks, "KEYWORD_RULES")
 
 
 @pytest.mark.parametrize("name", NORMS)

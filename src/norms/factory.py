@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from src.norms.base import NormLayer
-from src.norms.checks import LAYER_PREFIX, WEIGHT_PREFIX, check_keywords
+from src.norms.checks import LAYER_PREFIX, WEIGHT_PREFIX, check_arguments
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class Normalization:
         self.batch_dependent = batch_dependent
         self.synchronized = synchronized
         self.norm_info = NormInfo.from_config(name, info)
+        self._logged: set[str] = set()
 
     def info(self) -> dict[str, Any]:
         """The run record's ``norm_info``: name, label, family, plot order and colour, affine shift,
@@ -103,20 +104,16 @@ class Normalization:
         """Fail before training when the norm's settings are invalid or cannot work with this batch size.
 
         ``layer`` and ``weight`` are checked from their arguments alone, before any layer is built:
-        every keyword of the partial, and every default of its target's signature, that has a rule
-        in :data:`src.norms.checks.KEYWORD_RULES` is checked (e.g. ``eps >= 0``, ``groups >= 1``, and
-        ``virtual_batch`` must divide ``batch``), and a target may add its own check as a callable
-        attribute ``check_config(prefix=..., batch=..., **arguments)``. Errors are one ``ValueError``
-        line naming the config key (``norm.layer.<key>`` or ``norm.weight.<key>``) and the allowed values.
+        every keyword of the partial, and every default of its target's signature, is checked with the
+        rule its target declares for it (:func:`src.norms.checks.rules_for`: the target's own
+        ``config_rules``, or for a target normlab does not own its entry in
+        :data:`src.norms.checks.FOREIGN_RULES`), e.g. ``eps >= 0``, GN's ``groups >= 1``, and ghost BN's
+        ``virtual_batch`` must divide ``batch``. Errors are one ``ValueError`` line naming the config
+        key (``norm.layer.<key>`` or ``norm.weight.<key>``) and the allowed values.
         """
         for prefix, builder in ((LAYER_PREFIX, self.layer), (WEIGHT_PREFIX, self.weight)):
-            if builder is None:
-                continue
-            arguments = builder_arguments(builder)
-            check_keywords(prefix, arguments, batch)
-            hook = getattr(getattr(builder, "func", builder), "check_config", None)
-            if callable(hook):
-                hook(prefix=prefix, batch=batch, **arguments)
+            if builder is not None:
+                check_arguments(prefix, builder_target(builder), builder_arguments(builder), batch)
         if self.batch_dependent and batch < 2:
             log.warning("norm=%s computes statistics over the batch, and batch=%d has one sample", self.name, batch)
 
@@ -133,6 +130,10 @@ class Normalization:
 
         Zero-initialising the last norm of a residual block makes the block start as the identity
         (Goyal et al. 2017; used by the GN paper). Norms without a learnable scale ignore it.
+
+        The first layer of each description (e.g. ``GroupNorm(groups=8, channels=16)``) this
+        ``Normalization`` builds is logged with the configured ``norm.layer`` arguments, once per
+        instance (a run builds its own), so the log shows what was requested and what each layer got.
         """
         if self.layer is None:
             return nn.Identity()
@@ -140,10 +141,25 @@ class Normalization:
         weight = getattr(module, "weight", None)
         if zero_init and isinstance(weight, nn.Parameter):
             nn.init.zeros_(weight)
+        self._log_layer(num_channels, module)
         return module
+
+    def _log_layer(self, num_channels: int, module: nn.Module) -> None:
+        description = describe_layer(module)
+        if description in self._logged:
+            return
+        self._logged.add(description)
+        keywords = self.layer.keywords if isinstance(self.layer, functools.partial) else {}
+        requested = ", ".join(f"{key}={value}" for key, value in keywords.items()) or "defaults"
+        log.info("norm %s: %d channels -> %s (norm.layer: %s)", self.name, num_channels, description, requested)
 
     def __repr__(self) -> str:
         return f"Normalization(name={self.name!r}, layer={self.layer!r}, weight={self.weight!r})"
+
+
+def builder_target(builder: Callable[..., Any]) -> Callable[..., Any]:
+    """The class or function a ``layer``/``weight`` builder calls (a partial's ``func``; else itself)."""
+    return builder.func if isinstance(builder, functools.partial) else builder
 
 
 def builder_arguments(builder: Callable[..., Any]) -> dict[str, Any]:

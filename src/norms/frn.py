@@ -6,9 +6,10 @@ import torch
 from torch import Tensor, nn
 
 from src.norms.base import NormLayer
-from src.norms.checks import LAYER_PREFIX, check_eps
+from src.norms.checks import LAYER_PREFIX, check_eps, config_rules, eps_rule
 
 
+@config_rules(eps=eps_rule)
 class FilterResponseNorm2d(NormLayer):
     """FRN + TLU: per sample and channel, divide by the root mean square over (H, W); then max(·, τ).
 
