@@ -404,8 +404,10 @@ def test_weight_standardization_gives_every_conv_filter_zero_mean_and_unit_varia
 
 
 def test_filter_response_norm_matches_its_formula(compose_cfg):
-    layer = layer_from_config(compose_cfg, "frn", 5)
-    assert isinstance(layer, FilterResponseNorm2d)
+    norm = norm_from_config(compose_cfg, "frn")
+    layer = norm(5, activation=True)  # followed by an activation: FRN + TLU replaces it
+    assert isinstance(layer, FilterResponseNorm2d) and layer.replaces_activation and norm.replaces_activation
+    assert isinstance(norm.activation(), nn.Identity)
     gamma, beta = randomize_affine(layer)
     with torch.no_grad():
         layer.tau.uniform_(-0.5, 0.5)
@@ -417,6 +419,26 @@ def test_filter_response_norm_matches_its_formula(compose_cfg):
     assert (layer(x) >= tau - 1e-7).all()
     layer.eval()
     close(layer(x), expected)
+
+
+def test_filter_response_norm_without_an_activation_after_it_has_no_tlu(compose_cfg):
+    norm = norm_from_config(compose_cfg, "frn")
+    layer = norm(5)  # not followed by an activation (e.g. before a residual addition): plain FRN
+    assert layer.tau is None and "tau" not in dict(layer.named_parameters())
+    assert layer.describe() == "FilterResponseNorm2d(channels=5, tlu=false)"
+    gamma, beta = randomize_affine(layer)
+    x = torch.randn(3, 5, 4, 4) * 2 + 0.5
+    nu2 = x.pow(2).mean(dim=(2, 3), keepdim=True)
+    close(layer(x), gamma * x / torch.sqrt(nu2 + 1e-6) + beta)
+    assert (layer(x) < 0).any()  # no threshold: negative responses pass
+
+
+def test_only_a_norm_that_brings_its_activation_replaces_the_relu(compose_cfg):
+    for name in NORMS:
+        norm = norm_from_config(compose_cfg, name)
+        expected = nn.Identity if name == "frn" else nn.ReLU
+        assert type(norm.activation()) is expected, name
+        assert norm.replaces_activation is (name == "frn")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -468,6 +490,7 @@ GRADCHECK_LAYERS: dict[str, Callable[[], nn.Module]] = {
     "mean-only-bn": lambda: MeanOnlyBatchNorm2d(3),
     "mean-only-bn-eval": lambda: MeanOnlyBatchNorm2d(3).eval(),
     "frn": _random_frn,
+    "frn-without-tlu": lambda: FilterResponseNorm2d(3, activation=False),
 }
 
 
@@ -700,3 +723,41 @@ def test_every_norm_builds_a_resnet_that_backpropagates(compose_cfg, name):
     out.square().mean().backward()
     for param_name, param in net.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all(), param_name
+
+
+@pytest.mark.parametrize("name", NORMS)
+def test_info_shift_agrees_with_the_layer_the_norm_builds(compose_cfg, name):
+    """``info.shift`` in conf/norm/<name>.yaml is what the built layer does: a learned β, or none."""
+    cfg = compose_cfg(f"norm={name}")
+    norm = instantiate(cfg.norm)
+    layer = norm(16, activation=True)
+    has_bias = isinstance(getattr(layer, "bias", None), nn.Parameter)
+    assert norm.adds_shift(16) is has_bias is bool(cfg.norm.info.shift)
+    if has_bias:  # and it is a shift: a constant added to the bias moves every output by it (before any TLU)
+        layer = norm(16).eval()  # eval: running statistics stay put between the two calls
+        x = torch.randn(4, 16, 3, 3)
+        before = layer(x)
+        with torch.no_grad():
+            layer.bias.add_(0.25)
+        close(layer(x), before + 0.25)
+
+
+def test_a_norm_without_affine_adds_no_shift():
+    assert not Normalization("gn", layer=functools.partial(group_norm, groups=4, affine=False)).adds_shift(8)
+    assert not Normalization("bn", layer=functools.partial(nn.BatchNorm2d, affine=False)).adds_shift(8)
+    assert not Normalization("pixel", layer=PixelNorm).adds_shift(8)
+    assert not Normalization("none").adds_shift(8)
+    assert Normalization("bn", layer=nn.BatchNorm2d).adds_shift(8)
+
+
+def test_probing_for_a_shift_leaves_the_random_stream_alone():
+    def noisy(num_channels: int) -> nn.Module:  # a layer that does draw at construction
+        layer = nn.BatchNorm2d(num_channels)
+        nn.init.normal_(layer.bias)
+        return layer
+
+    torch.manual_seed(1)
+    Normalization("noisy", layer=noisy).adds_shift(8)
+    after_probe = torch.rand(3)
+    torch.manual_seed(1)
+    assert torch.equal(torch.rand(3), after_probe)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -61,6 +62,15 @@ class Normalization:
     every ``nn.Conv2d`` and ``nn.Linear`` of the finished model by :meth:`apply_weight`, so that
     weight-side methods (weight norm, spectral norm) sit on the same ``norm`` axis as activation norms.
 
+    What models ask of it, at each conv → norm (→ activation) position with C output channels:
+
+    - :meth:`adds_shift`: whether the norm adds a learned per-channel shift β (then the conv has no
+      bias: y = γ x̂ + β absorbs it; otherwise the conv gets its own bias b, y = norm(W * x + b));
+    - ``norm(C, zero_init=..., activation=...)``: the layer; ``activation=True`` where the model
+      applies an activation after it, which a norm that brings its own (FRN's TLU) then computes;
+    - :meth:`activation`: the activation module to put after that layer: ``nn.ReLU``, or
+      ``nn.Identity`` when the layer has taken the activation over.
+
     Args:
         name: the norm's name on the command line (``norm=<name>``), recorded in every run.
         layer: ``layer(num_channels) -> nn.Module``, usually a Hydra ``_partial_`` of a layer class;
@@ -88,6 +98,7 @@ class Normalization:
         self.batch_dependent = batch_dependent
         self.synchronized = synchronized
         self.norm_info = NormInfo.from_config(name, info)
+        self._shifts: dict[int, bool] = {}
         self._logged: set[str] = set()
 
     def info(self) -> dict[str, Any]:
@@ -125,11 +136,45 @@ class Normalization:
                     self.weight(module)
         return model
 
-    def __call__(self, num_channels: int, *, zero_init: bool = False) -> nn.Module:
-        """A fresh layer for ``num_channels`` channels; ``zero_init`` sets its scale γ to 0.
+    @property
+    def replaces_activation(self) -> bool:
+        """Whether the layer brings its own activation (its target's ``replaces_activation``, e.g. FRN's TLU)."""
+        return self.layer is not None and bool(getattr(builder_target(self.layer), "replaces_activation", False))
 
-        Zero-initialising the last norm of a residual block makes the block start as the identity
-        (Goyal et al. 2017; used by the GN paper). Norms without a learnable scale ignore it.
+    def activation(self, inplace: bool = False) -> nn.Module:
+        """The activation a model applies after ``norm(C, activation=True)``: ``nn.ReLU``, or ``nn.Identity``
+        when the layer computes the activation itself (:attr:`replaces_activation`). Parameter-free."""
+        return nn.Identity() if self.replaces_activation else nn.ReLU(inplace=inplace)
+
+    def adds_shift(self, num_channels: int) -> bool:
+        """Whether the layer for ``num_channels`` channels adds a learned per-channel shift β.
+
+        Found by building a probe layer and looking for a ``bias`` that is an ``nn.Parameter``: BN, GN,
+        LN, IN, FRN, mean-only BN … have one; no layer (``None``: an identity), PixelNorm and any
+        layer built with ``affine=False`` have none. The probe is built under a forked RNG, so it leaves
+        the random stream (hence every model's initialisation) as it was. Cached per channel count.
+        """
+        if self.layer is None:
+            return False
+        if num_channels not in self._shifts:
+            with torch.random.fork_rng(devices=[]):
+                probe = self.layer(num_channels)
+            self._shifts[num_channels] = isinstance(getattr(probe, "bias", None), nn.Parameter)
+        return self._shifts[num_channels]
+
+    def __call__(self, num_channels: int, *, zero_init: bool = False, activation: bool = False) -> nn.Module:
+        """A fresh layer for ``num_channels`` channels.
+
+        Args:
+            num_channels: C.
+            zero_init: set its scale γ to 0. Zero-initialising the last norm of a residual block makes
+                the block start as the identity (Goyal et al. 2017; used by the GN paper). Norms without
+                a learnable scale ignore it.
+            activation: whether the model applies an activation right after this layer. A layer that
+                replaces the activation (:attr:`replaces_activation`) is built with ``activation=True``
+                then (FRN applies its TLU, and :meth:`activation` gives ``nn.Identity``) and with
+                ``activation=False`` otherwise (e.g. the last norm of a residual block, before the
+                addition). Other layers ignore it.
 
         The first layer of each description (e.g. ``GroupNorm(groups=8, channels=16)``) this
         ``Normalization`` builds is logged with the configured ``norm.layer`` arguments, once per
@@ -137,7 +182,10 @@ class Normalization:
         """
         if self.layer is None:
             return nn.Identity()
-        module = self.layer(num_channels)
+        if self.replaces_activation:
+            module = self.layer(num_channels, activation=activation)
+        else:
+            module = self.layer(num_channels)
         weight = getattr(module, "weight", None)
         if zero_init and isinstance(weight, nn.Parameter):
             nn.init.zeros_(weight)
