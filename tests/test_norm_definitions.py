@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -28,8 +29,13 @@ from src.norms import (
     SwitchableNorm2d,
     SyncBatchNorm2d,
     WeightStandardization,
+    checks,
     describe_norm_layers,
+    group_norm,
+    spectral_norm,
+    weight_norm,
 )
+from src.norms.checks import FOREIGN_RULES, check_arguments, config_rules, rules_for
 
 from .conftest import config_options
 
@@ -398,8 +404,10 @@ def test_weight_standardization_gives_every_conv_filter_zero_mean_and_unit_varia
 
 
 def test_filter_response_norm_matches_its_formula(compose_cfg):
-    layer = layer_from_config(compose_cfg, "frn", 5)
-    assert isinstance(layer, FilterResponseNorm2d)
+    norm = norm_from_config(compose_cfg, "frn")
+    layer = norm(5, activation=True)  # followed by an activation: FRN + TLU replaces it
+    assert isinstance(layer, FilterResponseNorm2d) and layer.replaces_activation and norm.replaces_activation
+    assert isinstance(norm.activation(), nn.Identity)
     gamma, beta = randomize_affine(layer)
     with torch.no_grad():
         layer.tau.uniform_(-0.5, 0.5)
@@ -411,6 +419,26 @@ def test_filter_response_norm_matches_its_formula(compose_cfg):
     assert (layer(x) >= tau - 1e-7).all()
     layer.eval()
     close(layer(x), expected)
+
+
+def test_filter_response_norm_without_an_activation_after_it_has_no_tlu(compose_cfg):
+    norm = norm_from_config(compose_cfg, "frn")
+    layer = norm(5)  # not followed by an activation (e.g. before a residual addition): plain FRN
+    assert layer.tau is None and "tau" not in dict(layer.named_parameters())
+    assert layer.describe() == "FilterResponseNorm2d(channels=5, tlu=false)"
+    gamma, beta = randomize_affine(layer)
+    x = torch.randn(3, 5, 4, 4) * 2 + 0.5
+    nu2 = x.pow(2).mean(dim=(2, 3), keepdim=True)
+    close(layer(x), gamma * x / torch.sqrt(nu2 + 1e-6) + beta)
+    assert (layer(x) < 0).any()  # no threshold: negative responses pass
+
+
+def test_only_a_norm_that_brings_its_activation_replaces_the_relu(compose_cfg):
+    for name in NORMS:
+        norm = norm_from_config(compose_cfg, name)
+        expected = nn.Identity if name == "frn" else nn.ReLU
+        assert type(norm.activation()) is expected, name
+        assert norm.replaces_activation is (name == "frn")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -462,6 +490,7 @@ GRADCHECK_LAYERS: dict[str, Callable[[], nn.Module]] = {
     "mean-only-bn": lambda: MeanOnlyBatchNorm2d(3),
     "mean-only-bn-eval": lambda: MeanOnlyBatchNorm2d(3).eval(),
     "frn": _random_frn,
+    "frn-without-tlu": lambda: FilterResponseNorm2d(3, activation=False),
 }
 
 
@@ -608,23 +637,78 @@ def test_default_configs_validate(compose_cfg, name, batch):
     norm.validate(batch=batch)
 
 
-def test_a_builder_may_add_its_own_check_config_hook():
+def test_a_builder_declares_its_own_rules():
     calls = []
 
+    def width_rule(key: str, value: object, batch: int | None) -> None:
+        calls.append((key, value, batch))
+        if batch % value:  # type: ignore[operator]
+            raise ValueError(f"{key}={value} is invalid: it must divide batch={batch}")
+
+    @config_rules(width=width_rule)
     def build(num_channels: int, width: int = 3) -> nn.Module:
         return nn.Identity()
 
-    def check_config(prefix: str, batch: int, **arguments: object) -> None:
-        calls.append((prefix, batch, arguments))
-        if batch % arguments["width"]:
-            raise ValueError(f"{prefix}.width={arguments['width']} is invalid: it must divide batch={batch}")
-
-    build.check_config = check_config  # type: ignore[attr-defined]
+    assert rules_for(build) == {"width": width_rule}
     norm = Normalization("custom", layer=functools.partial(build, width=4))
     norm.validate(batch=8)
-    assert calls == [("norm.layer", 8, {"width": 4})]
-    with pytest.raises(ValueError, match=r"norm\.layer\.width=4 is invalid: it must divide batch=6"):
+    assert calls == [("norm.layer.width", 4, 8)]
+    with pytest.raises(ValueError, match=r"^norm\.layer\.width=4 is invalid: it must divide batch=6$"):
         norm.validate(batch=6)
+
+
+def test_a_foreign_layer_with_an_argument_named_groups_is_not_checked_with_gns_rule():
+    def grouped_layer(num_channels: int, groups: int = 1) -> nn.Module:  # not normlab's: no rules
+        return nn.Identity()
+
+    Normalization("foreign", layer=functools.partial(grouped_layer, groups=0)).validate(batch=8)
+    # nor by torch's GroupNorm rules, which are keyed by the class and name its own keyword num_groups
+    Normalization("torch_gn", layer=functools.partial(nn.GroupNorm, 4)).validate(batch=8)
+    with pytest.raises(ValueError, match=r"^norm\.layer\.num_groups=0 is invalid: it must be an integer >= 1$"):
+        Normalization("torch_gn", layer=functools.partial(nn.GroupNorm, num_groups=0)).validate(batch=8)
+    # normlab's group_norm declares the rule for its own `groups`
+    with pytest.raises(ValueError, match=r"^norm\.layer\.groups=0 is invalid: it must be an integer >= 1$"):
+        Normalization("gn", layer=functools.partial(group_norm, groups=0)).validate(batch=8)
+
+
+class _Subclassed(GhostBatchNorm2d):
+    """Inherits ghost BN's rules: the same arguments."""
+
+
+# one case per rule family: (target, keyword, a valid value, an invalid value, the message's tail)
+RULE_FAMILIES = [
+    ("eps", FilterResponseNorm2d, "eps", 0.0, -1.0, "it must be a number >= 0"),
+    ("eps-weight", spectral_norm, "eps", 1e-12, -1.0, "it must be a number >= 0"),
+    ("int", group_norm, "min_group_size", 1, 0, "it must be an integer >= 1"),
+    ("int-not-bool", group_norm, "groups", 2, True, "it must be an integer >= 1"),
+    ("int-from-0", BatchRenorm2d, "warmup_steps", 0, -1, "it must be an integer >= 0"),
+    ("number", BatchRenorm2d, "r_max", 1.0, 0.9, "it must be a number >= 1"),
+    ("momentum", SwitchableNorm2d, "momentum", 1.0, 1.5, r"it must be a number in \[0, 1\]"),
+    ("momentum-none-is-invalid", MeanOnlyBatchNorm2d, "momentum", 0.0, None, r"it must be a number in \[0, 1\]"),
+    ("foreign-bn-momentum", nn.BatchNorm2d, "momentum", None, -0.1, r"it must be a number in \[0, 1\]"),
+    ("foreign-bn-eps", nn.BatchNorm2d, "eps", 1e-5, -1.0, "it must be a number >= 0"),
+    ("virtual-batch", GhostBatchNorm2d, "virtual_batch", 4, 3, "it must divide batch=8"),
+    ("inherited", _Subclassed, "virtual_batch", 8, 0, "it must be an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("target", "key", "valid", "bad", "message"), [c[1:] for c in RULE_FAMILIES], ids=[c[0] for c in RULE_FAMILIES]
+)
+def test_each_rule_family(target, key, valid, bad, message):
+    rules = rules_for(target)
+    assert key in rules
+    check_arguments("norm.layer", target, {key: valid}, 8)
+    with pytest.raises(ValueError, match=rf"^norm\.layer\.{key}={re.escape(str(bad))} is invalid: {message}"):
+        check_arguments("norm.layer", target, {key: bad}, 8)
+
+
+def test_rules_are_keyed_by_target_not_keyword():
+    assert rules_for(nn.BatchNorm2d) is FOREIGN_RULES[nn.BatchNorm2d]
+    assert rules_for(nn.Conv2d) == {}  # torch's conv has `groups` too, and no rules here
+    assert "groups" not in rules_for(nn.BatchNorm2d)
+    assert rules_for(weight_norm) == {}  # declared, with nothing to check
+    assert not hasattr(checks, "KEYWORD_RULES")
 
 
 @pytest.mark.parametrize("name", NORMS)
@@ -639,3 +723,41 @@ def test_every_norm_builds_a_resnet_that_backpropagates(compose_cfg, name):
     out.square().mean().backward()
     for param_name, param in net.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all(), param_name
+
+
+@pytest.mark.parametrize("name", NORMS)
+def test_info_shift_agrees_with_the_layer_the_norm_builds(compose_cfg, name):
+    """``info.shift`` in conf/norm/<name>.yaml is what the built layer does: a learned β, or none."""
+    cfg = compose_cfg(f"norm={name}")
+    norm = instantiate(cfg.norm)
+    layer = norm(16, activation=True)
+    has_bias = isinstance(getattr(layer, "bias", None), nn.Parameter)
+    assert norm.adds_shift(16) is has_bias is bool(cfg.norm.info.shift)
+    if has_bias:  # and it is a shift: a constant added to the bias moves every output by it (before any TLU)
+        layer = norm(16).eval()  # eval: running statistics stay put between the two calls
+        x = torch.randn(4, 16, 3, 3)
+        before = layer(x)
+        with torch.no_grad():
+            layer.bias.add_(0.25)
+        close(layer(x), before + 0.25)
+
+
+def test_a_norm_without_affine_adds_no_shift():
+    assert not Normalization("gn", layer=functools.partial(group_norm, groups=4, affine=False)).adds_shift(8)
+    assert not Normalization("bn", layer=functools.partial(nn.BatchNorm2d, affine=False)).adds_shift(8)
+    assert not Normalization("pixel", layer=PixelNorm).adds_shift(8)
+    assert not Normalization("none").adds_shift(8)
+    assert Normalization("bn", layer=nn.BatchNorm2d).adds_shift(8)
+
+
+def test_probing_for_a_shift_leaves_the_random_stream_alone():
+    def noisy(num_channels: int) -> nn.Module:  # a layer that does draw at construction
+        layer = nn.BatchNorm2d(num_channels)
+        nn.init.normal_(layer.bias)
+        return layer
+
+    torch.manual_seed(1)
+    Normalization("noisy", layer=noisy).adds_shift(8)
+    after_probe = torch.rand(3)
+    torch.manual_seed(1)
+    assert torch.equal(torch.rand(3), after_probe)

@@ -114,9 +114,22 @@ def test_groups_that_cannot_divide_channels_fail_with_the_key():
 def test_resolved_groups_are_logged_and_described(compose_cfg, caplog):
     norm = instantiate(compose_cfg("norm=gn", "norm.layer.min_group_size=4").norm)
     with caplog.at_level("INFO"):
-        model = nn.Sequential(norm(16), norm(64))
-    assert "16 channels -> 4 groups of 4" in caplog.text
+        model = nn.Sequential(norm(16), norm(64), norm(16))
+    requested = "(norm.layer: groups=32, min_group_size=4, eps=1e-05)"
+    assert caplog.text.count(f"norm gn: 16 channels -> GroupNorm(groups=4, channels=16) {requested}") == 1
+    assert caplog.text.count(f"norm gn: 64 channels -> GroupNorm(groups=16, channels=64) {requested}") == 1
     assert describe_norm_layers(model) == {
-        "GroupNorm(groups=4, channels=16)": 1,
+        "GroupNorm(groups=4, channels=16)": 2,
         "GroupNorm(groups=16, channels=64)": 1,
     }
+
+
+def test_each_run_logs_its_own_resolved_groups(compose_cfg, caplog):
+    """Two runs in one process (two Normalization instances) both log: nothing is remembered process-wide."""
+    cfg = compose_cfg("norm=gn")
+    for _ in range(2):
+        norm = instantiate(cfg.norm)
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            norm(16)
+        assert "norm gn: 16 channels -> GroupNorm(groups=8, channels=16)" in caplog.text

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.models.layers import check_input_shape, conv3x3, init_weights
+from src.models.layers import check_input_shape, conv3x3, conv_bias, init_weights
 from src.norms import Normalization
 
 
@@ -25,7 +25,13 @@ class PadShortcut(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """conv→norm→ReLU→conv→norm, plus the shortcut, then ReLU."""
+    """conv→norm→ReLU→conv→norm, plus the shortcut, then ReLU.
+
+    ``act1`` is the ReLU after ``norm1``, or ``nn.Identity`` when the norm brings its own activation
+    (FRN's TLU: ``norm1`` is built with it). ``norm2`` is followed by the addition, not by an
+    activation, so it is built without one (FRN without TLU); the ReLU after the addition is always a
+    ReLU. Convs have a bias only where the norm after them adds no learned shift.
+    """
 
     def __init__(
         self,
@@ -37,9 +43,11 @@ class BasicBlock(nn.Module):
         shortcut: str,
     ):
         super().__init__()
-        self.conv1 = conv3x3(in_channels, out_channels, stride)
-        self.norm1 = norm(out_channels)
-        self.conv2 = conv3x3(out_channels, out_channels)
+        bias = conv_bias(norm, out_channels)
+        self.conv1 = conv3x3(in_channels, out_channels, stride, bias=bias)
+        self.norm1 = norm(out_channels, activation=True)
+        self.act1 = norm.activation()
+        self.conv2 = conv3x3(out_channels, out_channels, bias=bias)
         self.norm2 = norm(out_channels, zero_init=zero_init_last)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
@@ -47,11 +55,11 @@ class BasicBlock(nn.Module):
                 self.shortcut = PadShortcut(out_channels - in_channels)
             else:
                 self.shortcut = nn.Sequential(
-                    nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), norm(out_channels)
+                    nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=bias), norm(out_channels)
                 )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.norm1(self.conv1(x)))
+        out = self.act1(self.norm1(self.conv1(x)))
         out = self.norm2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
 
@@ -86,7 +94,11 @@ class CifarResNet(nn.Module):
             raise ValueError(f"model.shortcut={shortcut!r} is invalid: use 'pad' or 'conv'")
         channels, _, _ = check_input_shape(input_shape, min_size=4)
         blocks_per_stage = (depth - 2) // 6
-        self.stem = nn.Sequential(conv3x3(channels, widths[0]), norm(widths[0]), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            conv3x3(channels, widths[0], bias=conv_bias(norm, widths[0])),
+            norm(widths[0], activation=True),
+            norm.activation(inplace=True),
+        )
         blocks: list[nn.Module] = []
         in_channels = widths[0]
         for stage, width in enumerate(widths):

@@ -23,6 +23,12 @@ from src.norms.checks import (
     check_momentum,
     check_number_at_least,
     check_virtual_batch,
+    config_rules,
+    eps_rule,
+    int_rule,
+    momentum_rule,
+    number_rule,
+    virtual_batch_rule,
 )
 
 
@@ -84,6 +90,7 @@ class _RunningStatsNorm(NormLayer):
         return (x - _per_channel(self.running_mean)) * _per_channel(torch.rsqrt(self.running_var + self.eps))
 
 
+@config_rules(momentum=momentum_rule)
 class MeanOnlyBatchNorm2d(_RunningStatsNorm):
     """Mean-only batch normalization (Salimans & Kingma 2016), the companion of weight normalization.
 
@@ -111,6 +118,9 @@ class MeanOnlyBatchNorm2d(_RunningStatsNorm):
         return x - _per_channel(mean) + _per_channel(self.bias)
 
 
+@config_rules(
+    eps=eps_rule, momentum=momentum_rule, r_max=number_rule(1.0), d_max=number_rule(0.0), warmup_steps=int_rule(0)
+)
 class BatchRenorm2d(_RunningStatsNorm):
     """Batch renormalization (Ioffe 2017): BN whose output is corrected towards the running statistics.
 
@@ -187,6 +197,7 @@ class BatchRenorm2d(_RunningStatsNorm):
         return f"{self.num_features}, r_max={self.r_max:g}, d_max={self.d_max:g}, warmup_steps={self.warmup_steps}"
 
 
+@config_rules(virtual_batch=virtual_batch_rule, eps=eps_rule, momentum=momentum_rule)
 class GhostBatchNorm2d(_RunningStatsNorm):
     """Ghost batch normalization (Hoffer et al. 2017): BN over virtual batches of ``virtual_batch`` samples.
 

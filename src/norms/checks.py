@@ -1,20 +1,30 @@
-"""Configuration checks shared by the norm layers and :meth:`Normalization.validate`.
+"""Configuration checks of the norm layers, and the rules :meth:`Normalization.validate` applies.
 
 Every invalid setting fails with one ``ValueError`` line that names the config key, the value and
 what is allowed, e.g. ``norm.layer.virtual_batch=3 is invalid: it must divide batch=32``.
 
-The checks are keyed by keyword name (:data:`KEYWORD_RULES`), so :meth:`Normalization.validate` can
-check a Hydra partial (``layer`` or ``weight``) from its keywords alone, before any layer is built,
-and every layer constructor runs the same rule on its own arguments.
+A rule is ``rule(key, value, batch)``: it raises that error or returns. The rules live with the layer
+they check: a layer class or function of normlab declares them with :func:`config_rules`, e.g.
+``@config_rules(eps=eps_rule, groups=int_rule(1))``, which attaches ``{"eps": …, "groups": …}`` to it as
+its ``config_rules`` attribute (a subclass inherits its base's rules unless it declares its own).
+Targets normlab does not own (``torch.nn.BatchNorm2d``, torch's spectral norm, …) get theirs from
+:data:`FOREIGN_RULES`, keyed by the target object itself. So a keyword is only ever checked by the
+rule of the layer that takes it: ``groups`` of GN is not ``groups`` of some other layer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+from torch import nn
+from torch.nn.utils import parametrizations
 
 LAYER_PREFIX = "norm.layer"
 WEIGHT_PREFIX = "norm.weight"
+
+Rule = Callable[[str, Any, "int | None"], object]
+Target = TypeVar("Target")
 
 
 def invalid(key: str, value: object, allowed: str) -> ValueError:
@@ -64,25 +74,94 @@ def check_virtual_batch(key: str, value: object, batch: int | None = None) -> in
     return virtual_batch
 
 
-Rule = Callable[[str, Any, "int | None"], object]
+# ---- rules: check(key, value, batch) ------------------------------------------------------------
 
-#: keyword name -> check(key, value, batch); applied to any ``layer``/``weight`` partial that has the keyword.
-KEYWORD_RULES: dict[str, Rule] = {
-    "eps": lambda key, value, batch: check_eps(key, value),
-    "groups": lambda key, value, batch: check_int_at_least(key, value, 1),
-    "min_group_size": lambda key, value, batch: check_int_at_least(key, value, 1),
-    "momentum": lambda key, value, batch: value is None or check_momentum(key, value),
-    "virtual_batch": check_virtual_batch,
-    "r_max": lambda key, value, batch: check_number_at_least(key, value, 1.0),
-    "d_max": lambda key, value, batch: check_number_at_least(key, value, 0.0),
-    "warmup_steps": lambda key, value, batch: check_int_at_least(key, value, 0),
-    "n_power_iterations": lambda key, value, batch: check_int_at_least(key, value, 1),
+
+def eps_rule(key: str, value: object, batch: int | None = None) -> None:
+    """ε >= 0."""
+    check_eps(key, value)
+
+
+def momentum_rule(key: str, value: object, batch: int | None = None) -> None:
+    """A momentum in [0, 1]."""
+    check_momentum(key, value)
+
+
+def optional_momentum_rule(key: str, value: object, batch: int | None = None) -> None:
+    """A momentum in [0, 1], or ``None`` (torch's BN: a cumulative average)."""
+    if value is not None:
+        check_momentum(key, value)
+
+
+def virtual_batch_rule(key: str, value: object, batch: int | None = None) -> None:
+    """An integer >= 1 that divides ``batch`` (when known)."""
+    check_virtual_batch(key, value, batch)
+
+
+def int_rule(minimum: int) -> Rule:
+    """The rule "an integer >= ``minimum``"."""
+
+    def rule(key: str, value: object, batch: int | None = None) -> None:
+        check_int_at_least(key, value, minimum)
+
+    rule.__doc__ = f"An integer >= {minimum}."
+    return rule
+
+
+def number_rule(minimum: float) -> Rule:
+    """The rule "a number >= ``minimum``"."""
+
+    def rule(key: str, value: object, batch: int | None = None) -> None:
+        check_number_at_least(key, value, minimum)
+
+    rule.__doc__ = f"A number >= {minimum:g}."
+    return rule
+
+
+def config_rules(**rules: Rule) -> Callable[[Target], Target]:
+    """Decorator: declare the rules of a layer class or function's keyword arguments, by keyword.
+
+    ``@config_rules(eps=eps_rule)`` sets ``target.config_rules = {"eps": eps_rule}`` and returns the target.
+    """
+
+    def attach(target: Target) -> Target:
+        target.config_rules = dict(rules)  # type: ignore[attr-defined]
+        return target
+
+    return attach
+
+
+#: rules of targets normlab does not own, keyed by the target object (not by keyword name).
+FOREIGN_RULES: dict[object, Mapping[str, Rule]] = {
+    nn.BatchNorm2d: {"eps": eps_rule, "momentum": optional_momentum_rule},
+    nn.SyncBatchNorm: {"eps": eps_rule, "momentum": optional_momentum_rule},
+    nn.InstanceNorm2d: {"eps": eps_rule, "momentum": optional_momentum_rule},
+    nn.GroupNorm: {"num_groups": int_rule(1), "eps": eps_rule},
+    parametrizations.spectral_norm: {"n_power_iterations": int_rule(1), "eps": eps_rule},
 }
 
 
-def check_keywords(prefix: str, keywords: Mapping[str, Any], batch: int | None = None) -> None:
-    """Apply :data:`KEYWORD_RULES` to every keyword that has a rule; ``prefix`` names the config node."""
-    for name, value in keywords.items():
-        rule = KEYWORD_RULES.get(name)
+def rules_for(target: object) -> Mapping[str, Rule]:
+    """The rules of ``target`` (a layer class or function): its own ``config_rules``, else its entry in
+    :data:`FOREIGN_RULES`; for a class, the first of its bases (in method resolution order) that has
+    either. A target with neither has no rules."""
+    for owner in target.__mro__ if isinstance(target, type) else (target,):
+        own = vars(owner).get("config_rules") if isinstance(owner, type) else getattr(owner, "config_rules", None)
+        if own is not None:
+            return own
+        try:
+            foreign = FOREIGN_RULES.get(owner)
+        except TypeError:  # an unhashable target
+            foreign = None
+        if foreign is not None:
+            return foreign
+    return {}
+
+
+def check_arguments(prefix: str, target: object, arguments: Mapping[str, Any], batch: int | None = None) -> None:
+    """Check every argument of ``target`` that has a rule (:func:`rules_for`); ``prefix`` names the config node."""
+    rules = rules_for(target)
+    for name, value in arguments.items():
+        rule = rules.get(name)
         if rule is not None:
             rule(f"{prefix}.{name}", value, batch)

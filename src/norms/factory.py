@@ -10,11 +10,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from src.norms.base import NormLayer
-from src.norms.checks import LAYER_PREFIX, WEIGHT_PREFIX, check_keywords
+from src.norms.checks import LAYER_PREFIX, WEIGHT_PREFIX, check_arguments
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,15 @@ class Normalization:
     every ``nn.Conv2d`` and ``nn.Linear`` of the finished model by :meth:`apply_weight`, so that
     weight-side methods (weight norm, spectral norm) sit on the same ``norm`` axis as activation norms.
 
+    What models ask of it, at each conv → norm (→ activation) position with C output channels:
+
+    - :meth:`adds_shift`: whether the norm adds a learned per-channel shift β (then the conv has no
+      bias: y = γ x̂ + β absorbs it; otherwise the conv gets its own bias b, y = norm(W * x + b));
+    - ``norm(C, zero_init=..., activation=...)``: the layer; ``activation=True`` where the model
+      applies an activation after it, which a norm that brings its own (FRN's TLU) then computes;
+    - :meth:`activation`: the activation module to put after that layer: ``nn.ReLU``, or
+      ``nn.Identity`` when the layer has taken the activation over.
+
     Args:
         name: the norm's name on the command line (``norm=<name>``), recorded in every run.
         layer: ``layer(num_channels) -> nn.Module``, usually a Hydra ``_partial_`` of a layer class;
@@ -88,6 +98,8 @@ class Normalization:
         self.batch_dependent = batch_dependent
         self.synchronized = synchronized
         self.norm_info = NormInfo.from_config(name, info)
+        self._shifts: dict[int, bool] = {}
+        self._logged: set[str] = set()
 
     def info(self) -> dict[str, Any]:
         """The run record's ``norm_info``: name, label, family, plot order and colour, affine shift,
@@ -103,20 +115,16 @@ class Normalization:
         """Fail before training when the norm's settings are invalid or cannot work with this batch size.
 
         ``layer`` and ``weight`` are checked from their arguments alone, before any layer is built:
-        every keyword of the partial, and every default of its target's signature, that has a rule
-        in :data:`src.norms.checks.KEYWORD_RULES` is checked (e.g. ``eps >= 0``, ``groups >= 1``, and
-        ``virtual_batch`` must divide ``batch``), and a target may add its own check as a callable
-        attribute ``check_config(prefix=..., batch=..., **arguments)``. Errors are one ``ValueError``
-        line naming the config key (``norm.layer.<key>`` or ``norm.weight.<key>``) and the allowed values.
+        every keyword of the partial, and every default of its target's signature, is checked with the
+        rule its target declares for it (:func:`src.norms.checks.rules_for`: the target's own
+        ``config_rules``, or for a target normlab does not own its entry in
+        :data:`src.norms.checks.FOREIGN_RULES`), e.g. ``eps >= 0``, GN's ``groups >= 1``, and ghost BN's
+        ``virtual_batch`` must divide ``batch``. Errors are one ``ValueError`` line naming the config
+        key (``norm.layer.<key>`` or ``norm.weight.<key>``) and the allowed values.
         """
         for prefix, builder in ((LAYER_PREFIX, self.layer), (WEIGHT_PREFIX, self.weight)):
-            if builder is None:
-                continue
-            arguments = builder_arguments(builder)
-            check_keywords(prefix, arguments, batch)
-            hook = getattr(getattr(builder, "func", builder), "check_config", None)
-            if callable(hook):
-                hook(prefix=prefix, batch=batch, **arguments)
+            if builder is not None:
+                check_arguments(prefix, builder_target(builder), builder_arguments(builder), batch)
         if self.batch_dependent and batch < 2:
             log.warning("norm=%s computes statistics over the batch, and batch=%d has one sample", self.name, batch)
 
@@ -128,22 +136,78 @@ class Normalization:
                     self.weight(module)
         return model
 
-    def __call__(self, num_channels: int, *, zero_init: bool = False) -> nn.Module:
-        """A fresh layer for ``num_channels`` channels; ``zero_init`` sets its scale γ to 0.
+    @property
+    def replaces_activation(self) -> bool:
+        """Whether the layer brings its own activation (its target's ``replaces_activation``, e.g. FRN's TLU)."""
+        return self.layer is not None and bool(getattr(builder_target(self.layer), "replaces_activation", False))
 
-        Zero-initialising the last norm of a residual block makes the block start as the identity
-        (Goyal et al. 2017; used by the GN paper). Norms without a learnable scale ignore it.
+    def activation(self, inplace: bool = False) -> nn.Module:
+        """The activation a model applies after ``norm(C, activation=True)``: ``nn.ReLU``, or ``nn.Identity``
+        when the layer computes the activation itself (:attr:`replaces_activation`). Parameter-free."""
+        return nn.Identity() if self.replaces_activation else nn.ReLU(inplace=inplace)
+
+    def adds_shift(self, num_channels: int) -> bool:
+        """Whether the layer for ``num_channels`` channels adds a learned per-channel shift β.
+
+        Found by building a probe layer and looking for a ``bias`` that is an ``nn.Parameter``: BN, GN,
+        LN, IN, FRN, mean-only BN … have one; no layer (``None``: an identity), PixelNorm and any
+        layer built with ``affine=False`` have none. The probe is built under a forked RNG, so it leaves
+        the random stream (hence every model's initialisation) as it was. Cached per channel count.
+        """
+        if self.layer is None:
+            return False
+        if num_channels not in self._shifts:
+            with torch.random.fork_rng(devices=[]):
+                probe = self.layer(num_channels)
+            self._shifts[num_channels] = isinstance(getattr(probe, "bias", None), nn.Parameter)
+        return self._shifts[num_channels]
+
+    def __call__(self, num_channels: int, *, zero_init: bool = False, activation: bool = False) -> nn.Module:
+        """A fresh layer for ``num_channels`` channels.
+
+        Args:
+            num_channels: C.
+            zero_init: set its scale γ to 0. Zero-initialising the last norm of a residual block makes
+                the block start as the identity (Goyal et al. 2017; used by the GN paper). Norms without
+                a learnable scale ignore it.
+            activation: whether the model applies an activation right after this layer. A layer that
+                replaces the activation (:attr:`replaces_activation`) is built with ``activation=True``
+                then (FRN applies its TLU, and :meth:`activation` gives ``nn.Identity``) and with
+                ``activation=False`` otherwise (e.g. the last norm of a residual block, before the
+                addition). Other layers ignore it.
+
+        The first layer of each description (e.g. ``GroupNorm(groups=8, channels=16)``) this
+        ``Normalization`` builds is logged with the configured ``norm.layer`` arguments, once per
+        instance (a run builds its own), so the log shows what was requested and what each layer got.
         """
         if self.layer is None:
             return nn.Identity()
-        module = self.layer(num_channels)
+        if self.replaces_activation:
+            module = self.layer(num_channels, activation=activation)
+        else:
+            module = self.layer(num_channels)
         weight = getattr(module, "weight", None)
         if zero_init and isinstance(weight, nn.Parameter):
             nn.init.zeros_(weight)
+        self._log_layer(num_channels, module)
         return module
+
+    def _log_layer(self, num_channels: int, module: nn.Module) -> None:
+        description = describe_layer(module)
+        if description in self._logged:
+            return
+        self._logged.add(description)
+        keywords = self.layer.keywords if isinstance(self.layer, functools.partial) else {}
+        requested = ", ".join(f"{key}={value}" for key, value in keywords.items()) or "defaults"
+        log.info("norm %s: %d channels -> %s (norm.layer: %s)", self.name, num_channels, description, requested)
 
     def __repr__(self) -> str:
         return f"Normalization(name={self.name!r}, layer={self.layer!r}, weight={self.weight!r})"
+
+
+def builder_target(builder: Callable[..., Any]) -> Callable[..., Any]:
+    """The class or function a ``layer``/``weight`` builder calls (a partial's ``func``; else itself)."""
+    return builder.func if isinstance(builder, functools.partial) else builder
 
 
 def builder_arguments(builder: Callable[..., Any]) -> dict[str, Any]:

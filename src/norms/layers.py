@@ -10,12 +10,9 @@ For an activation x of shape (N, C, H, W):
 
 from __future__ import annotations
 
-import logging
-
 from torch import nn
 
-log = logging.getLogger(__name__)
-_reported: set[tuple[int, int, int, int]] = set()
+from src.norms.checks import config_rules, eps_rule, int_rule
 
 
 def resolve_groups(num_channels: int, groups: int, min_group_size: int = 1) -> int:
@@ -39,30 +36,26 @@ def resolve_groups(num_channels: int, groups: int, min_group_size: int = 1) -> i
     return resolved
 
 
+@config_rules(groups=int_rule(1), min_group_size=int_rule(1), eps=eps_rule)
 def group_norm(
     num_channels: int, groups: int = 32, min_group_size: int = 1, eps: float = 1e-5, affine: bool = True
 ) -> nn.GroupNorm:
-    """GroupNorm with ``resolve_groups`` applied; the resolved count is logged once per layer shape."""
+    """GroupNorm with :func:`resolve_groups` applied: G = min(groups, C // min_group_size) groups.
+
+    The groups a layer got are in its description (``GroupNorm(groups=8, channels=16)``), which
+    :class:`src.norms.Normalization` logs per run beside the requested ``groups``/``min_group_size``.
+    """
     resolved = resolve_groups(num_channels, groups, min_group_size)
-    key = (num_channels, groups, min_group_size, resolved)
-    if resolved != groups and key not in _reported:
-        _reported.add(key)
-        log.info(
-            "gn: %d channels -> %d groups of %d (requested groups=%d, min_group_size=%d)",
-            num_channels,
-            resolved,
-            num_channels // resolved,
-            groups,
-            min_group_size,
-        )
     return nn.GroupNorm(resolved, num_channels, eps=eps, affine=affine)
 
 
+@config_rules(eps=eps_rule)
 def layer_norm(num_channels: int, eps: float = 1e-5, affine: bool = True) -> nn.GroupNorm:
     """The GN paper's LN: per sample over (C, H, W), with a per-channel scale and shift."""
     return nn.GroupNorm(1, num_channels, eps=eps, affine=affine)
 
 
+@config_rules(eps=eps_rule)
 def instance_norm(num_channels: int, eps: float = 1e-5, affine: bool = True) -> nn.GroupNorm:
     """IN: per sample and channel over (H, W), with a per-channel affine; same in train and eval."""
     return nn.GroupNorm(num_channels, num_channels, eps=eps, affine=affine)

@@ -6,9 +6,10 @@ import torch
 from torch import Tensor
 
 from src.norms.base import NormLayer
-from src.norms.checks import LAYER_PREFIX, check_eps
+from src.norms.checks import LAYER_PREFIX, check_eps, config_rules, eps_rule
 
 
+@config_rules(eps=eps_rule)
 class PixelNorm(NormLayer):
     """Normalizes each pixel's feature vector to unit mean square over the channels; no parameters.
 

@@ -6,12 +6,13 @@ import torch
 from torch import Tensor, nn
 
 from src.norms.base import NormLayer
-from src.norms.checks import LAYER_PREFIX, check_eps, check_momentum
+from src.norms.checks import LAYER_PREFIX, check_eps, check_momentum, config_rules, eps_rule, momentum_rule
 
 #: the order of the mixture weights
 SOURCES = ("in", "ln", "bn")
 
 
+@config_rules(eps=eps_rule, momentum=momentum_rule)
 class SwitchableNorm2d(NormLayer):
     """A learned mixture of instance, layer and batch normalization statistics.
 

@@ -7,7 +7,10 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from src.norms.checks import config_rules, eps_rule, optional_momentum_rule
 
+
+@config_rules(eps=eps_rule, momentum=optional_momentum_rule)
 class SyncBatchNorm2d(_BatchNorm):
     """Synchronized BN: each channel over (N, H, W) of the batches of *all* processes of a DDP run.
 

@@ -12,9 +12,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations, parametrize
 
-from src.norms.checks import WEIGHT_PREFIX, check_eps, check_int_at_least
+from src.norms.checks import WEIGHT_PREFIX, check_eps, check_int_at_least, config_rules, eps_rule, int_rule
 
 
+@config_rules()
 def weight_norm(module: nn.Module) -> nn.Module:
     """Weight normalization (Salimans & Kingma 2016): W[i] = g_i · V[i] / ‖V[i]‖ for each output unit i.
 
@@ -25,6 +26,7 @@ def weight_norm(module: nn.Module) -> nn.Module:
     return parametrizations.weight_norm(module, name="weight", dim=0)
 
 
+@config_rules(n_power_iterations=int_rule(1), eps=eps_rule)
 def spectral_norm(module: nn.Module, n_power_iterations: int = 1, eps: float = 1e-12) -> nn.Module:
     """Spectral normalization (Miyato et al. 2018): W / σ(W), σ the largest singular value.
 
@@ -43,6 +45,7 @@ def spectral_norm(module: nn.Module, n_power_iterations: int = 1, eps: float = 1
     return parametrizations.spectral_norm(module, name="weight", n_power_iterations=n_power_iterations, eps=eps)
 
 
+@config_rules(eps=eps_rule)
 class WeightStandardization(nn.Module):
     """The parametrization W[i] ↦ (W[i] − mean(W[i])) / sqrt(var(W[i]) + ε), per output filter i.
 
@@ -64,6 +67,7 @@ class WeightStandardization(nn.Module):
         return f"eps={self.eps:g}"
 
 
+@config_rules(eps=eps_rule)
 def weight_standardization(module: nn.Module, eps: float = 1e-5) -> nn.Module:
     """Weight standardization (Qiao et al. 2019) of a conv layer's filters; other layers are left alone.
 
@@ -75,6 +79,7 @@ def weight_standardization(module: nn.Module, eps: float = 1e-5) -> nn.Module:
     return module
 
 
+@config_rules(eps=eps_rule)
 def standardize_convolutions(model: nn.Module, eps: float = 1e-5) -> nn.Module:
     """Weight standardization of every convolution of ``model`` that is not standardized already, on top
     of whatever norm the model uses (``standardize_weights=true``: BN+WS beside GN+WS, Qiao et al. 2019)."""
