@@ -23,6 +23,8 @@ each in :mod:`src.report.kinds` (which also loads a kind outside normlab named b
   smallest)). Never the max − min of means (biased upward by noise).
 - ``order`` (``order: "bn ≲ gn < ln"``, ``tolerance``): each adjacent pair; ``<`` is a direction test
   (right − left > 0), ``≲`` an equivalence test |right − left| ≤ tolerance.
+- ``contrast`` (``cells: [...]``, ``weights: [...]`` summing to 0; ``at_least``/``at_most`` or ``within``):
+  θ = Σ wᵢ·m(cellᵢ), e.g. a difference of differences; bounds decided as for ``difference``.
 
 Tests and verdicts, every one-sided test at level α/2 (so that each reads off the two-sided 1 − α
 interval shown):
