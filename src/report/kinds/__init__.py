@@ -1,4 +1,5 @@
-"""Claim kinds, one module each, registered by name (:func:`register`).
+"""Claim kinds, one module each, registered by name (:func:`register`): every module of this package
+is imported here, so adding a kind to normlab is adding its module.
 
 Built in: ``difference``, ``less``, ``greater``, ``equivalent``, ``flat``, ``order`` and ``contrast``. A
 study may name any other :class:`ClaimKind` by dotted path (``kind: mypackage.mykinds.Interaction``);
@@ -6,10 +7,15 @@ study may name any other :class:`ClaimKind` by dotted path (``kind: mypackage.my
 :class:`ClaimKind`, :class:`Tests`, :class:`Test`, :class:`Cell` and :func:`fail`.
 """
 
+import importlib
+import pkgutil
+
 from src.report.cells import Cell, Test
 from src.report.checks import SpecError, fail
-from src.report.kinds import contrast, difference, equivalent, flat, greater, less, order  # noqa: F401  (register)
 from src.report.kinds.base import COMMON_KEYS, KINDS, ClaimKind, Tests, find_kind, kind_name, register
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):  # each registers its kind(s)
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = [
     "COMMON_KEYS",
