@@ -7,7 +7,8 @@ estimated from the cell-means linear model over *all* the cells of the study's (
 with the pooled within-cell variance and ``df = runs − cells`` (:class:`src.report.stats.CellModel`);
 a per-pair Welch interval is kept as a robustness column.
 
-Kinds, each a set of pre-specified tests (θ the contrast, α = ``report.alpha``, default 0.05):
+Kinds, each a set of pre-specified tests (θ the contrast, α = ``report.alpha``, default 0.05), one module
+each in :mod:`src.report.kinds` (which also loads a kind outside normlab named by dotted path):
 
 - ``difference`` (cells a, b; ``at_least: T`` and/or ``at_most: T``): θ = m(a) − m(b). The **size**
   test is θ ≥ T (or ≤ T). When the claim has a direction (``at_least`` > 0, or ``at_most`` < 0) a
@@ -22,6 +23,8 @@ Kinds, each a set of pre-specified tests (θ the contrast, α = ``report.alpha``
   smallest)). Never the max − min of means (biased upward by noise).
 - ``order`` (``order: "bn ≲ gn < ln"``, ``tolerance``): each adjacent pair; ``<`` is a direction test
   (right − left > 0), ``≲`` an equivalence test |right − left| ≤ tolerance.
+- ``contrast`` (``cells: [...]``, ``weights: [...]`` summing to 0; ``at_least``/``at_most`` or ``within``):
+  θ = Σ wᵢ·m(cellᵢ), e.g. a difference of differences; bounds decided as for ``difference``.
 
 Tests and verdicts, every one-sided test at level α/2 (so that each reads off the two-sided 1 − α
 interval shown):
@@ -49,9 +52,24 @@ from typing import Any
 
 import pandas as pd
 
+from src.report.cells import (
+    INCONCLUSIVE,
+    NO_DATA,
+    NOT_ASSESSABLE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    REVERSED,
+    SYMBOL,
+    UNDECIDED,
+    VERDICTS,
+    Cell,
+    Test,
+    as_text,
+)
 from src.report.gate import FAILED, GateResult, GateRule, check
+from src.report.kinds import KINDS, find_kind, kind_name
 from src.report.load import Skipped
-from src.report.spec import KINDS, check_spec
+from src.report.spec import check_spec
 from src.report.stats import (
     ALPHA,
     MAX_SEEDS,
@@ -66,26 +84,32 @@ from src.report.stats import (
     power_one_sided,
     power_tost,
     seeds_needed,
-    slope_weights,
     tost,
 )
 
-REPRODUCED = "reproduced"
-NOT_REPRODUCED = "not reproduced"
-REVERSED = "reversed"
-UNDECIDED = "undecided"
-INCONCLUSIVE = UNDECIDED  # the name earlier reports used
-NOT_ASSESSABLE = "not assessable"
-NO_DATA = "no data"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, UNDECIDED, NOT_ASSESSABLE, NO_DATA)
-RELATIONS = {"<": "<", "≲": "≲", "<=": "≲", "≤": "≲"}
-SYMBOL = {"direction": ">", "at_least": "≥", "at_most": "≤", "within": "within ±"}
 METRIC_NAMES = {
     "test_error": "test error (%) after the last epoch",
     "val_error": "validation error (%) after the last epoch",
     "best_val_error": "best validation error (%) over the epochs",
 }
-__all__ = ["KINDS", "VERDICTS", "ClaimResult", "evaluate_claims"]
+__all__ = [  # the verdicts, cells and tests live in src.report.cells, the kinds in src.report.kinds
+    "INCONCLUSIVE",
+    "KINDS",
+    "NOT_ASSESSABLE",
+    "NOT_REPRODUCED",
+    "NO_DATA",
+    "REPRODUCED",
+    "REVERSED",
+    "SYMBOL",
+    "UNDECIDED",
+    "VERDICTS",
+    "Cell",
+    "ClaimEvaluator",
+    "ClaimResult",
+    "Test",
+    "as_text",
+    "evaluate_claims",
+]
 
 
 def metric_name(metric: str) -> str:
@@ -94,91 +118,6 @@ def metric_name(metric: str) -> str:
     if found:
         return f"{metric} (median validation error (%) of the last {found.group(1)} epochs, as the GN paper)"
     return f"{metric} ({METRIC_NAMES[metric]})" if metric in METRIC_NAMES else metric
-
-
-def as_text(value: Any) -> str:
-    """A cell value as compared: text, with whole floats as integers (a column with gaps is float)."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-@dataclass(frozen=True)
-class Cell:
-    """The runs a claim compares: every run whose columns equal ``values`` (column → value; norm, batch,
-    epochs, model, dataset, or any recorded config key such as ``optim.warmup_epochs``).
-
-    ``Cell.of(norm="gn", batch=8)`` is today's (norm, batch) cell, shown ``gn@8``; other columns are
-    shown after it, e.g. ``gn@8 epochs=24``. Values are compared as text (:func:`as_text`), so ``24``
-    matches ``"24"`` and ``24.0``.
-    """
-
-    values: tuple[tuple[str, Any], ...]
-
-    @classmethod
-    def of(cls, mapping: dict[str, Any] | None = None, **columns: Any) -> Cell:
-        merged = {**(mapping or {}), **columns}
-        values = {str(k): int(v) if k == "batch" else as_text(v) for k, v in merged.items()}
-        return cls(tuple(sorted(values.items())))
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return tuple(k for k, _ in self.values)
-
-    def get(self, column: str) -> Any:
-        return dict(self.values).get(column)
-
-    @property
-    def norm(self) -> str | None:
-        return self.get("norm")
-
-    @property
-    def batch(self) -> int | None:
-        return self.get("batch")
-
-    def within(self, other: Cell) -> bool:
-        """Whether ``other`` (a design cell) has every column value of this cell."""
-        values = dict(other.values)
-        return all(column in values and values[column] == value for column, value in self.values)
-
-    def mask(self, runs: pd.DataFrame) -> pd.Series:
-        """The runs of this cell (none when ``runs`` lacks one of its columns)."""
-        keep = pd.Series(True, index=runs.index)
-        for column, value in self.values:
-            if column not in runs:
-                return pd.Series(False, index=runs.index)
-            keep &= runs[column].map(as_text) == as_text(value)
-        return keep
-
-    def __str__(self) -> str:
-        values = dict(self.values)
-        head = f"{values.pop('norm')}@{values.pop('batch')}" if {"norm", "batch"} <= set(values) else ""
-        rest = " ".join(f"{k}={v}" for k, v in values.items())
-        return " ".join(part for part in (head, rest) if part)
-
-
-@dataclass
-class Test:
-    """One pre-specified test of a contrast θ = Σ weights·m(cell) against ``bound``."""
-
-    label: str
-    test: str  # direction | at_least | at_most | within
-    bound: float
-    weights: dict[Cell, float]
-    estimate: Estimate = NO_ESTIMATE
-    welch: Estimate | None = None
-    p: float = math.nan  # small: the claim is shown
-    p_against: float = math.nan  # small: the claim is contradicted
-    verdict: str = NO_DATA
-    welch_verdict: str = ""
-    seeds: int | None = None
-    seeds_note: str = ""
-
-    @property
-    def claim(self) -> str:
-        if self.test == "direction":
-            return "> 0"
-        return f"{SYMBOL[self.test]} {self.bound:g}" if self.test != "within" else f"within ±{self.bound:g}"
 
 
 @dataclass
@@ -274,25 +213,6 @@ def format_published(item: Any) -> str:
     text = f"{value:+.1f}" if number else ("no number" if value is None else str(value))
     details = "; ".join(str(item[k]) for k in ("source", "conditions") if item.get(k))
     return f"{text} ({details})" if details else text
-
-
-def cells_of(spec: dict[str, Any]) -> tuple[Cell, Cell]:
-    """The two cells a difference/less/greater/equivalent claim compares: ``a`` and ``b`` (mappings
-    column → value), or the shorthands ``norms: [X, Y]`` + ``batch`` and ``norm`` + ``batches: [A, B]``."""
-    where = spec.get("where") or {}  # columns every cell of the claim shares, e.g. {epochs: 24}
-    if "a" in spec and "b" in spec:
-        return Cell.of({**where, **spec["a"]}), Cell.of({**where, **spec["b"]})
-    if "norms" in spec:
-        first, second = spec["norms"]
-        return Cell.of(where, norm=first, batch=spec["batch"]), Cell.of(where, norm=second, batch=spec["batch"])
-    first, second = spec["batches"]
-    return Cell.of(where, norm=spec["norm"], batch=first), Cell.of(where, norm=spec["norm"], batch=second)
-
-
-def parse_order(text: str) -> tuple[list[str], list[str]]:
-    """``"bn ≲ gn < ln"`` → (["bn", "gn", "ln"], ["≲", "<"])."""
-    parts = [p.strip() for p in re.split(r"(<=|≤|≲|<)", str(text))]
-    return parts[0::2], [RELATIONS[p] for p in parts[1::2]]
 
 
 class ClaimEvaluator:
@@ -413,7 +333,7 @@ class ClaimEvaluator:
     # ------------------------------------------------------------------ claims
 
     def evaluate(self, spec: dict[str, Any], index: int) -> ClaimResult:
-        kind = str(spec.get("kind", "")).lower()
+        kind = kind_name(spec)
         metric = str(spec.get("metric", "test_error"))
         published = spec.get("published") or []
         result = ClaimResult(
@@ -427,7 +347,9 @@ class ClaimEvaluator:
         )
         if spec.get("note"):
             result.notes.append(str(spec["note"]))
-        getattr(self, f"_{kind}")(spec, metric, result)
+        tests = find_kind(spec).build(spec, self.runs)
+        result.direction, result.sizes, result.statement = tests.direction, tests.sizes, tests.statement
+        result.notes += tests.notes
         model = self.cell_model(metric)
         result.model_df, result.model_cells, result.pooled_sd = model.df, len(model.values), model.sd
         for test in result.tests:
@@ -506,87 +428,6 @@ class ClaimEvaluator:
             return value <= test.bound
         return abs(value) <= test.bound
 
-    @staticmethod
-    def _cell(spec: dict[str, Any], norm: str, batch: int) -> Cell:
-        """The cell (norm, batch) of a flat/order claim, with its ``where`` columns."""
-        return Cell.of(spec.get("where") or {}, norm=norm, batch=batch)
-
-    def _pair(self, a: Cell, b: Cell, test: str, bound: float) -> Test:
-        return Test(f"{a} − {b}", test, bound, {a: 1.0, b: -1.0})
-
-    def _difference(self, spec: dict[str, Any], metric: str, result: ClaimResult) -> None:
-        a, b = cells_of(spec)
-        parts = []
-        for test in ("at_least", "at_most"):
-            if spec.get(test) is not None:
-                bound = float(spec[test])
-                result.sizes.append(self._pair(a, b, test, bound))
-                parts.append(f"{a} − {b} {SYMBOL[test]} {bound:g}")
-        at_least, at_most = spec.get("at_least"), spec.get("at_most")
-        if at_least is not None and float(at_least) > 0 and at_most is None:
-            result.direction = self._pair(a, b, "direction", 0.0)
-        elif at_most is not None and float(at_most) < 0 and at_least is None:
-            result.direction = self._pair(b, a, "direction", 0.0)
-        result.statement = " and ".join(parts)
-
-    def _less(self, spec: dict[str, Any], metric: str, result: ClaimResult, greater: bool = False) -> None:
-        a, b = cells_of(spec)
-        high, low = (a, b) if greater else (b, a)
-        result.direction = self._pair(high, low, "direction", 0.0)
-        margin = float(spec.get("margin", 0.0))
-        if margin:
-            result.sizes.append(self._pair(high, low, "at_least", margin))
-        result.statement = f"{a} {'>' if greater else '<'} {b}" + (f" by ≥ {margin:g}" if margin else "")
-
-    def _greater(self, spec: dict[str, Any], metric: str, result: ClaimResult) -> None:
-        self._less(spec, metric, result, greater=True)
-
-    def _equivalent(self, spec: dict[str, Any], metric: str, result: ClaimResult) -> None:
-        a, b = cells_of(spec)
-        delta = float(spec["within"])
-        result.sizes.append(self._pair(a, b, "within", delta))
-        result.statement = f"|{a} − {b}| ≤ {delta:g} (equivalence, TOST)"
-
-    def _flat(self, spec: dict[str, Any], metric: str, result: ClaimResult) -> None:
-        norm = str(spec["norm"])
-        delta = float(spec.get("within", spec.get("at_most")))
-        batches = sorted({int(b) for b in spec.get("batches") or []})
-        if not batches:
-            batches = sorted(int(b) for b in self.runs.loc[self.runs["norm"] == norm, "batch"].unique())
-        if len(batches) < 2:
-            result.statement = f"{norm} flat: needs {norm} at two batch sizes or more"
-            result.notes.append(f"{norm} was run at {len(batches)} batch size(s)")
-            result.sizes.append(Test(f"{norm}: no two batches", "within", delta, {}))
-            return
-        small, large = self._cell(spec, norm, batches[0]), self._cell(spec, norm, batches[-1])
-        result.sizes.append(self._pair(small, large, "within", delta))
-        result.statement = f"{small} − {large} within ±{delta:g}"
-        if len(batches) >= 3:
-            default = delta / math.log2(batches[-1] / batches[0])
-            slope = float(spec.get("slope_within", default))
-            weights = slope_weights([math.log2(b) for b in batches])
-            cells = [self._cell(spec, norm, b) for b in batches]
-            label = f"slope of {norm} vs log2(batch) over {', '.join(map(str, batches))} (per doubling)"
-            result.sizes.append(Test(label, "within", slope, dict(zip(cells, weights, strict=True))))
-            result.statement += f"; slope within ±{slope:g} per doubling"
-            if "slope_within" not in spec:
-                result.notes.append(f"slope bound ±{slope:.3g} per doubling = ±{delta:g} spread over the batch range")
-
-    def _order(self, spec: dict[str, Any], metric: str, result: ClaimResult) -> None:
-        batch = int(spec["batch"])
-        norms, relations = parse_order(spec["order"])
-        tolerance = float(spec.get("tolerance", 0.5))
-        for left, relation, right in zip(norms, relations, norms[1:], strict=False):
-            a, b = self._cell(spec, left, batch), self._cell(spec, right, batch)
-            if relation == "≲":
-                result.sizes.append(self._pair(b, a, "within", tolerance))
-            else:
-                result.sizes.append(self._pair(b, a, "direction", 0.0))
-        chain = [norms[0]] + [f"{relation} {norm}" for relation, norm in zip(relations, norms[1:], strict=True)]
-        result.statement = f"at batch {batch}: {' '.join(chain)}"
-        if "≲" in relations:
-            result.statement += f" (≲: equivalent within ±{tolerance:g}; <: right − left > 0)"
-
 
 SLICE_COLUMNS = {"dataset", "model"}
 DESIGN = ("dataset", "model", "norm", "batch", "epochs")
@@ -622,8 +463,5 @@ def evaluate_claims(
 
 
 def _named_columns(claim: dict[str, Any]) -> list[str]:
-    named = [*(claim.get("where") or {})]
-    for side in ("a", "b"):
-        if isinstance(claim.get(side), dict):
-            named += list(claim[side])
-    return named
+    """The columns a claim's cells name (its kind says which)."""
+    return find_kind(claim).columns(claim)
