@@ -75,6 +75,16 @@ def test_a_later_stage_factor_reads_the_config_value_for_runs_that_did_not_set_i
     assert table.set_index(["standardize_weights", "norm"])["n"].eq(2).all()
 
 
+def test_a_factor_without_a_config_column_reads_the_one_value_the_others_set():
+    """While only runs with the config's value have finished, the report carries no column for the
+    factor (it does not vary): the runs that did not set it ran with the value the others set."""
+    factors = ["optim.base_batch", "optim.warmup_epochs"]
+    rows = [run(n, 0, v, v, **{"optim.base_batch": 32}) for n, v in (("bn", 20), ("gn", 30))]
+    rows += [run(n, 0, v, v, **{"optim.base_batch": 32, "optim.warmup_epochs": 0}) for n, v in (("bn", 21), ("gn", 29))]
+    table = recipe_table(pd.DataFrame(rows), factors)
+    assert set(table["optim.warmup_epochs"]) == {"0"} and table["n"].eq(2).all()
+
+
 def test_factors_must_be_a_list_of_keys():
     check_spec({"factors": ["optim.base_batch"]})
     with pytest.raises(SpecError, match=r"^report\.factors = 'optim\.base_batch': must be a list"):

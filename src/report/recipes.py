@@ -44,15 +44,22 @@ def override_values(overrides: str, factors: list[str]) -> dict[str, str]:
 def recipe_runs(runs: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     """``runs`` with one column per factor: the value in the run's overrides; where a run did not set a
     factor that other runs of its norm set, the resolved config's value (the column the report carries
-    when the value varies); where no run of its norm set it, ``·`` (the norm ignores the factor)."""
+    when the value varies; without the column every run had the value the others set); where no run of
+    its norm set it, ``·`` (the norm ignores the factor)."""
     values = pd.DataFrame([override_values(o, factors) for o in runs["overrides"]], index=runs.index)
     for factor in factors:
         set_by = set(runs.loc[values[factor] != ABSENT, "norm"])
         fill = (values[factor] == ABSENT) & runs["norm"].isin(set_by)
-        if factor in runs and fill.any():
+        if not fill.any():
+            continue
+        if factor in runs:
             values.loc[fill, factor] = runs.loc[fill, factor].map(
                 lambda value: ABSENT if pd.isna(value) else as_value(value)
             )
+        else:  # no column: the value did not vary across the counted runs, so it is the one the others set
+            given = set(values.loc[values[factor] != ABSENT, factor])
+            if len(given) == 1:
+                values.loc[fill, factor] = given.pop()
     return pd.concat([runs.drop(columns=[f for f in factors if f in runs]), values], axis=1)
 
 
