@@ -604,3 +604,23 @@ def test_the_report_orders_and_labels_norms_by_what_their_records_say(tmp_path):
     [table] = pivot_table(summarize(runs, catalog), catalog=catalog).values()
     assert list(table.index) == ["mynorm", "bn", "gn", "gn − bn"]
     assert runs.loc[runs.norm == "mynorm", "norm_label"].tolist() == ["My Norm", "My Norm"]
+
+
+def test_runs_that_are_not_one_grid_get_one_command_per_grid():
+    """A pilot's stages: each command must run exactly the runs recorded, never the full product."""
+    from src.report.commands import grids
+
+    stage1 = [["norm=bn", f"optim.base_batch={b}"] for b in (32, 128)]
+    stage2 = [
+        [f"norm={n}", f"standardize_weights={ws}", f"optim.warmup_epochs={w}"]
+        for n in ("bn", "gn")
+        for ws, w in (("true", 0), ("false", 2))
+    ]
+    groups = grids(stage1 + stage2)
+    assert sorted(map(len, groups)) == [2, 2, 2]
+    for group in groups:
+        keys = [[item.partition("=")[0] for item in run] for run in group]
+        assert all(k == keys[0] for k in keys)
+    assert ["norm=gn", "standardize_weights=true", "optim.warmup_epochs=0"] in next(
+        g for g in groups if len(g[0]) == 3 and "standardize_weights=true" in g[0]
+    )

@@ -1,14 +1,16 @@
 """The command lines that produced a study's runs, rebuilt from their records.
 
 Each record carries ``launch`` (primary config, ``--config-dir``, Hydra overrides, multirun or not) and
-its own task overrides (a JSON list in the ``overrides`` column). Runs launched alike are one sweep;
-its command lists every overridden key once with the values its runs took, in Hydra's sweep syntax
-(``norm=bn,gn batch=2,32``).
+its own task overrides (a JSON list in the ``overrides`` column). A command lists every overridden key
+once with the values its runs took, in Hydra's sweep syntax (``norm=bn,gn batch=2,32``), which runs every
+combination of them; so runs launched alike are split into the fewest groups that are each such a full
+grid (:func:`grids`), one command per group, and every command runs exactly runs that were recorded.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from typing import Any
 
@@ -44,6 +46,48 @@ def sweep_command(launch: dict[str, Any], overrides: list[list[str]]) -> str:
     return shlex.join(parts)
 
 
+Run = tuple[tuple[str, str], ...]  # one run's overrides as sorted (key, value) pairs
+
+
+def _is_grid(runs: list[Run]) -> bool:
+    """Whether ``runs`` (distinct, with one key set) are every combination of their keys' values."""
+    keys = [key for key, _ in runs[0]]
+    values = [{dict(run)[key] for run in runs} for key in keys]
+    return math.prod(len(v) for v in values) == len(runs)
+
+
+def grids(overrides: list[list[str]]) -> list[list[list[str]]]:
+    """``overrides`` (each run's task overrides) split into the fewest groups that are each a full grid of
+    their keys' values (runs with other keys apart; among the splits by one key's value, the one giving
+    the fewest groups), so that each group's sweep command runs exactly its runs."""
+    order: dict[str, int] = {}
+    runs: dict[Run, list[str]] = {}
+    for listed in overrides:
+        for item in listed:
+            order.setdefault(item.partition("=")[0], len(order))
+        pairs = tuple(sorted((item.partition("=")[0], item.partition("=")[2]) for item in listed))
+        runs.setdefault(pairs, listed)
+    by_keys: dict[tuple[str, ...], list[Run]] = {}
+    for run in runs:
+        by_keys.setdefault(tuple(key for key, _ in run), []).append(run)
+    groups = [group for part in by_keys.values() for group in _split(part)]
+    return [[runs[run] for run in group] for group in groups]
+
+
+def _split(runs: list[Run]) -> list[list[Run]]:
+    if not runs or not runs[0] or _is_grid(runs):
+        return [runs]
+    best: list[list[Run]] | None = None
+    for index in range(len(runs[0])):
+        values = {run[index][1] for run in runs}
+        if len(values) < 2:
+            continue
+        parts = [g for v in values for g in _split([run for run in runs if run[index][1] == v])]
+        if best is None or len(parts) < len(best):
+            best = parts
+    return best or [[run] for run in runs]
+
+
 def sweep_commands(runs: pd.DataFrame) -> list[str]:
     """The commands of the sweeps among ``runs`` (records without a ``launch`` are left out)."""
     if "launch" not in runs:
@@ -51,5 +95,5 @@ def sweep_commands(runs: pd.DataFrame) -> list[str]:
     commands = []
     for launch, part in runs.dropna(subset=["launch"]).groupby("launch", sort=False):
         overrides = [json.loads(listed) if listed else [] for listed in part["overrides"].fillna("")]
-        commands.append(sweep_command(json.loads(str(launch)), overrides))
+        commands += [sweep_command(json.loads(str(launch)), group) for group in grids(overrides)]
     return commands
