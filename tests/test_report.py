@@ -5,6 +5,7 @@ Most tests build synthetic ``result.json`` records (fast, exact numbers); one ru
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -328,19 +329,34 @@ def test_every_study_file_composes_and_its_claims_evaluate(study, tmp_path):
     batches = [int(b) for b in params.get("batch", [cfg.batch])]
     seeds = [int(s) for s in params.get("seed", [0, 1])]
     rng = np.random.default_rng(0)
-    records = [
-        make_record(
-            study,
-            norm,
-            batch,
-            seed,
-            float(rng.uniform(10, 30)),
-            norm_state={"l": {"mean_weights": {"bn": float(rng.uniform())}}},
-        )
-        for norm in params["norm"]
-        for batch in batches
-        for seed in (seeds if len(seeds) > 1 else [0, 1])
-    ]
+    # the columns a claim's cells name beyond norm and batch (where: {epochs: 16, standardize_weights: true}):
+    # synthetic runs cover every combination of their values
+    named: dict[str, set] = {}
+    for claim in spec["claims"]:
+        for cell in [claim.get("where") or {}, *(claim.get("cells") or []), claim.get("a") or {}, claim.get("b") or {}]:
+            for column, value in cell.items():
+                if column not in ("norm", "batch"):
+                    named.setdefault(column, set()).add(value)
+    arms = [dict(zip(named, values, strict=True)) for values in itertools.product(*named.values())]
+    records = []
+    for arm in arms:
+        for norm in params["norm"]:
+            for batch in batches:
+                for seed in seeds if len(seeds) > 1 else [0, 1]:
+                    record = make_record(
+                        study,
+                        norm,
+                        batch,
+                        seed,
+                        float(rng.uniform(10, 30)),
+                        norm_state={"l": {"mean_weights": {"bn": float(rng.uniform())}}},
+                    )
+                    for column, value in arm.items():
+                        record["config"][column] = value
+                        record["overrides"].append(f"{column}={value}")
+                        if column in record:
+                            record[column] = value
+                    records.append(record)
     for result in evaluate_claims(runs_of(records, tmp_path), spec):
         assert result.verdict != NO_DATA, (study, result.id, result.notes)
         assert not any("could not be evaluated" in note for note in result.notes), (study, result.id, result.notes)
