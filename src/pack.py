@@ -32,7 +32,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +63,8 @@ from src.norms import BatchRenorm2d, describe_norm_layers
 from src.process import run_settings
 from src.provenance import git_commit, machine_description
 from src.records import RunRecord, write_record
-from src.train import now, run_identity, train
 from src.resume import CHECKPOINT_DIR, REFUSAL_FILE, Action, archive_record, decide, run_lock
+from src.train import now, run_identity, train
 from src.validation import validate_config
 
 log = logging.getLogger(__name__)
@@ -607,14 +607,19 @@ def train_pack(members: Sequence[Member], by: str = "seed") -> list[PackOutcome]
     for index in sorted(alone):  # outside the locks: train() takes each run directory's own
         member = members[index]
         try:
-            outcomes[index].record = train(member.cfg, member.run_dir, member.overrides, member.choices, None, member.launch)
-        except Exception as error:  # noqa: BLE001 - recorded in the run's result.json by train()
+            outcomes[index].record = train(
+                member.cfg, member.run_dir, member.overrides, member.choices, None, member.launch
+            )
+        except Exception as error:
             outcomes[index].error = error
     return outcomes
 
 
 def _train_packed(
-    built: Sequence[BuiltMember], outcomes: Sequence[PackOutcome], configs: Sequence[tuple[dict[str, Any], str]], by: str
+    built: Sequence[BuiltMember],
+    outcomes: Sequence[PackOutcome],
+    configs: Sequence[tuple[dict[str, Any], str]],
+    by: str,
 ) -> None:
     """Train the built members as one pack and write each member's record (under the held locks)."""
     members = [b.member for b in built]
@@ -657,6 +662,8 @@ def _train_packed(
                 setattr(record, key, value)
             record.status = "completed"
         shutil.rmtree(pack_dir, ignore_errors=True)  # a finished pack needs no checkpoint
+        with suppress(OSError):
+            pack_dir.parent.rmdir()  # .packs/, once no pack is left in it
     except Exception as error:
         for record, outcome in zip(records, outcomes, strict=True):
             record.status, record.error = "failed", f"{type(error).__name__}: {error}"
