@@ -161,7 +161,7 @@ def test_a_diverged_member_stops_alone(compose_cfg, tmp_path):
         produced, diverged = fit_pack(built, tmp_path / "pack", resume=False)
     assert diverged[0] is None and produced[0] is not None, diverged
     assert math.isfinite(produced[0]["metrics"]["test_error"]) and produced[0]["curve"]
-    assert diverged[1].startswith("training loss is nan at step 16, epoch 0") and produced[1] is None
+    assert diverged[1].startswith("training loss is nan at step 12, epoch 0") and produced[1] is None
 
 
 class Interrupted(Exception):
