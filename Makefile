@@ -72,8 +72,9 @@ sweep: setup  ## run the study sweeps/$(STUDY).yaml as a Hydra multirun into mul
 report: setup  ## tables for multirun/$(STUDY) into $(REPORT_OUT)/$(STUDY)/
 	$(RUN) -m src.report multirun/$(STUDY) --out $(REPORT_OUT)
 
-bench: setup  ## step time of normlab's loop vs a hand loop, and sweep throughput; writes results/bench/
+bench: setup  ## step time of normlab's loop vs a hand loop, sweep throughput, packed vs unpacked runs per hour; writes results/bench/
 	$(RUN) -m benchmarks.throughput $(ARGS)
+	$(RUN) -m benchmarks.packing
 
 gpu-check: setup  ## every GPU path in one go (<= 8 min) into OUT=<dir>; CPU=1: the reduced CPU form
 	$(RUN) -m benchmarks.gpu_check --out $(OUT) $(if $(CPU),--cpu) $(ARGS)

@@ -118,6 +118,22 @@ def build_logger(config: DictConfig, run_dir: Path, identity: dict[str, Any]) ->
     return build(config, **kwargs)
 
 
+def build_model(cfg: DictConfig) -> tuple[pl.LightningDataModule, Normalization, nn.Module]:
+    """The run's data (set up), norm and initialised network, in the order that fixes what the seeded
+    global RNG gives each: the model's initialisation draws follow the dataset's set-up. Packed runs
+    (:mod:`src.pack`) build each member with this, so a member starts exactly as its unpacked run."""
+    datamodule: pl.LightningDataModule = build(cfg.dataset)
+    datamodule.setup("fit")
+    norm: Normalization = build(cfg.norm)
+    norm.validate(batch=cfg.batch)
+    net = build(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, norm=norm)
+    norm.apply_weight(net)
+    if cfg.get("standardize_weights", False):
+        standardize_convolutions(net)
+    probe_forward(net, cfg.batch, datamodule.input_shape, norm.name)
+    return datamodule, norm, net
+
+
 def build_experiment(
     cfg: DictConfig,
     run_dir: Path,
@@ -131,16 +147,7 @@ def build_experiment(
     final record even when a later step fails. ``trainer_overrides`` are Trainer arguments that do not
     belong in the config (e.g. the GPU a parallel job was given); ``identity`` is the run record's.
     """
-    datamodule: pl.LightningDataModule = build(cfg.dataset)
-    datamodule.setup("fit")
-    norm: Normalization = build(cfg.norm)
-    norm.validate(batch=cfg.batch)
-    net = build(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, norm=norm)
-    norm.apply_weight(net)
-    if cfg.get("standardize_weights", False):
-        standardize_convolutions(net)
-    probe_forward(net, cfg.batch, datamodule.input_shape, norm.name)
-
+    datamodule, norm, net = build_model(cfg)
     timer, memory = TrainTimer(), MemoryMonitor()
     loggers.extend(build_logger(logger_cfg, run_dir, identity or {}) for logger_cfg in cfg.logger.values())
     trainer: pl.Trainer = build(
@@ -176,17 +183,54 @@ def fit_and_test(experiment: Experiment, resume_from: Path | None, compiled: boo
     fit_seconds = time.perf_counter() - started
     train_loss = trainer.callback_metrics.get("train/loss")
     test_metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-    timer, steps = experiment.timer, int(trainer.global_step)
-    return {
-        "lr": module.lr,
-        "batches": experiment.batches,
-        "metrics": {
+    return result_fields(
+        trainer=trainer,
+        net=net,
+        datamodule=datamodule,
+        batches=experiment.batches,
+        lr=module.lr,
+        metrics={
             "val_error": module.last_val_error,
             "best_val_error": module.best_val_error if math.isfinite(module.best_val_error) else math.nan,
             "test_error": float(test_metrics["test/error"]),
             "train_loss": float(train_loss) if train_loss is not None else math.nan,
         },
-        "curve": list(module.curve),
+        curve=list(module.curve),
+        timer=experiment.timer,
+        memory=experiment.memory,
+        device=module.device,
+        fit_seconds=fit_seconds,
+        resumed_from_epoch=resumed_from_epoch,
+        compiled=compiled,
+        norm_layers=norm_layers,
+    )
+
+
+def result_fields(
+    *,
+    trainer: pl.Trainer,
+    net: nn.Module,
+    datamodule: Any,
+    batches: dict[str, Any],
+    lr: float,
+    metrics: dict[str, float],
+    curve: list[dict[str, float]],
+    timer: TrainTimer,
+    memory: MemoryMonitor,
+    device: torch.device,
+    fit_seconds: float,
+    resumed_from_epoch: int | None,
+    compiled: bool,
+    norm_layers: dict[str, int],
+) -> dict[str, Any]:
+    """The record fields a fitted and tested run produced (shared by unpacked and packed runs, so both
+    write records of one schema)."""
+    steps = int(trainer.global_step)
+    return {
+        "lr": lr,
+        "batches": batches,
+        "metrics": metrics,
+        "curve": curve,
         "timing": {
             "fit_seconds": round(fit_seconds, 3),
             "train_seconds": round(timer.seconds, 3),
@@ -198,8 +242,8 @@ def fit_and_test(experiment: Experiment, resume_from: Path | None, compiled: boo
             "compiled": compiled,
         },
         "memory": {
-            "peak_mb": round(experiment.memory.peak_mb(module.device), 1),
-            "per_epoch_mb": experiment.memory.per_epoch,
+            "peak_mb": round(memory.peak_mb(device), 1),
+            "per_epoch_mb": memory.per_epoch,
         },
         "data": {
             "splits": datamodule.split_sizes(),

@@ -8,6 +8,8 @@ Schema versions (``schema_version``):
 - 1: ``schema_version: 1``; the per-epoch curve is in the record (``curve``: one entry per epoch with
   ``epoch``, ``train_loss``, ``val_error`` (%), ``lr``); what the norm says about itself is in
   ``norm_info`` (label, family, plot order and colour, batch dependence, affine shift).
+  A run trained packed with others of its configuration (:mod:`src.pack`) names its pack in ``pack``
+  (``null`` for a run trained alone); nothing else differs, so the field needs no new version.
 
 Every version loads: fields this version does not know are kept in :attr:`RunRecord.extra` and written
 back unchanged. ``result.json`` is written once per state change, atomically (a temporary file in the
@@ -91,6 +93,7 @@ class RunRecord:
     num_parameters: int | None = None
     environment: dict[str, Any] = field(default_factory=dict)
     curve: list[dict[str, float]] = field(default_factory=list)
+    pack: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

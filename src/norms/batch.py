@@ -163,9 +163,13 @@ class BatchRenorm2d(_RunningStatsNorm):
         self.d_max = check_number_at_least(f"{LAYER_PREFIX}.d_max", d_max, 0.0)
         self.warmup_steps = check_int_at_least(f"{LAYER_PREFIX}.warmup_steps", warmup_steps, 0)
 
+    #: the step count a packed run (:mod:`src.pack`) sets before each forward: there the counter is one
+    #: entry per member (all equal: members step in lockstep), which ``int()`` cannot read under vmap
+    packed_step: int | None = None
+
     def limits(self) -> tuple[float, float]:
         """The current (r_max, d_max) of the warm-up schedule."""
-        step = int(self.num_batches_tracked)
+        step = int(self.num_batches_tracked) if self.packed_step is None else self.packed_step
         progress = 1.0 if self.warmup_steps == 0 else min(1.0, step / self.warmup_steps)
         return 1.0 + (self.r_max - 1.0) * progress, self.d_max * progress
 

@@ -1,0 +1,169 @@
+"""Runs per hour packed against unpacked: K runs of one configuration as one vmapped model (src/pack.py).
+
+    make bench                       # or: python -m benchmarks.packing [--steps 300] [--reps 5] [--ks 1,2,4,8]
+
+For each model, norm and batch it times a training step (forward, backward, SGD step on the stacked
+parameters: what :class:`src.pack.PackedClassifier` runs) of K packed members against K = 1, with
+random CIFAR-shaped data on the device. ``runs/hour ratio = K × t(1) / t(K)``. Every repetition times
+each K in turn (interleaved, so a load change hits every cell alike) for ``--steps`` steps after
+``--warmup``; the ratio is the median over repetitions, and ``spread`` is (max − min) / median of the
+per-repetition ratios, printed beside it: two runs of ``make bench`` agree when the spread is small.
+Writes ``results/bench/packing.csv`` naming the machine; :data:`src.launcher.DEFAULT_SIZES` is chosen
+from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from src.atomic import write_text_atomic
+from src.pack import PackedNet
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+
+def build_nets(model: str, norm: str, k: int, device: torch.device) -> list[torch.nn.Module]:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={model}", f"norm={norm}", "norm_groups=8"])
+    nets = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        factory = instantiate(cfg.norm)
+        net = instantiate(cfg.model, input_shape=(3, 32, 32), num_classes=10, norm=factory)
+        factory.apply_weight(net)
+        nets.append(net.to(device))
+    return nets
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Cell:
+    """One packed model of K members, ready to step."""
+
+    def __init__(self, model: str, norm: str, batch: int, k: int, device: torch.device):
+        self.net = PackedNet(build_nets(model, norm, k, device)).to(device).train()
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        self.images = torch.randn(k, batch, 3, 32, 32, device=device)
+        self.labels = torch.randint(0, 10, (k, batch), device=device)
+        self.k = k
+        self.device = device
+
+    def step(self) -> None:
+        logits = self.net(self.images)
+        loss = sum(F.cross_entropy(logits[i], self.labels[i]) for i in range(self.k))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def seconds_per_step(self, steps: int, warmup: int) -> float:
+        for _ in range(warmup):
+            self.step()
+        synchronize(self.device)
+        started = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        synchronize(self.device)
+        return (time.perf_counter() - started) / steps
+
+
+def packing_table(
+    device: torch.device,
+    models: list[str],
+    norms: list[str],
+    batches: list[int],
+    ks: list[int],
+    steps: int,
+    warmup: int,
+    reps: int,
+) -> pd.DataFrame:
+    rows = []
+    for model in models:
+        for norm in norms:
+            for batch in batches:
+                cells = {k: Cell(model, norm, batch, k, device) for k in sorted(set([1, *ks]))}
+                times: dict[int, list[float]] = {k: [] for k in cells}
+                for _ in range(reps):  # interleaved: every K once per repetition
+                    for k, cell in cells.items():
+                        times[k].append(cell.seconds_per_step(steps, warmup))
+                for k in ks:
+                    ratios = [k * t1 / tk for t1, tk in zip(times[1], times[k], strict=True)]
+                    median = statistics.median(ratios)
+                    rows.append(
+                        {
+                            "model": model,
+                            "norm": norm,
+                            "batch": batch,
+                            "K": k,
+                            "step_ms_packed": round(1e3 * statistics.median(times[k]), 3),
+                            "step_ms_one": round(1e3 * statistics.median(times[1]), 3),
+                            "member_steps_per_s": round(k / statistics.median(times[k]), 1),
+                            "runs_per_hour_ratio": round(median, 3),
+                            "spread": round((max(ratios) - min(ratios)) / median, 3),
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def machine(device: torch.device) -> str:
+    import platform
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} thread(s))"
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--models", default="resnet8,resnet20")
+    parser.add_argument("--norms", default="bn,gn")
+    parser.add_argument("--batches", default="2,32")
+    parser.add_argument("--ks", default="1,2,4,8")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps per cell and repetition (200 CPU, 500 GPU)"
+    )
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: one run per core, as a sweep)")
+    parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    steps = args.steps or (500 if device.type == "cuda" else 200)
+    table = packing_table(
+        device,
+        args.models.split(","),
+        args.norms.split(","),
+        [int(b) for b in args.batches.split(",")],
+        [int(k) for k in args.ks.split(",")],
+        steps,
+        args.warmup,
+        args.reps,
+    )
+    name = machine(device)
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    table.insert(0, "machine", name)
+    print(f"packed runs per hour vs unpacked on {name}, {steps} steps × {args.reps} interleaved reps ({stamp})")
+    print(table.drop(columns=["machine"]).to_string(index=False))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "packing.csv", table.to_csv(index=False))
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,8 @@
+"""``hydra/launcher=packed``: :class:`src.launcher.PackedLauncher`, registered where Hydra looks for
+launchers (a plugin class must be defined in the ``hydra_plugins`` package)."""
+
+from src import launcher as _launcher
+
+
+class PackedLauncher(_launcher.PackedLauncher):
+    """See :class:`src.launcher.PackedLauncher`."""

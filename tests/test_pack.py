@@ -1,0 +1,223 @@
+"""Packed runs (src/pack.py): K seeds of one configuration trained as one model reproduce the K
+unpacked runs: losses step by step, final parameters, norm buffers and errors, for every packable norm."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from src.experiment import build_experiment, fit_and_test
+from src.pack import Member, PackedNet, PackRefused, build_member, check_packable, fit_pack, train_pack
+from src.process import run_settings
+from src.records import RECORD_FILE
+
+from .conftest import config_options
+
+# every norm whose statistics are per channel or per group, and those vmap makes exact per member
+PACKABLE = [
+    "bn",
+    "brn",
+    "frn",
+    "ghost",
+    "gn",
+    "in",
+    "ln",
+    "none",
+    "pixel",
+    "switchable",
+    "syncbn",
+    "wn",
+    "wn_mbn",
+    "ws_gn",
+]
+REFUSED = ["spectral"]
+SEEDS = (0, 1)
+BASE = (
+    "dataset=digits",
+    "dataset.train_size=48",
+    "dataset.augment=crop_flip",
+    "batch=4",
+    "epochs=2",
+    "logger=none",
+    "model.widths=[8,16]",
+    "norm_groups=4",
+    "trainer.accelerator=cpu",
+)
+EXTRA = {"ghost": ("norm.layer.virtual_batch=2",), "brn": ("norm.layer.warmup_steps=10",)}
+
+
+def test_every_norm_is_classified():
+    assert sorted(PACKABLE + REFUSED) == config_options("norm")
+
+
+def member_cfgs(compose_cfg, norm: str, *extra: str) -> list[Any]:
+    return [compose_cfg(*BASE, f"norm={norm}", f"seed={seed}", *EXTRA.get(norm, ()), *extra) for seed in SEEDS]
+
+
+def unpacked(cfg, run_dir: Path) -> tuple[dict[str, Any], torch.nn.Module, list[float]]:
+    """Train one run as src.train does; its record fields, its network and its step losses."""
+    losses: list[float] = []
+    with run_settings(cfg.seed):
+        experiment = build_experiment(cfg, run_dir, [])
+        step = experiment.module.training_step
+
+        def recording_step(batch, batch_idx):
+            loss = step(batch, batch_idx)
+            losses.append(float(loss))
+            return loss
+
+        experiment.module.training_step = recording_step
+        produced = fit_and_test(experiment, None, compiled=False)
+    return produced, experiment.net, losses
+
+
+def packed(cfgs, tmp_path: Path) -> tuple[list[dict[str, Any] | None], PackedNet, list[Any], list[list[float]]]:
+    from src import pack
+
+    built = [build_member(Member(cfg, tmp_path / f"packed{cfg.seed}")) for cfg in cfgs]
+    check_packable(built)
+    losses: list[list[float]] = []
+    original = pack.PackedClassifier.training_step
+
+    def recording_step(self, batch, batch_idx):
+        loss = original(self, batch, batch_idx)
+        losses.append(self.last_losses.tolist())
+        return loss
+
+    pack.PackedClassifier.training_step = recording_step
+    try:
+        with run_settings(cfgs[0].seed):
+            produced, diverged = fit_pack(built, tmp_path / "pack", resume=False)
+    finally:
+        pack.PackedClassifier.training_step = original
+    assert diverged == [None] * len(cfgs)
+    return produced, built, losses
+
+
+@pytest.mark.parametrize("norm", PACKABLE)
+def test_packed_members_reproduce_their_unpacked_runs(compose_cfg, tmp_path, norm):
+    cfgs = member_cfgs(compose_cfg, norm)
+    produced, built, pack_losses = packed(cfgs, tmp_path)
+    assert len(pack_losses) == 2 * (48 // 4)
+    for index, cfg in enumerate(cfgs):
+        alone, net, losses = unpacked(cfg, tmp_path / f"alone{cfg.seed}")
+        member = produced[index]
+        assert [step[index] for step in pack_losses] == pytest.approx(losses, rel=1e-4, abs=1e-5), norm
+        reference = net.state_dict()
+        for name, value in built[index].net.state_dict().items():
+            torch.testing.assert_close(value, reference[name], rtol=1e-4, atol=1e-5, msg=f"{norm}: {name}")
+        for point, expected in zip(member["curve"], alone["curve"], strict=True):
+            assert point["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-4)
+            assert point["lr"] == pytest.approx(expected["lr"])
+        assert member["metrics"]["test_error"] == pytest.approx(alone["metrics"]["test_error"], abs=0.6)
+        assert set(member) == set(alone)
+        assert member["norm_layers"] == alone["norm_layers"]
+        assert member["num_parameters"] == alone["num_parameters"]
+        assert member["timing"]["train_steps"] == alone["timing"]["train_steps"]
+    # the members are different runs: different seeds, different losses
+    assert pack_losses[0][0] != pytest.approx(pack_losses[0][1])
+
+
+@pytest.mark.parametrize("norm", REFUSED)
+def test_a_norm_vmap_cannot_batch_is_refused_in_one_line(compose_cfg, tmp_path, norm):
+    built = [build_member(Member(cfg, tmp_path / str(cfg.seed))) for cfg in member_cfgs(compose_cfg, norm)]
+    with pytest.raises(PackRefused, match=f"^norm={norm} cannot be packed: [^\n]*$"):
+        check_packable(built)
+
+
+def test_train_pack_writes_one_record_per_member_and_skips_completed_ones(compose_cfg, tmp_path):
+    cfgs = member_cfgs(compose_cfg, "gn", "epochs=1")
+    members = [Member(cfg, tmp_path / "sweep" / f"seed={cfg.seed}", [f"seed={cfg.seed}"]) for cfg in cfgs]
+    outcomes = train_pack(members)
+    records = [json.loads((m.run_dir / RECORD_FILE).read_text()) for m in members]
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    assert [r["seed"] for r in records] == [0, 1]
+    assert records[0]["pack"]["id"] == records[1]["pack"]["id"]
+    assert records[0]["pack"]["members"] == [0, 1] and records[1]["pack"]["index"] == 1
+    assert [o.record["status"] for o in outcomes] == ["completed", "completed"]
+    assert not (tmp_path / "sweep" / ".packs").exists() or not any((tmp_path / "sweep" / ".packs").iterdir())
+    # a rerun skips both; with one record removed, it retrains only that one (alone: a pack of one)
+    again = train_pack(members)
+    assert all(o.record.get("skipped") for o in again)
+    (members[1].run_dir / RECORD_FILE).unlink()
+    third = train_pack(members)
+    assert third[0].record.get("skipped") and not third[1].record.get("skipped")
+    rerun = json.loads((members[1].run_dir / RECORD_FILE).read_text())
+    assert rerun["status"] == "completed" and rerun["pack"] is None
+    assert rerun["metrics"]["test_error"] == pytest.approx(records[1]["metrics"]["test_error"], abs=0.6)
+
+
+def test_a_diverged_member_stops_alone(compose_cfg, tmp_path):
+    cfgs = member_cfgs(compose_cfg, "none", "epochs=1")
+    built = [build_member(Member(cfg, tmp_path / str(cfg.seed))) for cfg in cfgs]
+    with torch.no_grad():  # member 1 starts with a NaN weight: its loss is NaN from the first step
+        built[1].net.classifier.weight[0, 0] = float("nan")
+    with run_settings(0):
+        produced, diverged = fit_pack(built, tmp_path / "pack", resume=False)
+    assert diverged[0] is None and produced[0] is not None, diverged
+    assert math.isfinite(produced[0]["metrics"]["test_error"]) and produced[0]["curve"]
+    assert diverged[1].startswith("training loss is nan at step 12, epoch 0") and produced[1] is None
+
+
+class Interrupted(Exception):
+    """Stands in for a kill at the start of the second epoch (its checkpoint written)."""
+
+
+def test_an_interrupted_pack_resumes_from_its_checkpoint_exactly(compose_cfg, tmp_path, monkeypatch):
+    from src import pack
+
+    cfgs = member_cfgs(compose_cfg, "bn")
+    whole = [build_member(Member(cfg, tmp_path / f"w{cfg.seed}")) for cfg in cfgs]
+    with run_settings(0):
+        fit_pack(whole, tmp_path / "whole", resume=False)
+    original = pack.PackedClassifier.on_train_epoch_start
+
+    def killed(self):
+        if self.current_epoch == 1:
+            raise Interrupted
+        original(self)
+
+    monkeypatch.setattr(pack.PackedClassifier, "on_train_epoch_start", killed)
+    first = [build_member(Member(cfg, tmp_path / f"r{cfg.seed}")) for cfg in cfgs]
+    with run_settings(0), pytest.raises(Interrupted):
+        fit_pack(first, tmp_path / "resumed", resume=True)
+    assert (tmp_path / "resumed" / "checkpoints" / "last.ckpt").exists()
+    monkeypatch.setattr(pack.PackedClassifier, "on_train_epoch_start", original)
+    again = [build_member(Member(cfg, tmp_path / f"r{cfg.seed}")) for cfg in cfgs]
+    with run_settings(0):
+        produced, _ = fit_pack(again, tmp_path / "resumed", resume=True)
+    assert produced[0]["timing"]["resumed_from_epoch"] == 1
+    for done, resumed in zip(whole, again, strict=True):
+        for name, value in done.net.state_dict().items():
+            torch.testing.assert_close(resumed.net.state_dict()[name], value, msg=name)
+
+
+def test_a_packed_sweep_writes_every_record_and_its_rerun_skips_them(tmp_path):
+    from .conftest import run_train
+
+    sweep = tmp_path / "multirun"
+    args = [
+        "-m",
+        "hydra/launcher=packed",
+        f"hydra.sweep.dir={sweep}",
+        "norm=gn",
+        "seed=0,1",
+        *[item for item in BASE if not item.startswith("dataset.augment")],
+        "epochs=1",
+    ]
+    done = run_train(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    paths = sorted(sweep.glob(f"*/{RECORD_FILE}"))
+    records = [json.loads(p.read_text()) for p in paths]
+    assert [r["seed"] for r in records] == [0, 1] and {r["status"] for r in records} == {"completed"}
+    assert records[0]["pack"]["id"] == records[1]["pack"]["id"] and records[0]["pack"]["size"] == 2
+    assert records[0]["launch"]["multirun"] is True
+    stamps = [p.stat().st_mtime_ns for p in paths]
+    rerun = run_train(*args, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert [p.stat().st_mtime_ns for p in paths] == stamps  # skipped: nothing rewritten
