@@ -12,7 +12,7 @@ Top-level keys (every one the project's configs define must be listed here; a te
   sub-keys), ``optim``, ``trainer`` (less its steering sub-keys), ``batch``, ``epochs``, ``seed``,
   ``norm_groups``, ``standardize_weights``.
 - steering: ``study``, ``force``, ``resume``, ``logger``, ``cpu_threads``, ``report``, ``compile``,
-  ``compile_mode``.
+  ``compile_mode``, ``callbacks`` (progress output, ``conf/callbacks/``).
 
 Decisions: ``compile`` and ``compile_mode`` run the same model and the same arithmetic through other
 kernels (the compiled step equals the eager one within float tolerance, ``tests/test_perf.py``); like
@@ -53,6 +53,7 @@ STEERING_KEYS = (
     "report",
     "compile",
     "compile_mode",
+    "callbacks",
 )
 # Sub-keys of computation groups that only steer: caches, evaluation chunking, devices, logging, speed.
 STEERING_SUBKEYS = {

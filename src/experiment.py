@@ -22,6 +22,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ProgressBar
 from torch import nn
 
 from src.callbacks import DivergenceGuard, MemoryMonitor, TrainTimer
@@ -142,12 +143,15 @@ def build_experiment(
     probe_forward(net, cfg.batch, datamodule.input_shape, norm.name)
 
     timer, memory = TrainTimer(), MemoryMonitor()
+    # conf/callbacks/ (steering): the progress bar, or a line per epoch without a terminal
+    extra = [build(callback) for callback in (cfg.get("callbacks") or {}).values() if callback is not None]
     loggers.extend(build_logger(logger_cfg, run_dir, identity or {}) for logger_cfg in cfg.logger.values())
     trainer: pl.Trainer = build(
         cfg.trainer,
         **(trainer_overrides or {}),
         logger=loggers or False,
-        callbacks=[timer, memory, DivergenceGuard(), last_checkpoint_callback(run_dir)],
+        callbacks=[timer, memory, DivergenceGuard(), last_checkpoint_callback(run_dir), *extra],
+        enable_progress_bar=any(isinstance(callback, ProgressBar) for callback in extra),
         enable_checkpointing=True,  # with LastCheckpoint as the checkpoint callback (Lightning adds no other)
         # On SLURM, requeue is submitit's (conf/hydra/launcher/slurm.yaml): Lightning's own auto-requeue is off.
         plugins=[AtomicCheckpointIO(), *([SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else [])],

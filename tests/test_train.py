@@ -16,7 +16,7 @@ from src.train import train
 from .conftest import config_options, run_train
 
 
-@pytest.mark.parametrize("group", ["norm", "model", "dataset", "optim", "trainer", "logger"])
+@pytest.mark.parametrize("group", ["norm", "model", "dataset", "optim", "trainer", "logger", "callbacks"])
 def test_every_option_of_every_group_composes(compose_cfg, group):
     options = config_options(group)
     assert options, f"conf/{group}/ has no options"
