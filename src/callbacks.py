@@ -113,3 +113,26 @@ class MemoryMonitor(pl.Callback):
         if device.type == "cuda":
             return max(torch.cuda.max_memory_allocated(device) / 2**20, self.sampled_peak_mb)
         return self.sampled_peak_mb
+
+
+class OverfitCheck(pl.Callback):
+    """``debug=overfit``: at the end of fitting, say whether the final train loss came close to zero
+    (at most ``max_train_loss``): a model and data pipeline that cannot overfit a handful of images
+    have a bug. A warning when it did not, never a failed run."""
+
+    def __init__(self, max_train_loss: float = 0.05) -> None:
+        self.max_train_loss = float(max_train_loss)
+        self.passed: bool | None = None
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import logging
+
+        loss = trainer.callback_metrics.get("train/loss")
+        value = float(loss) if loss is not None else math.nan
+        self.passed = value <= self.max_train_loss
+        if self.passed:
+            logging.getLogger(__name__).info("overfit: train loss %.4f ≤ %g: it fits", value, self.max_train_loss)
+        else:
+            logging.getLogger(__name__).warning(
+                "overfit: train loss %.4f > %g: the model did not fit a handful of images", value, self.max_train_loss
+            )

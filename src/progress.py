@@ -29,6 +29,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from src.provenance import redact
+
 log = logging.getLogger(__name__)
 BARS = ("tqdm", "rich")
 
@@ -165,7 +167,7 @@ class SweepProgress:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.path) + ".lock"):
             with self.path.open("a", encoding="utf-8") as file:
-                file.write(json.dumps(dict(event)) + "\n")
+                file.write(redact(json.dumps(dict(event))) + "\n")
             events = self.events()
         return self.line(events, len(events) - 1)
 
