@@ -13,7 +13,8 @@ Top-level keys (every one the project's configs define must be listed here; a te
   ``norm_groups``, ``standardize_weights``.
 - steering: ``study``, ``force``, ``resume``, ``logger``, ``cpu_threads``, ``report``, ``compile``,
   ``compile_mode``, ``callbacks`` (progress output, ``conf/callbacks/``), ``debug`` (the name of a
-  ``conf/debug/`` mode: what the mode changes, trainer limits and epochs, is computation and hashed).
+  ``conf/debug/`` mode: what the mode changes, trainer limits and epochs, is computation and hashed),
+  ``save_weights`` (keeps ``model.pt``).
 
 Decisions: ``compile`` and ``compile_mode`` run the same model and the same arithmetic through other
 kernels (the compiled step equals the eager one within float tolerance, ``tests/test_perf.py``); like
@@ -56,6 +57,7 @@ STEERING_KEYS = (
     "compile_mode",
     "callbacks",
     "debug",
+    "save_weights",
 )
 # Sub-keys of computation groups that only steer: caches, evaluation chunking, devices, logging, speed.
 STEERING_SUBKEYS = {

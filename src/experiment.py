@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ProgressBar
 from torch import nn
 
-from src.callbacks import DivergenceGuard, MemoryMonitor, TrainTimer
+from src.callbacks import DivergenceGuard, KeepWeights, MemoryMonitor, TrainTimer
 from src.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
 from src.module import Classifier
 from src.norms import Normalization, describe_norm_layers, norm_state, standardize_convolutions
@@ -145,6 +145,8 @@ def build_experiment(
     timer, memory = TrainTimer(), MemoryMonitor()
     # conf/callbacks/ (steering): the progress bar, or a line per epoch without a terminal
     extra = [build(callback) for callback in (cfg.get("callbacks") or {}).values() if callback is not None]
+    if str(cfg.get("save_weights") or "none") != "none":  # keep the trained model (src/evaluate.py reads it)
+        extra.append(KeepWeights(run_dir, str(cfg.save_weights)))
     loggers.extend(build_logger(logger_cfg, run_dir, identity or {}) for logger_cfg in cfg.logger.values())
     trainer: pl.Trainer = build(
         cfg.trainer,
@@ -181,7 +183,9 @@ def fit_and_test(experiment: Experiment, resume_from: Path | None, compiled: boo
     train_loss = trainer.callback_metrics.get("train/loss")
     test_metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     timer, steps = experiment.timer, int(trainer.global_step)
+    kept = [callback.description() for callback in trainer.callbacks if isinstance(callback, KeepWeights)]
     return {
+        **({"weights": kept[0]} if kept else {}),
         "lr": module.lr,
         "batches": experiment.batches,
         "metrics": {

@@ -47,6 +47,8 @@ CONTAINERS = (
     "norm_state",
     "environment",
     "curve",
+    "weights",
+    "evaluations",
 )
 
 
@@ -91,6 +93,8 @@ class RunRecord:
     num_parameters: int | None = None
     environment: dict[str, Any] = field(default_factory=dict)
     curve: list[dict[str, float]] = field(default_factory=list)
+    weights: dict[str, Any] = field(default_factory=dict)  # save_weights: the kept model.pt (which, epoch)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  # python -m src.evaluate, appended
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
