@@ -39,3 +39,12 @@ def test_a_debug_run_never_shares_a_hash_with_the_real_run(compose_cfg):
     fast = OmegaConf.to_container(compose_cfg("dataset=digits", "debug=fast"), resolve=True)
     assert config_hash(real) != config_hash(fast)
     assert run_dirname(["debug=fast", "norm=gn"]) == "norm=gn"  # debug/ is the separation
+
+
+def test_the_studies_are_listed_with_their_question():
+    from src.studies import studies, studies_text
+
+    found = studies()
+    assert found["demo"] == "Does BN degrade at batch 2 while GN does not?"
+    assert found["small_batch_cifar10_cpu"] == "(a variant of small_batch)"
+    assert "  norm_compare             At a normal batch, is BN ≲ GN < LN < IN?" in studies_text().splitlines()
