@@ -113,3 +113,73 @@ class MemoryMonitor(pl.Callback):
         if device.type == "cuda":
             return max(torch.cuda.max_memory_allocated(device) / 2**20, self.sampled_peak_mb)
         return self.sampled_peak_mb
+
+
+class OverfitCheck(pl.Callback):
+    """``debug=overfit``: at the end of fitting, say whether the final train loss came close to zero
+    (at most ``max_train_loss``): a model and data pipeline that cannot overfit a handful of images
+    have a bug. A warning when it did not, never a failed run."""
+
+    def __init__(self, max_train_loss: float = 0.05) -> None:
+        self.max_train_loss = float(max_train_loss)
+        self.passed: bool | None = None
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import logging
+
+        loss = trainer.callback_metrics.get("train/loss")
+        value = float(loss) if loss is not None else math.nan
+        self.passed = value <= self.max_train_loss
+        if self.passed:
+            logging.getLogger(__name__).info("overfit: train loss %.4f ≤ %g: it fits", value, self.max_train_loss)
+        else:
+            logging.getLogger(__name__).warning(
+                "overfit: train loss %.4f > %g: the model did not fit a handful of images", value, self.max_train_loss
+            )
+
+
+WEIGHTS_FILE = "model.pt"
+WEIGHT_CHOICES = ("none", "final", "best")
+
+
+class KeepWeights(pl.Callback):
+    """``save_weights=final|best``: keep the trained network's weights as ``<run dir>/model.pt`` (the
+    network's ``state_dict`` and the epoch it is from), which ``python -m src.evaluate <run dir>``
+    re-evaluates. ``final``: the weights at the end of training; ``best``: those of the epoch with the
+    lowest validation error so far (rewritten whenever it falls). Only the main process writes."""
+
+    def __init__(self, run_dir: Any, which: str = "final") -> None:
+        if which not in WEIGHT_CHOICES[1:]:
+            raise ValueError(f"save_weights={which}: allowed are {', '.join(WEIGHT_CHOICES)}")
+        from pathlib import Path
+
+        self.path = Path(run_dir) / WEIGHTS_FILE
+        self.which = which
+        self.epoch: int | None = None
+        self.val_error: float | None = None
+
+    def _save(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
+        self.epoch = epoch  # 0-based, as the record's curve counts epochs
+        self.val_error = getattr(pl_module, "last_val_error", None)
+        if not trainer.is_global_zero:
+            return
+        net = getattr(pl_module, "net", pl_module)
+        state = {key: value.detach().cpu() for key, value in net.state_dict().items()}
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        torch.save({"state_dict": state, "which": self.which, "epoch": self.epoch}, temporary)
+        temporary.replace(self.path)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # runs after the epoch's validation (Lightning 2): best_val_error already includes this epoch
+        if self.which == "best":
+            error, best = getattr(pl_module, "last_val_error", math.nan), getattr(pl_module, "best_val_error", math.nan)
+            if self.epoch is None or error <= best:
+                self._save(trainer, pl_module, int(trainer.current_epoch))
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.which == "final":  # the epoch counter has moved past the last epoch by now
+            self._save(trainer, pl_module, int(trainer.current_epoch) - 1)
+
+    def description(self) -> dict[str, Any]:
+        """What the run record says about the kept weights."""
+        return {"file": self.path.name, "which": self.which, "epoch": self.epoch, "val_error": self.val_error}

@@ -12,7 +12,9 @@ Top-level keys (every one the project's configs define must be listed here; a te
   sub-keys), ``optim``, ``trainer`` (less its steering sub-keys), ``batch``, ``epochs``, ``seed``,
   ``norm_groups``, ``standardize_weights``.
 - steering: ``study``, ``force``, ``resume``, ``logger``, ``cpu_threads``, ``report``, ``compile``,
-  ``compile_mode``.
+  ``compile_mode``, ``callbacks`` (progress output, ``conf/callbacks/``), ``debug`` (the name of a
+  ``conf/debug/`` mode: what the mode changes, trainer limits and epochs, is computation and hashed),
+  ``save_weights`` (keeps ``model.pt``).
 
 Decisions: ``compile`` and ``compile_mode`` run the same model and the same arithmetic through other
 kernels (the compiled step equals the eager one within float tolerance, ``tests/test_perf.py``); like
@@ -53,6 +55,9 @@ STEERING_KEYS = (
     "report",
     "compile",
     "compile_mode",
+    "callbacks",
+    "debug",
+    "save_weights",
 )
 # Sub-keys of computation groups that only steer: caches, evaluation chunking, devices, logging, speed.
 STEERING_SUBKEYS = {

@@ -22,9 +22,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ProgressBar
 from torch import nn
 
-from src.callbacks import DivergenceGuard, MemoryMonitor, TrainTimer
+from src.callbacks import DivergenceGuard, KeepWeights, MemoryMonitor, TrainTimer
 from src.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
 from src.module import Classifier
 from src.norms import Normalization, describe_norm_layers, norm_state, standardize_convolutions
@@ -149,12 +150,17 @@ def build_experiment(
     """
     datamodule, norm, net = build_model(cfg)
     timer, memory = TrainTimer(), MemoryMonitor()
+    # conf/callbacks/ (steering): the progress bar, or a line per epoch without a terminal
+    extra = [build(callback) for callback in (cfg.get("callbacks") or {}).values() if callback is not None]
+    if str(cfg.get("save_weights") or "none") != "none":  # keep the trained model (src/evaluate.py reads it)
+        extra.append(KeepWeights(run_dir, str(cfg.save_weights)))
     loggers.extend(build_logger(logger_cfg, run_dir, identity or {}) for logger_cfg in cfg.logger.values())
     trainer: pl.Trainer = build(
         cfg.trainer,
         **(trainer_overrides or {}),
         logger=loggers or False,
-        callbacks=[timer, memory, DivergenceGuard(), last_checkpoint_callback(run_dir)],
+        callbacks=[timer, memory, DivergenceGuard(), last_checkpoint_callback(run_dir), *extra],
+        enable_progress_bar=any(isinstance(callback, ProgressBar) for callback in extra),
         enable_checkpointing=True,  # with LastCheckpoint as the checkpoint callback (Lightning adds no other)
         # On SLURM, requeue is submitit's (conf/hydra/launcher/slurm.yaml): Lightning's own auto-requeue is off.
         plugins=[AtomicCheckpointIO(), *([SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else [])],
@@ -183,7 +189,8 @@ def fit_and_test(experiment: Experiment, resume_from: Path | None, compiled: boo
     fit_seconds = time.perf_counter() - started
     train_loss = trainer.callback_metrics.get("train/loss")
     test_metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-    return result_fields(
+    kept = [callback.description() for callback in trainer.callbacks if isinstance(callback, KeepWeights)]
+    fields = result_fields(
         trainer=trainer,
         net=net,
         datamodule=datamodule,
@@ -204,6 +211,7 @@ def fit_and_test(experiment: Experiment, resume_from: Path | None, compiled: boo
         compiled=compiled,
         norm_layers=norm_layers,
     )
+    return {**({"weights": kept[0]} if kept else {}), **fields}
 
 
 def result_fields(

@@ -23,10 +23,12 @@ import math
 import netrc
 import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from pytorch_lightning.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
 from src.records import RunRecord
@@ -137,6 +139,54 @@ class WandbLogger(LightningWandbLogger):
             self._wandb_init["mode"] = fallback
             self._experiment = None
             return self.experiment
+
+
+def _hydra_mode() -> tuple[str | None, list[str]]:
+    """The Hydra job's mode (``MULTIRUN``/``RUN``) and task overrides, or ``(None, [])`` outside a job."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            hydra_cfg = HydraConfig.get()
+            return str(getattr(hydra_cfg.mode, "name", hydra_cfg.mode)), list(hydra_cfg.overrides.task)
+    except Exception:
+        pass
+    return None, []
+
+
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """Lightning's TensorBoardLogger with the study as the log folder and the run's overrides as its name.
+
+    ``save_dir`` is the run directory (src.experiment passes it); the events go beside the study's runs:
+    a multirun's into ``<sweep dir>/tensorboard/<overrides>/`` (``multirun/<study>/tensorboard/batch=2,norm=bn/``),
+    a single run's into ``<outputs/study>/tensorboard/<overrides>/<date_time>/``. ``tensorboard --logdir
+    multirun/<study>/tensorboard`` then lists the study's runs by their overrides.
+
+    Args:
+        save_dir: the run directory.
+        root: the log folder; ``None``: ``tensorboard/`` beside the run directory (the study's folder).
+        name: the run's name in TensorBoard; ``None``: its overrides less steering keys (the run
+            directory's name in a multirun).
+        **kwargs: everything else of :class:`pytorch_lightning.loggers.TensorBoardLogger`.
+    """
+
+    def __init__(self, save_dir: str = ".", root: str | None = None, name: str | None = None, **kwargs: Any):
+        from src.config_keys import run_dirname
+
+        run_dir = Path(save_dir).resolve()
+        mode, overrides = _hydra_mode()
+        if name is None:
+            name = run_dir.name if mode == "MULTIRUN" else (run_dirname(overrides) or "default")
+        version = kwargs.pop("version", None)
+        if version is None:
+            version = "" if mode == "MULTIRUN" else run_dir.name
+        super().__init__(
+            save_dir=str(root or run_dir.parent / "tensorboard"),
+            name=name,
+            version=version,
+            default_hp_metric=False,
+            **kwargs,
+        )
 
 
 def _finite(value: Any) -> bool:

@@ -49,6 +49,8 @@ CONTAINERS = (
     "norm_state",
     "environment",
     "curve",
+    "weights",
+    "evaluations",
 )
 
 
@@ -94,6 +96,8 @@ class RunRecord:
     environment: dict[str, Any] = field(default_factory=dict)
     curve: list[dict[str, float]] = field(default_factory=list)
     pack: dict[str, Any] | None = None
+    weights: dict[str, Any] = field(default_factory=dict)  # save_weights: the kept model.pt (which, epoch)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  # python -m src.evaluate, appended
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -1,4 +1,5 @@
-"""A Hydra callback that ends a multirun with the list of runs that failed, diverged or were refused."""
+"""A Hydra callback that reports a multirun's progress as each run ends (:mod:`src.progress`) and ends it
+with the list of runs that failed, diverged or were refused."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from src.progress import SweepProgress, job_event, job_label, sweep_size
 from src.records import RECORD_FILE, read_record
 from src.resume import REFUSAL_FILE
 
@@ -19,7 +21,9 @@ UNSUCCESSFUL = ("failed", "diverged")
 
 
 class SweepSummary(Callback):
-    """After a multirun: print each run of this invocation that failed, diverged or was refused (a
+    """As each run of a multirun ends: ``[k/N] <overrides>: <status> <test error> (<time>)`` with the
+    runs skipped, failed and left and an ETA (:class:`src.progress.SweepProgress`). After it: print
+    each run of this invocation that failed, diverged or was refused (a
     completed run of another config in its directory), and exit non-zero.
 
     A run belongs to this invocation when its ``result.json`` (or ``refused.txt``) was written after the
@@ -28,11 +32,44 @@ class SweepSummary(Callback):
 
     def __init__(self) -> None:
         self.started = time.time()
+        self.progress: SweepProgress | None = None
+        self._job_started = self.started
+        self._remote = False
+        self._swept: list[str] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
+        total, self._swept = sweep_size(config.hydra)
+        self.progress = SweepProgress(Path(config.hydra.sweep.dir), total, self.started)
+        # submitit's jobs print into their own logs: this process prints their lines as they arrive
+        self._remote = "submitit" in str(config.hydra.launcher.get("_target_", ""))
+        if self._remote:
+            self.progress.start_printing()
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._job_started = time.time()
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if self.progress is None:  # a single run (no multirun started)
+            return
+        try:
+            from hydra.core.utils import JobStatus
+
+            run_dir = Path(config.hydra.runtime.output_dir)
+            event = job_event(
+                run_dir,
+                job_label(list(config.hydra.overrides.task), self._swept, run_dir),
+                self.started,
+                self._job_started,
+                job_return is not None and job_return.status == JobStatus.FAILED,
+            )
+            print(self.progress.add(event), flush=True)
+        except Exception as error:  # progress never fails a run
+            log.warning("sweep progress not recorded: %s: %s", type(error).__name__, error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.progress is not None and self._remote:
+            self.progress.stop_printing()
         sweep_dir = Path(config.hydra.sweep.dir)
         problems = []
         for path in sorted(sweep_dir.rglob(RECORD_FILE)):

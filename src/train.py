@@ -34,10 +34,12 @@ from src.process import run_settings
 from src.provenance import git_commit, machine_description, redact
 from src.records import RunRecord, write_record
 from src.resume import CHECKPOINT_DIR, REFUSAL_FILE, Action, RunRefused, archive_record, decide, run_lock
+from src.studies import register_resolver as register_studies_resolver
 from src.validation import validate_config
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra composes: the sweep's run directory names use ${run_dirname:…}
+register_studies_resolver()  # --help lists the studies: ${studies:}
 
 
 def now() -> str:

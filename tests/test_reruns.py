@@ -77,6 +77,8 @@ def test_steering_keys_never_change_the_hash(compose_cfg):
         "trainer.accelerator=auto",
         "dataset.eval_batch_size=7",
         "+report.title=edited",
+        "callbacks=none",
+        "callbacks.progress.bar=rich",
     ):
         assert config_hash(resolved(compose_cfg(*FAST, steering))) == base, steering
     for computing in ("optim.base_lr=0.05", "seed=1", "norm=gn", "trainer.precision=bf16-mixed", "norm_groups=8"):

@@ -16,7 +16,7 @@ from src.train import train
 from .conftest import config_options, run_train
 
 
-@pytest.mark.parametrize("group", ["norm", "model", "dataset", "optim", "trainer", "logger"])
+@pytest.mark.parametrize("group", ["norm", "model", "dataset", "optim", "trainer", "logger", "callbacks"])
 def test_every_option_of_every_group_composes(compose_cfg, group):
     options = config_options(group)
     assert options, f"conf/{group}/ has no options"
@@ -146,6 +146,10 @@ def test_unknown_norm_fails_at_once_listing_the_available_ones(tmp_path):
 def test_help_and_cfg_job(tmp_path):
     help_text = run_train("--help", cwd=tmp_path, timeout=60).stdout
     assert "normlab" in help_text and "norm: bn, brn, frn, ghost, gn" in help_text and "dataset:" in help_text
+    assert "callbacks: default, none, rich" in help_text and "debug: fast, overfit" in help_text
+    # the studies with their one-line question (sweeps/*.yaml's report.title)
+    assert "== Studies (sweeps/<name>.yaml) ==" in help_text
+    assert "  demo                     Does BN degrade at batch 2 while GN does not?" in help_text
     job = run_train("--cfg", "job", "norm=ln", "batch=2", cwd=tmp_path, timeout=60)
     assert job.returncode == 0 and "name: ln" in job.stdout and "batch: 2" in job.stdout
 

@@ -1,0 +1,256 @@
+"""Progress of a run and of a sweep.
+
+A run (``conf/callbacks/``): on a terminal Lightning's TQDM (``callbacks=default``) or Rich
+(``callbacks=rich``) progress bar, with steps per second and the time left; when stdout is not a
+terminal (a log file, CI, SLURM, a parallel launcher's worker) :class:`EpochLines` instead: one log line
+per epoch, and a heartbeat line every ``heartbeat_minutes`` inside a long epoch. ``callbacks=none``
+prints neither.
+
+A sweep (:class:`SweepProgress`, used by :class:`src.sweep.SweepSummary`): every job, in whichever
+process the launcher runs it (basic: the sweep's own; parallel: a joblib worker; submitit: its own
+job), appends its outcome to ``<sweep dir>/.progress/<sweep start>.jsonl`` and prints
+``[k/N] <overrides>: <status> <test error> (<time>)`` with the runs skipped, failed and left and an ETA
+from the finished runs. Under submitit, whose jobs' output goes to their own log files, the sweep's
+process prints the lines as they arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from src.provenance import redact
+
+log = logging.getLogger(__name__)
+BARS = ("tqdm", "rich")
+
+
+def fmt_seconds(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def is_terminal(stream: Any = None) -> bool:
+    stream = stream if stream is not None else sys.stdout
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class EpochLines(pl.Callback):
+    """Progress without a terminal: a log line at the end of each epoch (train loss, val error, steps
+    per second, time per epoch, ETA of the run), and a heartbeat line every ``heartbeat_minutes`` within
+    an epoch (step k of n, steps per second, ETA of the epoch)."""
+
+    def __init__(self, heartbeat_minutes: float = 5.0) -> None:
+        self.heartbeat_seconds = 60.0 * float(heartbeat_minutes)
+        self._fit_start = self._epoch_start = self._last_beat = 0.0
+        self._epoch_steps = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+        self._first_epoch = trainer.current_epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = self._last_beat = time.perf_counter()
+        self._epoch_steps = 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._epoch_steps += 1
+        now = time.perf_counter()
+        if self.heartbeat_seconds <= 0 or now - self._last_beat < self.heartbeat_seconds:
+            return
+        self._last_beat = now
+        rate = self._epoch_steps / max(now - self._epoch_start, 1e-9)
+        total = trainer.num_training_batches
+        if isinstance(total, int | float) and math.isfinite(total) and total > 0:
+            where = f"step {self._epoch_steps}/{int(total)} ({100 * self._epoch_steps / total:.0f}%)"
+            eta = f", epoch ETA {fmt_seconds((total - self._epoch_steps) / rate)}"
+        else:
+            where, eta = f"step {self._epoch_steps}", ""
+        log.info("epoch %d/%d: %s, %.1f steps/s%s", trainer.current_epoch + 1, trainer.max_epochs, where, rate, eta)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after the epoch's validation; the module logs its loss and error (src/module.py)
+        now = time.perf_counter()
+        epoch, epochs = trainer.current_epoch + 1, trainer.max_epochs
+        per_epoch = (now - self._fit_start) / max(epoch - self._first_epoch, 1)
+        seconds = max(now - self._epoch_start, 1e-9)
+        log.info(
+            "epoch %d/%d: %d steps, %.1f steps/s, %s; run ETA %s",
+            epoch,
+            epochs,
+            self._epoch_steps,
+            self._epoch_steps / seconds,
+            fmt_seconds(seconds),
+            fmt_seconds(per_epoch * max(epochs - epoch, 0)),
+        )
+
+
+def progress_callback(
+    bar: str = "tqdm", heartbeat_minutes: float = 5.0, refresh_rate: int = 1, terminal: bool | None = None
+) -> pl.Callback:
+    """A progress bar (``bar``: ``tqdm`` or ``rich``) when stdout is a terminal, else :class:`EpochLines`.
+
+    ``terminal`` forces one or the other (``None``: ask stdout)."""
+    if bar not in BARS:
+        raise ValueError(f"callbacks.progress.bar={bar}: allowed are {', '.join(BARS)}")
+    if not (is_terminal() if terminal is None else terminal):
+        return EpochLines(heartbeat_minutes)
+    if bar == "rich":
+        from pytorch_lightning.callbacks import RichProgressBar
+
+        return RichProgressBar(refresh_rate=refresh_rate)
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    return TQDMProgressBar(refresh_rate=refresh_rate)
+
+
+# --------------------------------------------------------------------------------------------- sweeps
+PROGRESS_DIR = ".progress"
+_pollers: dict[str, tuple[threading.Thread, threading.Event]] = {}
+
+
+def sweep_size(hydra_cfg: Any) -> tuple[int | None, list[str]]:
+    """The number of jobs of a basic-sweeper multirun (the product of the sweep's choices: the
+    ``hydra.sweeper.params`` and the command line's, as Hydra's BasicSweeper expands them) and the keys
+    swept over (more than one value)."""
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        params = dict(hydra_cfg.sweeper.get("params") or {})
+        overrides = [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        swept = sorted({o.get_key_element() for o in parsed if o.is_sweep_override()})
+        return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None)), swept
+    except Exception:  # another sweeper (optuna, …): no total
+        return None, []
+
+
+def job_label(task_overrides: Sequence[str], swept: Sequence[str], run_dir: Path) -> str:
+    """The overrides of a job that the sweep varies (``batch=2,norm=bn``), else its run directory's name."""
+    kept = [str(o) for o in task_overrides if str(o).split("=", 1)[0] in set(swept)]
+    return ",".join(sorted(kept)) or Path(run_dir).name
+
+
+class SweepProgress:
+    """The sweep's progress file and its lines (state is plain, so it pickles to a launcher's workers)."""
+
+    def __init__(self, sweep_dir: Path, total: int | None, started: float) -> None:
+        self.path = Path(sweep_dir) / PROGRESS_DIR / f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.jsonl"
+        self.total = total
+        self.started = started
+
+    def add(self, event: Mapping[str, Any]) -> str:
+        """Append one job's outcome; the line to print for it."""
+        from filelock import FileLock
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path) + ".lock"):
+            with self.path.open("a", encoding="utf-8") as file:
+                file.write(redact(json.dumps(dict(event))) + "\n")
+            events = self.events()
+        return self.line(events, len(events) - 1)
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def line(self, events: Sequence[Mapping[str, Any]], index: int) -> str:
+        """``[k/N] overrides: status error (time), s skipped, f failed, l left, ETA …`` for events[index]."""
+        event, done = events[index], events[: index + 1]
+        k, total = index + 1, self.total
+        status = event["status"]
+        error = event.get("test_error")
+        result = f"{status} {error:.2f}%" if isinstance(error, int | float) and math.isfinite(error) else status
+        label = event["overrides"] or "(no overrides)"
+        text = f"[{k}/{total or '?'}] {label}: {result} ({fmt_seconds(event['seconds'])})"
+        skipped = sum(e["status"] == "skipped" for e in done)
+        failed = sum(e["status"] not in ("completed", "skipped") for e in done)
+        counts = [f"{skipped} skipped", f"{failed} failed"]
+        if total:
+            left = max(total - k, 0)
+            counts.append(f"{left} left")
+            trained = k - skipped
+            if left and trained:
+                elapsed = event["finished"] - self.started
+                counts.append(f"ETA {fmt_seconds(elapsed / trained * left)}")
+        return f"{text}; {', '.join(counts)}"
+
+    # the sweep's own process prints what jobs in other processes (submitit) wrote
+    def start_printing(self, interval: float = 2.0) -> None:
+        stop = threading.Event()
+
+        def poll() -> None:
+            printed = 0
+            while True:
+                stopping = stop.wait(interval)
+                try:
+                    events = self.events()
+                except (OSError, ValueError):
+                    events = []
+                for index in range(printed, len(events)):
+                    print(self.line(events, index), flush=True)
+                printed = max(printed, len(events))
+                if stopping:
+                    return
+
+        thread = threading.Thread(target=poll, name="sweep-progress", daemon=True)
+        _pollers[str(self.path)] = (thread, stop)
+        thread.start()
+
+    def stop_printing(self) -> None:
+        thread, stop = _pollers.pop(str(self.path), (None, None))
+        if thread is not None and stop is not None:
+            stop.set()
+            thread.join(timeout=10)
+
+
+def job_event(run_dir: Path, overrides: str, started: float, job_started: float, job_failed: bool) -> dict[str, Any]:
+    """One job's outcome from what it left in its run directory: completed, diverged or failed (with
+    its test error), skipped (a record finished before this sweep began) or refused."""
+    from src.records import RECORD_FILE, read_record
+    from src.resume import REFUSAL_FILE
+
+    now = time.time()
+    status, error = "failed" if job_failed else "unknown", math.nan
+    record_path, refusal = Path(run_dir) / RECORD_FILE, Path(run_dir) / REFUSAL_FILE
+    if refusal.exists() and refusal.stat().st_mtime >= job_started:
+        status = "refused"
+    elif record_path.exists():
+        try:
+            record = read_record(record_path)
+            status = str(record.get("status", status))
+            error = (record.get("metrics") or {}).get("test_error", math.nan)
+            if record_path.stat().st_mtime < started:
+                status = "skipped"
+        except (OSError, ValueError):
+            status = "unreadable"
+    return {
+        "overrides": overrides,
+        "status": status,
+        "test_error": error if isinstance(error, int | float) else math.nan,
+        "seconds": round(now - job_started, 1),
+        "finished": now,
+        "pid": os.getpid(),
+    }

@@ -1,0 +1,49 @@
+"""The studies in ``sweeps/`` and their one-line questions, for ``--help`` and ``make help``.
+
+``python -m src.studies`` prints them (``make help`` calls it); ``python -m src.train --help`` lists them
+through the ``${studies:}`` resolver in ``conf/train.yaml``'s help template.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+RESOLVER = "studies"
+
+
+def studies(directory: Path = SWEEPS) -> dict[str, str]:
+    """Study name → its question (``report.title``), or the study it extends (a variant without one)."""
+    found: dict[str, str] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        title = (data.get("report") or {}).get("title") if isinstance(data.get("report"), dict) else None
+        if not title:
+            bases = [d for d in data.get("defaults") or [] if isinstance(d, str) and d not in ("train", "_self_")]
+            title = f"(a variant of {bases[0]})" if bases else ""
+        found[path.stem] = str(title)
+    return found
+
+
+def studies_text(indent: str = "  ") -> str:
+    """One line per study: ``name  question``."""
+    found = studies()
+    width = max((len(name) for name in found), default=0)
+    return "\n".join(f"{indent}{name:<{width}}  {title}".rstrip() for name, title in found.items())
+
+
+def register_resolver() -> None:
+    """``${studies:}``: the studies text (idempotent)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver(RESOLVER):
+        OmegaConf.register_new_resolver(RESOLVER, lambda: studies_text())
+
+
+if __name__ == "__main__":
+    print(studies_text())

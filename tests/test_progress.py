@@ -1,0 +1,140 @@
+"""Progress output (issue 17, point 1): a progress bar on a terminal, a line per epoch and a heartbeat
+without one, and a sweep's ``[k/N]`` line as each run ends."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import termios
+import time
+
+import pytest
+
+from src.progress import EpochLines, SweepProgress, fmt_seconds, progress_callback, sweep_size
+
+from .conftest import PYTHON, ROOT, run_train
+
+TINY = (
+    "dataset=digits",
+    "epochs=1",
+    "model.widths=[8,16]",
+    "+trainer.limit_train_batches=3",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=2",
+    "trainer.accelerator=cpu",
+)
+
+
+def run_on_a_terminal(*args: str, cwd, timeout: float = 120) -> str:
+    """``python -m src.train *args`` with stdout and stderr on a pseudo-terminal (120 columns)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([PYTHON, "-m", "src.train", *args], stdout=follower, stderr=follower, cwd=cwd, env=env)
+    os.close(follower)
+    output, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        elif process.poll() is not None:
+            break
+    process.wait(timeout=30)
+    os.close(leader)
+    assert process.returncode == 0, output.decode(errors="replace")[-3000:]
+    return output.decode(errors="replace")
+
+
+def test_a_run_on_a_terminal_shows_a_progress_bar_with_speed_and_eta(tmp_path):
+    text = run_on_a_terminal(*TINY, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    bars = [line for line in re.split(r"[\r\n]", text) if line.startswith("Epoch 0:")]
+    assert bars and re.search(r"3/3 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+it/s", bars[-1]), bars[-3:]  # elapsed<ETA, speed
+    assert "src.progress" not in text  # the bar replaces the per-epoch lines
+
+
+def test_without_a_terminal_a_line_per_epoch_and_a_heartbeat_stand_in(tmp_path):
+    result = run_train(*TINY, "callbacks.progress.heartbeat_minutes=1e-6", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "it/s" not in output and "Epoch 0:" not in output  # no bar in a log
+    assert re.search(r"epoch 1/1: step 2/3 \(67%\), [\d.]+ steps/s, epoch ETA \d+s", output), output[-3000:]
+    assert re.search(r"epoch 1/1: 3 steps, [\d.]+ steps/s, \d+s; run ETA 0s", output)
+    quiet = run_train(*TINY, "callbacks=none", f"hydra.run.dir={tmp_path}/q", cwd=tmp_path)
+    assert quiet.returncode == 0 and "steps/s" not in quiet.stdout + quiet.stderr
+
+
+def test_the_progress_callback_is_a_bar_only_on_a_terminal():
+    from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
+
+    assert isinstance(progress_callback(terminal=True), TQDMProgressBar)
+    assert isinstance(progress_callback("rich", terminal=True), RichProgressBar)
+    assert isinstance(progress_callback("rich", terminal=False), EpochLines)
+    with pytest.raises(ValueError, match=r"callbacks\.progress\.bar=curses: allowed are tqdm, rich"):
+        progress_callback("curses")
+
+
+def test_a_sweep_prints_k_of_n_with_skipped_failed_left_and_eta(tmp_path):
+    sweep = tmp_path / "m"
+    args = ("-m", "norm=bn,gn", *TINY, f"hydra.sweep.dir={sweep}")
+    result = run_train(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if re.match(r"\[\d+/", line)]
+    assert re.fullmatch(r"\[1/2\] norm=bn: completed [\d.]+% \(\d+s\); 0 skipped, 0 failed, 1 left, ETA \d+s", lines[0])
+    assert re.fullmatch(r"\[2/2\] norm=gn: completed [\d.]+% \(\d+s\); 0 skipped, 0 failed, 0 left", lines[1])
+    again = run_train(*args, "norm=bn,gn,ln", cwd=tmp_path)  # the later override wins: 3 runs, 2 done
+    lines = [line for line in again.stdout.splitlines() if re.match(r"\[\d+/", line)]
+    assert [line.split(";")[0].split(":")[1].split()[0] for line in lines] == ["skipped", "skipped", "completed"]
+    assert lines[-1].endswith("2 skipped, 0 failed, 0 left") and lines[0].startswith("[1/3] norm=bn:")
+
+
+def test_the_sweep_line_counts_failures_and_the_eta_ignores_skipped_runs(tmp_path):
+    progress = SweepProgress(tmp_path, total=5, started=1000.0)
+    event = {"overrides": "norm=bn", "status": "skipped", "test_error": 9.0, "seconds": 0.0, "finished": 1001.0}
+    assert progress.add(event) == "[1/5] norm=bn: skipped 9.00% (0s); 1 skipped, 0 failed, 4 left"
+    event = {**event, "overrides": "norm=gn", "status": "failed", "test_error": float("nan"), "finished": 1061.0}
+    assert progress.add({**event, "seconds": 60.0}) == (
+        "[2/5] norm=gn: failed (1m00s); 1 skipped, 1 failed, 3 left, ETA 3m03s"  # 61 s per trained run × 3
+    )
+    assert fmt_seconds(7322) == "2h02m" and fmt_seconds(float("nan")) == "?"
+
+
+def test_the_sweep_process_prints_what_remote_jobs_write(tmp_path, capsys):
+    """Under submitit the jobs' output goes to their own logs: the sweep's process prints their lines."""
+    progress = SweepProgress(tmp_path, total=2, started=time.time())
+    progress.start_printing(interval=0.05)
+    event = {"overrides": "seed=0", "status": "completed", "test_error": 1.5, "seconds": 3.0, "finished": time.time()}
+    progress.add(event)
+    progress.add({**event, "overrides": "seed=1"})
+    progress.stop_printing()
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in printed] == ["[1/2] seed=0", "[2/2] seed=1"]
+
+
+def test_the_sweep_size_is_the_product_of_the_choices():
+    from omegaconf import OmegaConf
+
+    hydra_cfg = OmegaConf.create(
+        {"sweeper": {"params": {"seed": "0,1"}}, "overrides": {"task": ["norm=bn,gn,ln", "batch=2", "seed=3,4"]}}
+    )
+    assert sweep_size(hydra_cfg) == (6, ["norm", "seed"])  # the command line's seed wins over the study's
+
+
+@pytest.mark.slow
+def test_the_parallel_launcher_prints_every_run(tmp_path):
+    sweep = tmp_path / "m"
+    result = run_train("-m", "hydra/launcher=parallel", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = sorted(line for line in result.stdout.splitlines() if re.match(r"\[\d+/", line))
+    assert [line[:5] for line in lines] == ["[1/2]", "[2/2]"], result.stdout[-3000:]
+    assert {line.split(":")[0][6:] for line in lines} == {"seed=0", "seed=1"}
