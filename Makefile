@@ -31,10 +31,10 @@ SHOW_TORCH := import torch; cuda = torch.cuda.is_available(); print(f"torch {tor
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: STUDY=<sweeps/NAME.yaml> ARGS='<extra hydra overrides>' TORCH_SPEC='<pip spec>' PY=<python>"
+	@echo "  variables: STUDY=<conf/experiment/NAME.yaml> ARGS='<extra hydra overrides>' TORCH_SPEC='<pip spec>' PY=<python>"
 	@echo "             REPORT_OUT=<dir> (make report; default results) OUT=<dir> CPU=1 (make gpu-check)"
-	@echo "  studies (make sweep STUDY=<name>; sweeps/<name>.yaml):"
-	@$(if $(wildcard $(RUN)),$(RUN),$(PYTHON)) -m src.studies 2>/dev/null || ls sweeps
+	@echo "  studies (make sweep STUDY=<name>, or python -m src.train -m +experiment=<name>; conf/experiment/<name>.yaml):"
+	@$(if $(wildcard $(RUN)),$(RUN),$(PYTHON)) -m src.studies 2>/dev/null || ls conf/experiment
 
 setup: $(STAMP)  ## install normlab with its dev tools (into .venv, or into PY's environment)
 
@@ -68,7 +68,7 @@ lint: setup  ## ruff
 	$(RUN) -m ruff check src tests benchmarks
 	$(RUN) -m ruff format --check src tests benchmarks
 
-sweep: setup  ## run the study sweeps/$(STUDY).yaml as a Hydra multirun into multirun/$(STUDY)/
+sweep: setup  ## run the study conf/experiment/$(STUDY).yaml (via sweeps/$(STUDY).yaml) as a Hydra multirun into multirun/$(STUDY)/
 	$(RUN) -m src.train -m --config-dir sweeps --config-name $(STUDY) $(ARGS)
 
 report: setup  ## tables for multirun/$(STUDY) into $(REPORT_OUT)/$(STUDY)/

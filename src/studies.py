@@ -1,4 +1,8 @@
-"""The studies in ``sweeps/`` and their one-line questions, for ``--help`` and ``make help``.
+"""The studies in ``conf/experiment/`` and their one-line questions, for ``--help`` and ``make help``.
+
+A study's one source is ``conf/experiment/<name>.yaml`` (``# @package _global_``, run with
+``python -m src.train -m +experiment=<name>``); ``sweeps/<name>.yaml`` is a thin primary config that
+includes it, for ``make sweep STUDY=<name>`` and ``--config-dir sweeps --config-name <name>``.
 
 ``python -m src.studies`` prints them (``make help`` calls it); ``python -m src.train --help`` lists them
 through the ``${studies:}`` resolver in ``conf/train.yaml``'s help template.
@@ -10,11 +14,13 @@ from pathlib import Path
 
 import yaml
 
-SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "conf" / "experiment"
+SWEEPS = ROOT / "sweeps"
 RESOLVER = "studies"
 
 
-def studies(directory: Path = SWEEPS) -> dict[str, str]:
+def studies(directory: Path = EXPERIMENTS) -> dict[str, str]:
     """Study name → its question (``report.title``), or the study it extends (a variant without one)."""
     found: dict[str, str] = {}
     for path in sorted(directory.glob("*.yaml")):

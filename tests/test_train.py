@@ -147,8 +147,8 @@ def test_help_and_cfg_job(tmp_path):
     help_text = run_train("--help", cwd=tmp_path, timeout=60).stdout
     assert "normlab" in help_text and "norm: bn, brn, frn, ghost, gn" in help_text and "dataset:" in help_text
     assert "callbacks: default, none, rich" in help_text and "debug: fast, overfit" in help_text
-    # the studies with their one-line question (sweeps/*.yaml's report.title)
-    assert "== Studies (sweeps/<name>.yaml) ==" in help_text
+    # the studies with their one-line question (conf/experiment/*.yaml's report.title)
+    assert "== Studies (conf/experiment/<name>.yaml) ==" in help_text
     assert "  demo                     Does BN degrade at batch 2 while GN does not?" in help_text
     job = run_train("--cfg", "job", "norm=ln", "batch=2", cwd=tmp_path, timeout=60)
     assert job.returncode == 0 and "name: ln" in job.stdout and "batch: 2" in job.stdout

@@ -44,7 +44,7 @@ from src.report.recipes import recipe_table, render_recipes
 from src.report.spec import SpecError, check_spec
 from src.report.tables import summarize
 
-SWEEPS = PROJECT_ROOT / "sweeps"
+EXPERIMENTS = PROJECT_ROOT / "conf" / "experiment"  # the study files (sweeps/<study>.yaml includes one)
 LEGACY_RECORDS = "records"  # where reports before runs.jsonl copied the records
 
 
@@ -61,18 +61,18 @@ def read_spec_file(path: Path) -> dict[str, Any] | None:
 
 def study_spec(study: str, run_set: RunSet, claims_file: str | None) -> tuple[dict[str, Any], str]:
     """The study's ``report`` block and where it came from: ``--claims`` file, else the run records'
-    resolved config (the newest run), else ``sweeps/<study>.yaml``."""
+    resolved config (the newest run), else ``conf/experiment/<study>.yaml``."""
     if claims_file:
         spec = read_spec_file(Path(claims_file))
         if spec is not None:
             return spec, f"`{claims_file}` (--claims)"
     if study in run_set.specs:
         return run_set.specs[study], "the run records (`config.report`, from the study file they were run with)"
-    fallback = SWEEPS / f"{study}.yaml"
+    fallback = EXPERIMENTS / f"{study}.yaml"
     if fallback.exists():
         spec = read_spec_file(fallback)
         if spec is not None:
-            return spec, f"`sweeps/{study}.yaml` (the run records carry none)"
+            return spec, f"`conf/experiment/{study}.yaml` (the run records carry none)"
     return {}, ""
 
 
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study", help="write every run under this study name (default: each run's own study)")
     parser.add_argument(
         "--claims",
-        help="a study file (sweeps/<study>.yaml) whose report block to use instead of the one in the records",
+        help="a study file (conf/experiment/<study>.yaml) whose report block to use instead of the one in the records",
     )
     args = parser.parse_args(argv)
     command = "python -m src.report " + shlex.join(sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,88 @@
+"""Studies as first-class configs: ``+experiment=<study>`` composes exactly what ``--config-dir sweeps
+--config-name <study>`` does (the same config hash and run directories), from one study file.
+
+A study's one source is ``conf/experiment/<study>.yaml`` (``# @package _global_``); ``sweeps/<study>.yaml``
+only includes it. The pinned hashes are those of the study files before they moved: a finished run of
+a study must keep being recognized (skipped, not retrained).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from src.config_keys import computation_view, config_hash, register_resolvers, run_dirname
+from src.studies import EXPERIMENTS, studies
+
+from .conftest import CONF, ROOT
+
+SWEEPS = ROOT / "sweeps"
+STUDIES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
+# config_hash of each study's default composition, as composed from the study files before this move
+PINNED = {
+    "demo": "37a646698cb000f4",
+    "ln_after_conv": "8b7d49a545bb6518",
+    "norm_compare": "a05c2337b857dc40",
+    "recipe_pilot": "68d0c7922078b3c4",
+    "small_batch": "a05c2337b857dc40",
+    "small_batch_cifar10": "3dbf5fd7711c3721",
+    "small_batch_cifar10_cpu": "eff535db51024b2f",
+    "small_batch_cifar10_gpu": "86eda8ef0e024ebf",
+    "switchable": "b56f3613ea5886c7",
+    "weight_norms": "b56f3613ea5886c7",
+}
+
+
+def _compose(config_dir: Path, name: str, overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The resolved config less ``hydra``, and ``hydra`` (sweeper params, launcher, sweep dir)."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    hydra_cfg = OmegaConf.to_container(cfg.hydra, resolve=False)
+    OmegaConf.set_struct(cfg, False)
+    del cfg["hydra"]
+    return OmegaConf.to_container(cfg, resolve=True), hydra_cfg
+
+
+def both_ways(study: str, *overrides: str) -> tuple[tuple[dict, dict], tuple[dict, dict]]:
+    primary = _compose(SWEEPS, study, [f"hydra.searchpath=[file://{CONF}]", *overrides])
+    experiment = _compose(CONF, "train", [f"+experiment={study}", *overrides])
+    return primary, experiment
+
+
+def test_every_study_has_a_thin_sweeps_file_and_nothing_else():
+    assert sorted(PINNED) == STUDIES
+    thin = sorted(p.stem for p in SWEEPS.glob("*.yaml") if not p.name.endswith(".wandb.yaml"))
+    assert thin == STUDIES
+    for study in STUDIES:
+        data = yaml.safe_load((SWEEPS / f"{study}.yaml").read_text(encoding="utf-8"))
+        assert data == {"defaults": ["train", {"experiment": study}, "_self_"]}, f"sweeps/{study}.yaml is not thin"
+        text = (EXPERIMENTS / f"{study}.yaml").read_text(encoding="utf-8")
+        assert text.startswith("# @package _global_\n"), f"conf/experiment/{study}.yaml lacks the package header"
+    assert set(studies()) == set(STUDIES)
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_a_study_composes_the_same_both_ways(study):
+    (config, hydra_cfg), (config_exp, hydra_exp) = both_ways(study)
+    assert computation_view(config_exp) == computation_view(config)
+    assert config_hash(config_exp) == config_hash(config) == PINNED[study]
+    assert config_exp == config  # steering keys too (report block, cpu_threads, compile)
+    assert hydra_exp["sweeper"]["params"] == hydra_cfg["sweeper"]["params"]
+    assert hydra_exp["launcher"] == hydra_cfg["launcher"]
+    assert hydra_exp["sweep"] == hydra_cfg["sweep"] and config["study"] == study
+
+
+def test_a_swept_job_lands_in_the_same_run_directory_with_the_same_hash():
+    job = ["norm=gn", "batch=2", "seed=1", "epochs=16"]
+    (config, _), (config_exp, _) = both_ways("small_batch_cifar10", *job)
+    assert config_hash(config_exp) == config_hash(config)
+    # the sweep directory's subdir: the task overrides less steering keys; +experiment=… is one of them
+    name = run_dirname(["+experiment=small_batch_cifar10", *job])
+    assert name == run_dirname(job) == "batch=2,epochs=16,norm=gn,seed=1"
+    assert run_dirname(["experiment=demo", "norm=bn"]) == "norm=bn"
