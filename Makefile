@@ -15,6 +15,7 @@ PYTEST_ARGS ?=
 REPORT_OUT ?= results
 OUT ?= gpu_check
 CPU ?=
+WANDB ?=
 # The install is redone when pyproject.toml, the constraints or the torch spec (or PY) change.
 SPEC_KEY := $(shell printf '%s|%s' '$(TORCH_SPEC)' '$(PY)' | cksum | cut -d' ' -f1)
 ifeq ($(PY),)
@@ -27,12 +28,12 @@ endif
 STAMP := $(STAMP_DIR)/.installed-$(SPEC_KEY)
 SHOW_TORCH := import torch; cuda = torch.cuda.is_available(); print(f"torch {torch.__version__}: " + (f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build") + (f", GPU {torch.cuda.get_device_name(0)}" if cuda else ", no GPU visible"))
 
-.PHONY: help setup demo test test-all lint sweep report bench gpu-check clean
+.PHONY: help setup demo test test-all lint sweep report wandb-sync bench gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: STUDY=<conf/experiment/NAME.yaml> ARGS='<extra hydra overrides>' TORCH_SPEC='<pip spec>' PY=<python>"
-	@echo "             REPORT_OUT=<dir> (make report; default results) OUT=<dir> CPU=1 (make gpu-check)"
+	@echo "             REPORT_OUT=<dir> WANDB=1 (make report; default results) OUT=<dir> CPU=1 (make gpu-check)"
 	@echo "  studies (make sweep STUDY=<name>, or python -m src.train -m +experiment=<name>; conf/experiment/<name>.yaml):"
 	@$(if $(wildcard $(RUN)),$(RUN),$(PYTHON)) -m src.studies 2>/dev/null || ls conf/experiment
 
@@ -71,8 +72,11 @@ lint: setup  ## ruff
 sweep: setup  ## run the study conf/experiment/$(STUDY).yaml (via sweeps/$(STUDY).yaml) as a Hydra multirun into multirun/$(STUDY)/
 	$(RUN) -m src.train -m --config-dir sweeps --config-name $(STUDY) $(ARGS)
 
-report: setup  ## tables for multirun/$(STUDY) into $(REPORT_OUT)/$(STUDY)/
-	$(RUN) -m src.report multirun/$(STUDY) --out $(REPORT_OUT)
+report: setup  ## tables for multirun/$(STUDY) into $(REPORT_OUT)/$(STUDY)/; WANDB=1 also publishes them as a W&B run
+	$(RUN) -m src.report multirun/$(STUDY) --out $(REPORT_OUT) $(if $(WANDB),--wandb)
+
+wandb-sync: setup  ## upload every offline W&B run of multirun/$(STUDY)/ (training runs and report) and print where
+	$(RUN) -m src.wandb_sync $(STUDY)
 
 bench: setup  ## step time of normlab's loop vs a hand loop, sweep throughput, packed vs unpacked runs per hour; writes results/bench/
 	$(RUN) -m benchmarks.throughput $(ARGS)

@@ -26,8 +26,8 @@ from .conftest import CONF, ROOT, run_train
 SWEEPS = ROOT / "sweeps"
 
 
-def read_offline_run(path: Path) -> dict[str, Any]:
-    """Run info, config and summary from an offline run's ``run-<id>.wandb`` transaction log.
+def offline_records(path: Path) -> list[Any]:
+    """The ``wandb_internal_pb2.Record``s of an offline run's ``run-<id>.wandb`` transaction log.
 
     The file is W&B's ":W&B" header (7 bytes) followed by LevelDB-log-style records (a 7-byte header
     of checksum, length and type, in 32 KiB blocks) of ``wandb_internal_pb2.Record`` protobufs.
@@ -54,10 +54,18 @@ def read_offline_run(path: Path) -> dict[str, Any]:
             pending += chunk
         elif kind == 4:
             raw_records.append(pending + chunk)
-    run: dict[str, Any] = {"config": {}, "summary": {}}
+    records = []
     for raw in raw_records:
         record = pb.Record()
         record.ParseFromString(raw)
+        records.append(record)
+    return records
+
+
+def read_offline_run(path: Path) -> dict[str, Any]:
+    """Run info, config, summary and history (each key's last value) from an offline run's ``.wandb`` file."""
+    run: dict[str, Any] = {"config": {}, "summary": {}, "history": {}}
+    for record in offline_records(path):
         which = record.WhichOneof("record_type")
         if which == "run":
             info = record.run
@@ -74,6 +82,9 @@ def read_offline_run(path: Path) -> dict[str, Any]:
         elif which == "summary":
             for item in record.summary.update:
                 run["summary"][item.key or ".".join(item.nested_key)] = json.loads(item.value_json)
+        elif which == "history":
+            for item in record.history.item:
+                run["history"][item.key or ".".join(item.nested_key)] = json.loads(item.value_json)
         elif which == "exit":
             run["exit_code"] = record.exit.exit_code
     return run

@@ -223,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         "--claims",
         help="a study file (conf/experiment/<study>.yaml) whose report block to use instead of the one in the records",
     )
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also publish each study as one W&B run in its group (job_type report; offline unless logged in)",
+    )
     args = parser.parse_args(argv)
     command = "python -m src.report " + shlex.join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
@@ -285,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
             keep_records(out / study, records)
         print(files["summary.md"])
         print(f"wrote {out / study}/: {', '.join(sorted(files))}")
+        if args.wandb:  # never fails the report: a W&B problem is one warning line
+            from src.report.wandb_report import publish_study
+
+            publish_study(study, files, Path("multirun") / study)  # beside the study's runs, out of results/
     try:
         write_text_atomic(out / "README.md", render_index(index_studies(out), base["written_at"]))
     except Exception as error:  # the index is a convenience; the study reports are written
