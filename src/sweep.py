@@ -39,6 +39,8 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
+        if "hydra" not in config:  # not a Hydra multirun's config (a test's, a caller's): no progress lines
+            return
         total, self._swept = sweep_size(config.hydra)
         self.progress = SweepProgress(Path(config.hydra.sweep.dir), total, self.started)
         # submitit's jobs print into their own logs: this process prints their lines as they arrive
