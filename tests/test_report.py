@@ -640,3 +640,29 @@ def test_runs_that_are_not_one_grid_get_one_command_per_grid():
     assert ["norm=gn", "standardize_weights=true", "optim.warmup_epochs=0"] in next(
         g for g in groups if len(g[0]) == 3 and "standardize_weights=true" in g[0]
     )
+
+
+def test_a_claim_may_name_a_config_key_that_has_not_varied_yet(tmp_path):
+    """Every run so far had standardize_weights true: the claim's where names it all the same."""
+    records = grid("ws", {("bn", 2): [40.0, 41.0, 39.0], ("bn", 32): [31.0, 31.5, 30.5]})
+    for record in records:
+        record["config"]["standardize_weights"] = True
+    spec = {
+        "claims": [
+            {
+                "id": "c",
+                "kind": "difference",
+                "norm": "bn",
+                "batches": [2, 32],
+                "at_least": 3.0,
+                "where": {"standardize_weights": True},
+                "published": [],
+            }
+        ]
+    }
+    for record in records:
+        record["config"]["report"] = spec
+    root = write_records(tmp_path / "runs", records)
+    assert report_main([str(root), "--out", str(tmp_path / "out")]) == 0
+    claims = pd.read_csv(tmp_path / "out" / "ws" / "claims.csv")
+    assert list(claims.verdict) == ["reproduced"]

@@ -33,10 +33,18 @@ import yaml
 from src.atomic import write_bytes_atomic, write_text_atomic
 from src.provenance import PROJECT_ROOT, git_commit, machine_description
 from src.records import RECORD_FILE, RUNS_FILE, RunRecord, write_runs
-from src.report.claims import VERDICTS, ClaimResult, evaluate_claims
+from src.report.claims import VERDICTS, ClaimResult, claims_of, evaluate_claims, named_columns
 from src.report.commands import sweep_commands
 from src.report.curves import median_last
-from src.report.load import MEDIAN_LAST, RunSet, Skipped, load_run_set, load_runs_csv, not_counted_csv
+from src.report.load import (
+    MEDIAN_LAST,
+    RunSet,
+    Skipped,
+    load_run_set,
+    load_runs_csv,
+    not_counted_csv,
+    with_config_columns,
+)
 from src.report.markdown import render_claims, render_index, render_summary
 from src.report.norms import NormCatalog
 from src.report.plots import choose_bar_batch, error_by_norm, error_vs_batch
@@ -277,9 +285,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {source or study}: {error}", file=sys.stderr)
             return 2
         context = {**base, "spec_source": source, "runs_source": runs_source}
-        rendered[study] = build_study(
-            study, part.reset_index(drop=True), skipped_for(study, run_set.skipped), spec, context, run_set.curves
-        )
+        named = [column for claim in claims_of(spec) for column in named_columns(claim)]
+        records = [record for kept in run_set.records.values() for record in kept]
+        part = with_config_columns(part.reset_index(drop=True), records, named)
+        rendered[study] = build_study(study, part, skipped_for(study, run_set.skipped), spec, context, run_set.curves)
     for study, files in rendered.items():
         write_files(out / study, files)
         if not args.from_runs_csv:

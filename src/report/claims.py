@@ -236,7 +236,7 @@ class ClaimEvaluator:
         self.curves = curves or {}
         self.skipped = skipped or []
         self.models: dict[str, CellModel] = {}
-        named = {column for claim in claims_of(spec) for column in _named_columns(claim)}
+        named = {column for claim in claims_of(spec) for column in named_columns(claim)}
         self.design = [c for c in dict.fromkeys([*DESIGN, *sorted(named)]) if c in runs]
 
     def cell_model(self, metric: str) -> CellModel:
@@ -452,7 +452,7 @@ def evaluate_claims(
         return []
     results: list[ClaimResult] = []
     # a claim whose cells name the dataset or the model compares across slices: it sees every run
-    across = [i for i, claim in enumerate(claims) if SLICE_COLUMNS & set(_named_columns(claim))]
+    across = [i for i, claim in enumerate(claims) if SLICE_COLUMNS & set(named_columns(claim))]
     for (dataset, model), part in runs.groupby(["dataset", "model"], sort=True):
         evaluator = ClaimEvaluator(part, str(dataset), str(model), spec or {}, curves, skipped)
         results += [evaluator.evaluate(claim, i) for i, claim in enumerate(claims) if i not in across]
@@ -462,6 +462,6 @@ def evaluate_claims(
     return results
 
 
-def _named_columns(claim: dict[str, Any]) -> list[str]:
+def named_columns(claim: dict[str, Any]) -> list[str]:
     """The columns a claim's cells name (its kind says which)."""
     return find_kind(claim).columns(claim)

@@ -264,6 +264,22 @@ def config_leaves(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return leaves
 
 
+def with_config_columns(runs: pd.DataFrame, records: list[RunRecord], columns: list[str]) -> pd.DataFrame:
+    """``runs`` with a column for each config key in ``columns`` it lacks, read from the records' resolved
+    configs (a key the study did not vary has no column until a claim names it, e.g.
+    ``where: {standardize_weights: true}`` while every run so far had it true)."""
+    missing = [c for c in dict.fromkeys(columns) if c not in runs and c]
+    if not missing or runs.empty or "run_dir" not in runs:
+        return runs
+    leaves = {str(record.run_dir): config_leaves(record.config) for record in records}
+    runs = runs.copy()
+    for column in missing:
+        values = runs["run_dir"].map(lambda run_dir, key=column: leaves.get(str(run_dir), {}).get(key))
+        if values.notna().any():
+            runs[column] = values
+    return runs
+
+
 def varying_config(records: list[RunRecord]) -> list[str]:
     """The config keys whose values differ between ``records``: the sweep's factors, which become runs.csv
     columns so that a claim's cell can name any of them (e.g. ``optim.warmup_epochs``)."""
