@@ -12,8 +12,10 @@ The steps, in order, each a subprocess with its own time limit inside the overal
 3. ``parallel``: the same run alone, then 8 seeds of it as one ``hydra/launcher=parallel`` sweep sharing
    the GPU; every job must have run on the GPU; runs per hour of the 8 against the one alone.
 4. ``bench``: ``benchmarks.throughput``'s device rows: normlab's step against a hand loop at batch 2, 32
-   and 128, eager and compiled, in one process (packed runs do not exist yet, so there is no packed row).
-5. ``small_batch``: a short CIFAR-10 ``small_batch`` sweep (bn, gn × batch 2, 32) with the CIFAR recipe
+   and 128, eager and compiled, in one process.
+5. ``packing``: ``benchmarks.packing``'s runs per hour of K packed seeds (``hydra/launcher=packed``)
+   against one run, K = 1, 2, 4, 8, at batch 2 and 32, resnet8 and resnet20, bn and gn, on the device.
+6. ``small_batch``: a short CIFAR-10 ``small_batch`` sweep (bn, gn × batch 2, 32) with the CIFAR recipe
    of ``sweeps/small_batch_cifar10_gpu.yaml``, and its report.
 
 A failed step does not stop the later ones. After every step ``checks.json`` and ``checks.md`` in the
@@ -63,6 +65,7 @@ class Plan:
     sweep_sane_error: float  # the same for the small_batch sweep's runs
     parallel_jobs: int
     bench_args: tuple[str, ...]
+    packing_args: tuple[str, ...]
     sweep_data: tuple[str, ...]  # dataset overrides of the small_batch sweep
     sweep_model: tuple[str, ...]
     sweep_epochs: int
@@ -80,11 +83,19 @@ GPU_PLAN = Plan(
     sweep_sane_error=80.0,
     parallel_jobs=8,
     bench_args=("--steps", "100", "--batches", "2,32,128", "--compile"),
+    packing_args=("--steps", "100", "--reps", "3", "--warmup", "10"),
     sweep_data=("dataset.train_size=10000",),
     sweep_model=(),
     sweep_epochs=2,
     sweep_compile=False,
-    limits={"single_eager": 120, "single_compiled": 180, "parallel": 180, "bench": 240, "small_batch": 180},
+    limits={
+        "single_eager": 120,
+        "single_compiled": 180,
+        "parallel": 180,
+        "bench": 240,
+        "packing": 180,
+        "small_batch": 180,
+    },
 )
 CPU_PLAN = Plan(
     device="cpu",
@@ -96,11 +107,34 @@ CPU_PLAN = Plan(
     sweep_sane_error=95.0,  # a few dozen steps on 450 tiny images: the CPU form checks the path, not learning
     parallel_jobs=2,
     bench_args=("--steps", "3", "--batches", "2", "--no-compile"),
+    packing_args=(
+        "--steps",
+        "3",
+        "--reps",
+        "2",
+        "--warmup",
+        "1",
+        "--models",
+        "resnet8",
+        "--norms",
+        "bn",
+        "--batches",
+        "2",
+        "--ks",
+        "1,2",
+    ),
     sweep_data=("dataset=npz", f"dataset.path={TINY_CIFAR}", "dataset.augment=crop_flip"),
     sweep_model=("model=resnet8",),
     sweep_epochs=1,
     sweep_compile=False,
-    limits={"single_eager": 120, "single_compiled": 240, "parallel": 180, "bench": 180, "small_batch": 240},
+    limits={
+        "single_eager": 120,
+        "single_compiled": 240,
+        "parallel": 180,
+        "bench": 180,
+        "packing": 180,
+        "small_batch": 240,
+    },
 )
 
 
@@ -250,6 +284,19 @@ def bench(context: Context) -> dict[str, Any]:
     return result
 
 
+def packing(context: Context) -> dict[str, Any]:
+    """Packed runs per hour against unpacked on the plan's device (``benchmarks.packing``)."""
+    out = context.out / "bench"
+    device = "cuda" if context.plan.device == "cuda" else "cpu"
+    args = ["-m", "benchmarks.packing", "--device", device, *context.plan.packing_args, "--out", str(out)]
+    context.run("packing", args, context.plan.limits["packing"])
+    table = pd.read_csv(out / "packing.csv")
+    result: dict[str, Any] = {"rows": len(table)}
+    for row in table[table["K"] > 1].itertuples():
+        result[f"{row.model}_{row.norm}_b{row.batch}_K{row.K}"] = f"{row.runs_per_hour_ratio}x ±{row.spread}"
+    return result
+
+
 def small_batch(context: Context) -> dict[str, Any]:
     """bn, gn × batch 2, 32 with the recipe of ``sweeps/small_batch_cifar10_gpu.yaml``, then the report."""
     plan = context.plan
@@ -296,6 +343,7 @@ STEPS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "single_compiled": lambda context: single(context, compiled=True),
     "parallel": parallel,
     "bench": bench,
+    "packing": packing,
     "small_batch": small_batch,
 }
 
