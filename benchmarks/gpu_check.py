@@ -14,7 +14,7 @@ The steps, in order, each a subprocess with its own time limit inside the overal
 4. ``bench``: ``benchmarks.throughput``'s device rows: normlab's step against a hand loop at batch 2, 32
    and 128, eager and compiled, in one process.
 5. ``packing``: ``benchmarks.packing``'s runs per hour of K packed seeds (``hydra/launcher=packed``)
-   against one run, K = 1, 2, 4, 8, at batch 2 and 32, resnet8 and resnet20, bn and gn, on the device.
+   against one run, K = 1, 2, 4, 8, at batch 2 and 32, resnet20, bn and gn, on the device (~90 s).
 6. ``small_batch``: a short CIFAR-10 ``small_batch`` sweep (bn, gn × batch 2, 32) with the CIFAR recipe
    of ``sweeps/small_batch_cifar10_gpu.yaml``, and its report.
 
@@ -83,7 +83,7 @@ GPU_PLAN = Plan(
     sweep_sane_error=80.0,
     parallel_jobs=8,
     bench_args=("--steps", "100", "--batches", "2,32,128", "--compile"),
-    packing_args=("--steps", "100", "--reps", "3", "--warmup", "10"),
+    packing_args=("--models", "resnet20", "--steps", "40", "--reps", "3", "--warmup", "5"),
     sweep_data=("dataset.train_size=10000",),
     sweep_model=(),
     sweep_epochs=2,

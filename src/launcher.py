@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 #: pack sizes by device type and batch, from ``make bench`` (runs per hour packed / unpacked): on this
 #: project's 2-core CPU packing pays at batch 2 (K=2 1.3×, K=4 1.5-1.8×, K=8 1.7-2.1×) and not at
-#: batch 32 (0.7-1.1×); on an H100 8 packed ResNet-20 runs at batch 2 step in about the time of one.
-DEFAULT_SIZES = {"cpu": ((8, 4), (10**9, 1)), "cuda": ((8, 8), (64, 4), (10**9, 1))}
+#: batch 32 (0.7-1.1×); on an H100 (results/gpu_check/h100_2026-11-26/packing.csv) 8 packed ResNet-20
+#: runs gave 5.5-7.3× the runs per hour of one at batch 2 and 32; larger batches were not measured: off.
+DEFAULT_SIZES = {"cpu": ((8, 4), (10**9, 1)), "cuda": ((32, 8), (10**9, 1))}
 
 
 def default_pack_size(device: str, batch: int) -> int:

@@ -28,6 +28,7 @@ PINNED = {
     "demo": "37a646698cb000f4",
     "ln_after_conv": "8b7d49a545bb6518",
     "norm_compare": "a05c2337b857dc40",
+    "norm_compare_cifar10": "3dbf5fd7711c3721",
     "recipe_pilot": "68d0c7922078b3c4",
     "small_batch": "a05c2337b857dc40",
     "small_batch_cifar10": "3dbf5fd7711c3721",

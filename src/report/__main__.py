@@ -57,14 +57,41 @@ LEGACY_RECORDS = "records"  # where reports before runs.jsonl copied the records
 
 
 def read_spec_file(path: Path) -> dict[str, Any] | None:
-    """The ``report`` block of a study file (plain YAML; Hydra's defaults are not needed for it)."""
+    """The ``report`` block of a study file, as Hydra would compose it: a study that names another study
+    of its folder in ``defaults`` (``- norm_compare``) inherits that study's block, and its own keys are
+    merged over it (mappings merge, lists such as ``claims`` are replaced). Only the ``report`` key is
+    read, so Hydra itself is not needed."""
+    block = _report_block(Path(path), seen=())
+    return block if block else None
+
+
+def _report_block(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
         warnings.warn(f"cannot read claims from {path}: {error}", stacklevel=2)
-        return None
-    spec = data.get("report") if isinstance(data, dict) else None
-    return spec if isinstance(spec, dict) else None
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    own = data.get("report") if isinstance(data.get("report"), dict) else {}
+    merged: dict[str, Any] = {}
+    for entry in data.get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_" and "/" not in entry and path not in seen:
+            parent = path.with_name(f"{entry}.yaml")
+            if parent.exists():
+                merged = _merge(merged, _report_block(parent, (*seen, path)))
+    return _merge(merged, own)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base`` as OmegaConf merges configs: nested mappings merge, the rest replaces."""
+    result = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _merge(result[key], value)
+        else:
+            result[key] = value
+    return result
 
 
 def study_spec(study: str, run_set: RunSet, claims_file: str | None) -> tuple[dict[str, Any], str]:

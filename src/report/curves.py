@@ -108,7 +108,8 @@ def mean_curve(curves: list[pd.DataFrame]) -> pd.DataFrame | None:
         return None
     stacked = pd.concat(curves)
     counts = stacked.groupby("epoch").size()
-    mean = stacked.groupby("epoch")[["val_error", "train_loss"]].mean()
+    columns = [c for c in ("val_error", "train_loss", "lr") if c in stacked]
+    mean = stacked.groupby("epoch")[columns].mean()
     return mean[counts == len(curves)].reset_index()
 
 

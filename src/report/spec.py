@@ -25,7 +25,7 @@ REPORT_KEYS = {
     "factors",
 }
 CLAIM_KEYS = COMMON_KEYS | {key for kind in KINDS.values() for key in kind.keys}  # every built-in kind's
-CONVERGENCE_KEYS = {"last_epochs", "max_val_drop", "max_train_loss_ratio"}
+CONVERGENCE_KEYS = {"last_epochs", "max_val_drop", "max_train_loss_ratio", "max_schedule_gain", "annealed_below"}
 PUBLISHED_KEYS = {"value", "source", "conditions", "note"}
 
 
@@ -33,7 +33,7 @@ def _convergence(key: str, block: Any) -> None:
     keys(key, block, CONVERGENCE_KEYS)
     if "last_epochs" in block and (not isinstance(block["last_epochs"], int) or block["last_epochs"] < 1):
         fail(f"{key}.last_epochs", block["last_epochs"], "must be an integer ≥ 1")
-    for name in ("max_val_drop", "max_train_loss_ratio"):
+    for name in ("max_val_drop", "max_train_loss_ratio", "max_schedule_gain", "annealed_below"):
         if name in block:
             number(f"{key}.{name}", block[name], 0.0)
     if "max_train_loss_ratio" in block and block["max_train_loss_ratio"] < 1:

@@ -1,0 +1,45 @@
+"""The report reads a study file's ``report`` block as Hydra composes it: inherited from the study it
+extends, its own keys merged over."""
+
+from pathlib import Path
+
+import yaml
+
+from src.report.__main__ import EXPERIMENTS, read_spec_file
+
+
+def write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_a_study_inherits_the_claims_of_the_study_it_extends(tmp_path: Path) -> None:
+    write(tmp_path / "base.yaml", {"report": {"title": "base", "alpha": 0.05, "claims": [{"id": "a"}]}})
+    child = write(
+        tmp_path / "child.yaml",
+        {"defaults": ["base", {"override /dataset": "cifar10_jpeg"}, "_self_"], "report": {"title": "child"}},
+    )
+    assert read_spec_file(child) == {"title": "child", "alpha": 0.05, "claims": [{"id": "a"}]}
+
+
+def test_own_lists_replace_and_mappings_merge(tmp_path: Path) -> None:
+    base = {"report": {"claims": [{"id": "a"}, {"id": "b"}], "convergence": {"last_epochs": 3, "max_val_drop": 0.5}}}
+    write(tmp_path / "base.yaml", base)
+    own = {"claims": [{"id": "c"}], "convergence": {"max_val_drop": 1.0}}
+    child = write(tmp_path / "child.yaml", {"defaults": ["base", "_self_"], "report": own})
+    spec = read_spec_file(child)
+    assert spec == {"claims": [{"id": "c"}], "convergence": {"last_epochs": 3, "max_val_drop": 1.0}}
+
+
+def test_a_cycle_and_a_missing_parent_end_quietly(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", {"defaults": ["b", "missing"], "report": {"title": "a"}})
+    write(tmp_path / "b.yaml", {"defaults": ["a"], "report": {"question": "b"}})
+    assert read_spec_file(tmp_path / "a.yaml") == {"question": "b", "title": "a"}
+
+
+def test_norm_compare_cifar10_states_norm_compares_claims() -> None:
+    spec = read_spec_file(EXPERIMENTS / "norm_compare_cifar10.yaml")
+    parent = read_spec_file(EXPERIMENTS / "norm_compare.yaml")
+    assert spec is not None and parent is not None
+    assert [c["id"] for c in spec["claims"]] == [c["id"] for c in parent["claims"]]
+    assert spec["title"] != parent["title"]
