@@ -15,7 +15,9 @@ from it.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +30,7 @@ from hydra.utils import instantiate
 
 from src.atomic import write_text_atomic
 from src.pack import PackedNet
+from src.provenance import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -69,6 +72,17 @@ class Cell:
         loss.backward()
         self.optimizer.step()
 
+    def calibrate(self, seconds: float, warmup: int) -> int:
+        """Steps that take about ``seconds`` (at least 10), from the time of ``warmup`` steps after one."""
+        self.step()
+        synchronize(self.device)
+        started = time.perf_counter()
+        for _ in range(max(1, warmup)):
+            self.step()
+        synchronize(self.device)
+        per_step = (time.perf_counter() - started) / max(1, warmup)
+        return max(10, math.ceil(seconds / per_step))
+
     def seconds_per_step(self, steps: int, warmup: int) -> float:
         for _ in range(warmup):
             self.step()
@@ -86,19 +100,23 @@ def packing_table(
     norms: list[str],
     batches: list[int],
     ks: list[int],
-    steps: int,
+    steps: int | None,
     warmup: int,
     reps: int,
+    seconds: float = 1.0,
 ) -> pd.DataFrame:
+    """One row per (model, norm, batch, K): median step times and the runs-per-hour ratio with its spread.
+    ``steps`` per timed block, or (None) as many as take about ``seconds`` for each cell."""
     rows = []
     for model in models:
         for norm in norms:
             for batch in batches:
                 cells = {k: Cell(model, norm, batch, k, device) for k in sorted(set([1, *ks]))}
+                counts = {k: steps or cell.calibrate(seconds, warmup) for k, cell in cells.items()}
                 times: dict[int, list[float]] = {k: [] for k in cells}
                 for _ in range(reps):  # interleaved: every K once per repetition
                     for k, cell in cells.items():
-                        times[k].append(cell.seconds_per_step(steps, warmup))
+                        times[k].append(cell.seconds_per_step(counts[k], warmup))
                 for k in ks:
                     ratios = [k * t1 / tk for t1, tk in zip(times[1], times[k], strict=True)]
                     median = statistics.median(ratios)
@@ -108,6 +126,7 @@ def packing_table(
                             "norm": norm,
                             "batch": batch,
                             "K": k,
+                            "steps": counts[k],
                             "step_ms_packed": round(1e3 * statistics.median(times[k]), 3),
                             "step_ms_one": round(1e3 * statistics.median(times[1]), 3),
                             "member_steps_per_s": round(k / statistics.median(times[k]), 1),
@@ -116,6 +135,20 @@ def packing_table(
                         }
                     )
     return pd.DataFrame(rows)
+
+
+KEYS = ["model", "norm", "batch", "K"]
+
+
+def agreement(first: pd.DataFrame, second: pd.DataFrame, within: float = 0.05) -> pd.DataFrame:
+    """The runs-per-hour ratios of two bench runs side by side: ``rel_diff`` = second / first − 1, and
+    ``agree`` when |rel_diff| ≤ ``within``; K = 1 rows (ratio 1 by definition) are left out."""
+    merged = first.merge(second, on=KEYS, suffixes=("_1", "_2"))
+    merged = merged[merged["K"] > 1]
+    table = merged[[*KEYS, "runs_per_hour_ratio_1", "runs_per_hour_ratio_2", "spread_1", "spread_2"]].copy()
+    table["rel_diff"] = (table["runs_per_hour_ratio_2"] / table["runs_per_hour_ratio_1"] - 1).round(3)
+    table["agree"] = table["rel_diff"].abs() <= within
+    return table.reset_index(drop=True)
 
 
 def machine(device: torch.device) -> str:
@@ -134,16 +167,25 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--batches", default="2,32")
     parser.add_argument("--ks", default="1,2,4,8")
     parser.add_argument(
-        "--steps", type=int, default=None, help="timed steps per cell and repetition (200 CPU, 500 GPU)"
+        "--steps", type=int, default=None, help="timed steps per cell and repetition (default: --seconds' worth)"
     )
+    parser.add_argument("--seconds", type=float, default=1.0, help="time per cell and repetition when --steps is unset")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: one run per core, as a sweep)")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
+    parser.add_argument(
+        "--compare", nargs=2, metavar=("FIRST", "SECOND"), help="compare two packing.csv files (±5 %%) and exit"
+    )
     args = parser.parse_args(argv)
+    if args.compare:
+        table = agreement(pd.read_csv(args.compare[0]), pd.read_csv(args.compare[1]))
+        print(table.to_string(index=False))
+        print(f"{int(table['agree'].sum())} of {len(table)} ratios agree within ±5 %")
+        return table
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    steps = args.steps or (500 if device.type == "cuda" else 200)
+    steps = args.steps
     table = packing_table(
         device,
         args.models.split(","),
@@ -153,12 +195,17 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         steps,
         args.warmup,
         args.reps,
+        args.seconds,
     )
     name = machine(device)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     table.insert(0, "machine", name)
-    print(f"packed runs per hour vs unpacked on {name}, {steps} steps × {args.reps} interleaved reps ({stamp})")
-    print(table.drop(columns=["machine"]).to_string(index=False))
+    table["date"] = stamp
+    table["commit"] = git_commit()
+    table["command"] = "python -m benchmarks.packing " + " ".join(sys.argv[1:] if argv is None else argv)
+    length = f"{steps} steps" if steps else f"about {args.seconds:g} s"
+    print(f"packed runs per hour vs unpacked on {name}, {length} per cell × {args.reps} interleaved reps ({stamp})")
+    print(table.drop(columns=["machine", "date", "commit", "command"]).to_string(index=False))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "packing.csv", table.to_csv(index=False))

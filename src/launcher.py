@@ -7,7 +7,9 @@ Every run still gets its own run directory (Hydra sets it up as for any job: ``.
 and its own ``result.json``; a pack of one, and a pack whose norm cannot be packed, train as usual.
 
 ``size: auto`` takes the pack size from :func:`default_pack_size`: the device and the batch decide
-whether packing pays (``make bench`` measures it).
+whether packing pays (``make bench`` measures it). ``n_jobs`` packs (or lone runs) train at once, each in
+a joblib worker process as with ``hydra/launcher=parallel`` (one CPU thread each by default): on a 2-core
+CPU, ``n_jobs: 2`` keeps both cores busy with packs.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from src.config_keys import _top_key
 
 log = logging.getLogger(__name__)
 
-#: pack sizes by device type and batch, from ``make bench`` (runs per hour packed / unpacked): on this
-#: project's 2-core CPU packing pays at batch 2 (K=2 1.3×, K=4 1.5-1.8×, K=8 1.7-2.1×) and not at
-#: batch 32 (0.7-1.1×); on an H100 (results/gpu_check/h100_2026-11-26/packing.csv) 8 packed ResNet-20
-#: runs gave 5.5-7.3× the runs per hour of one at batch 2 and 32; larger batches were not measured: off.
-DEFAULT_SIZES = {"cpu": ((8, 4), (10**9, 1)), "cuda": ((32, 8), (10**9, 1))}
+#: pack sizes by device type and batch, from ``make bench`` (runs per hour packed / unpacked, median of
+#: 5 interleaved repetitions; results/bench/packing.csv): on this project's 2-core CPU, one thread, at
+#: batch 2 K = 8 gives 1.6-2.1× (K = 4 1.5-2.0×) and at batch 32 nothing (0.84-1.08×): 8 at batch ≤ 2,
+#: off above (batches between 2 and 32 were not measured). On an H100
+#: (results/gpu_check/h100_2026-11-26/packing.csv) 8 packed ResNet-20 runs gave 5.5-7.3× at batch 2
+#: and 32; larger batches were not measured: off.
+DEFAULT_SIZES = {"cpu": ((2, 8), (10**9, 1)), "cuda": ((32, 8), (10**9, 1))}
 
 
 def default_pack_size(device: str, batch: int) -> int:
@@ -68,11 +72,15 @@ class PackedLauncher(Launcher):
     Args:
         by: the override that differs between the members of a pack (``seed``).
         size: the most runs in one pack; ``auto``: :func:`default_pack_size` for the device and batch.
+        n_jobs: packs trained at once, each in its own worker process (1: one after another, in this one).
     """
 
-    def __init__(self, by: str = "seed", size: int | str = "auto") -> None:
+    def __init__(self, by: str = "seed", size: int | str = "auto", n_jobs: int = 1) -> None:
         self.by = by
         self.size = size
+        self.n_jobs = int(n_jobs)
+        if self.n_jobs < 1:
+            raise ValueError(f"hydra.launcher.n_jobs={n_jobs}: must be an integer ≥ 1")
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -95,33 +103,76 @@ class PackedLauncher(Launcher):
             return max(1, int(self.size))
         return default_pack_size(_device_type(config), int(config.batch))
 
+    def units(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[list[int]]:
+        """The sweep's jobs (indices) cut into what trains together: packs, and lone runs as units of one."""
+        units: list[list[int]] = []
+        for group in group_jobs(job_overrides, self.by):
+            size = self._pack_size(self._job_config(job_overrides[group[0]], initial_job_idx + group[0]))
+            units += [group[start : start + size] for start in range(0, len(group), size)]
+        return units
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        log.info("Launching %d jobs locally, packed by %s", len(job_overrides), self.by)
+        units = self.units(job_overrides, initial_job_idx)
+        log.info(
+            "Launching %d jobs locally, packed by %s: %d packs and lone runs, %d at a time",
+            len(job_overrides),
+            self.by,
+            len(units),
+            self.n_jobs,
+        )
+        for unit in units:
+            for i in unit:
+                log.info("\t#%d : %s", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])))
         returns: dict[int, JobReturn] = {}
-        for group in group_jobs(job_overrides, self.by):
-            configs = {i: self._job_config(job_overrides[i], initial_job_idx + i) for i in group}
-            size = self._pack_size(configs[group[0]])
-            for start in range(0, len(group), size):
-                chunk = group[start : start + size]
-                for i in chunk:
-                    log.info("\t#%d : %s", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])))
-                if len(chunk) == 1:
-                    i = chunk[0]
-                    returns[i] = run_job(
-                        hydra_context=self.hydra_context,
-                        task_function=self.task_function,
-                        config=configs[i],
-                        job_dir_key="hydra.sweep.dir",
-                        job_subdir_key="hydra.sweep.subdir",
-                    )
-                else:
-                    returns.update(self._launch_pack(chunk, configs))
+        if self.n_jobs == 1 or len(units) == 1:
+            for unit in units:
+                returns.update(self.run_unit(unit, job_overrides, initial_job_idx))
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        else:
+            from hydra.core.singleton import Singleton
+            from joblib import Parallel, delayed
+
+            state = Singleton.get_state()
+            done = Parallel(n_jobs=self.n_jobs, backend="loky")(
+                delayed(_run_unit_in_worker)(
+                    self.by,
+                    self.size,
+                    unit,
+                    [list(o) for o in job_overrides],
+                    initial_job_idx,
+                    self.hydra_context,
+                    self.config,
+                    self.task_function,
+                    state,
+                )
+                for unit in units
+            )
+            for part in done:
+                returns.update(part)
         return [returns[i] for i in range(len(job_overrides))]
+
+    def run_unit(
+        self, unit: Sequence[int], job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> dict[int, JobReturn]:
+        """Train one unit of :meth:`units`: a lone run as Hydra would, a pack with :func:`src.pack.train_pack`."""
+        assert self.hydra_context is not None and self.task_function is not None
+        configs = {i: self._job_config(job_overrides[i], initial_job_idx + i) for i in unit}
+        if len(unit) > 1:
+            return self._launch_pack(unit, configs)
+        i = unit[0]
+        return {
+            i: run_job(
+                hydra_context=self.hydra_context,
+                task_function=self.task_function,
+                config=configs[i],
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+        }
 
     def _launch_pack(self, chunk: Sequence[int], configs: dict[int, DictConfig]) -> dict[int, JobReturn]:
         """Set every member's job up as Hydra would (its run directory, ``.hydra/``, log file), then
@@ -173,6 +224,28 @@ class PackedLauncher(Launcher):
             returns[i].return_value = value  # the sweep goes on; SweepSummary lists what did not complete
             returns[i].status = JobStatus.COMPLETED
         return returns
+
+
+def _run_unit_in_worker(
+    by: str,
+    size: int | str,
+    unit: Sequence[int],
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+    hydra_context: HydraContext,
+    config: DictConfig,
+    task_function: TaskFunction,
+    singleton_state: dict[Any, Any],
+) -> dict[int, JobReturn]:
+    """One unit in a joblib worker process: Hydra's global state restored as its joblib launcher does."""
+    from hydra.core.singleton import Singleton
+
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    launcher = PackedLauncher(by=by, size=size)
+    launcher.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    return launcher.run_unit(unit, job_overrides, initial_job_idx)
 
 
 def _member_log_files(run_dirs: Sequence[Path]) -> list[logging.Handler]:

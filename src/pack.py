@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -463,7 +464,8 @@ def pack_id(digests: Sequence[str]) -> str:
 
 
 def pack_description(members: Sequence[Member], digests: Sequence[str], index: int, by: str) -> dict[str, Any]:
-    """The run record's ``pack`` field: the pack's id, what it packs by, its size and members."""
+    """The run record's ``pack`` field: the pack's id, what it packs by, its size and members, and the
+    process that trained it (packs of one sweep may train in parallel worker processes)."""
     return {
         "id": pack_id(digests),
         "by": by,
@@ -471,6 +473,7 @@ def pack_description(members: Sequence[Member], digests: Sequence[str], index: i
         "index": index,
         "members": [int(m.cfg.seed) if by == "seed" else str(m.run_dir.name) for m in members],
         "run_dirs": [str(m.run_dir) for m in members],
+        "process": os.getpid(),
     }
 
 

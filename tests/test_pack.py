@@ -221,3 +221,38 @@ def test_a_packed_sweep_writes_every_record_and_its_rerun_skips_them(tmp_path):
     rerun = run_train(*args, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert [p.stat().st_mtime_ns for p in paths] == stamps  # skipped: nothing rewritten
+
+
+def test_packs_train_in_parallel_worker_processes(tmp_path):
+    from .conftest import run_train
+
+    sweep = tmp_path / "multirun"
+    args = [
+        "-m",
+        "hydra/launcher=packed",
+        "hydra.launcher.n_jobs=2",
+        "hydra.launcher.size=2",
+        f"hydra.sweep.dir={sweep}",
+        "norm=bn,gn",
+        "seed=0,1",
+        *[item for item in BASE if not item.startswith("dataset.augment")],
+        "epochs=1",
+    ]
+    done = run_train(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 packs and lone runs, 2 at a time" in done.stdout + done.stderr
+    records = [json.loads(p.read_text()) for p in sorted(sweep.glob(f"*/{RECORD_FILE}"))]
+    assert len(records) == 4 and {r["status"] for r in records} == {"completed"}
+    packs = {r["norm"]: set() for r in records}
+    for record in records:
+        packs[record["norm"]].add(record["pack"]["id"])
+    assert all(len(ids) == 1 for ids in packs.values()) and packs["bn"] != packs["gn"]
+    processes = {r["norm"]: r["pack"]["process"] for r in records}
+    assert processes["bn"] != processes["gn"]  # two worker processes, one pack each
+
+
+def test_a_bad_n_jobs_fails_in_one_line():
+    from src.launcher import PackedLauncher
+
+    with pytest.raises(ValueError, match=r"^hydra.launcher.n_jobs=0: must be an integer ≥ 1$"):
+        PackedLauncher(n_jobs=0)
