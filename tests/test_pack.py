@@ -204,6 +204,7 @@ def test_a_packed_sweep_writes_every_record_and_its_rerun_skips_them(tmp_path):
     args = [
         "-m",
         "hydra/launcher=packed",
+        "hydra.launcher.size=2",  # whatever the batch: size auto would not pack above batch 2 on a CPU
         f"hydra.sweep.dir={sweep}",
         "norm=gn",
         "seed=0,1",
@@ -256,3 +257,10 @@ def test_a_bad_n_jobs_fails_in_one_line():
 
     with pytest.raises(ValueError, match=r"^hydra.launcher.n_jobs=0: must be an integer ≥ 1$"):
         PackedLauncher(n_jobs=0)
+
+
+def test_auto_pack_sizes_follow_the_measured_table():
+    from src.launcher import default_pack_size
+
+    assert [default_pack_size("cpu", b) for b in (1, 2, 4, 32)] == [8, 8, 1, 1]
+    assert [default_pack_size("cuda", b) for b in (2, 32, 64)] == [8, 8, 1]

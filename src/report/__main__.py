@@ -49,6 +49,7 @@ from src.report.markdown import render_claims, render_index, render_summary
 from src.report.norms import NormCatalog
 from src.report.plots import choose_bar_batch, error_by_norm, error_vs_batch
 from src.report.recipes import recipe_table, render_recipes
+from src.report.slices import by_setting
 from src.report.spec import SpecError, check_spec
 from src.report.tables import summarize
 
@@ -141,7 +142,9 @@ def build_study(
     curves = curves or {}
     runs = with_median(runs, curves, spec)
     catalog = NormCatalog.from_runs(runs)  # labels, order and colours: what each norm says about itself
-    summary = summarize(runs, catalog)
+    named = [column for claim in claims_of(spec) for column in named_columns(claim)]
+    table_runs = by_setting(runs, named)  # tables and plots: one slice per setting of a varying design column
+    summary = summarize(table_runs, catalog)
     claims = evaluate_claims(runs, spec, curves, skipped)
     files: dict[str, str | bytes] = {}
     figures: dict[str, str] = {}
@@ -156,7 +159,7 @@ def build_study(
     try:
         batch = choose_bar_batch(summary, spec.get("bar_batch"))
         if batch is not None:
-            files["error_by_norm.png"] = error_by_norm(runs, summary, study, batch, catalog=catalog)
+            files["error_by_norm.png"] = error_by_norm(table_runs, summary, study, batch, catalog=catalog)
             figures["error_by_norm.png"] = f"test error by norm at batch {batch}"
     except Exception as error:
         warnings.warn(f"{study}: error_by_norm.png not drawn: {type(error).__name__}: {error}", stacklevel=2)
@@ -164,7 +167,7 @@ def build_study(
     files["summary.csv"] = summary.to_csv(index=False)
     files["not_counted.csv"] = not_counted_csv(skipped)
     files["claims.csv"] = pd.DataFrame([c.as_row() for c in claims], columns=CLAIM_COLUMNS).to_csv(index=False)
-    files["summary.md"] = render_summary(study, runs, summary, skipped, spec, claims, figures, context, catalog)
+    files["summary.md"] = render_summary(study, table_runs, summary, skipped, spec, claims, figures, context, catalog)
     if spec.get("factors"):
         recipes = recipe_table(runs, list(spec["factors"]))
         files["recipes.csv"] = recipes.to_csv(index=False)
