@@ -546,6 +546,24 @@ def fit_pack(
     return produced, diverged
 
 
+METRICS_FILE = "metrics.csv"
+
+
+def write_member_metrics(run_dir: Path, curve: Sequence[dict[str, float]], test_error: float | None) -> Path:
+    """``metrics.csv`` for a packed member, in the columns of Lightning's CSV logger (``epoch``,
+    ``train/loss``, ``val/error``, ``lr``; a last row with ``test/error``), as an unpacked run writes it:
+    tools that read a run's per-epoch metrics from that file find them (the record's ``curve`` is the same)."""
+    lines = ["epoch,train/loss,val/error,lr,test/error"]
+    for point in curve:
+        values = [point.get("train_loss"), point.get("val_error"), point.get("lr")]
+        lines.append(",".join([str(int(point["epoch"])), *("" if v is None else repr(float(v)) for v in values), ""]))
+    if test_error is not None and curve:
+        lines.append(f"{int(curve[-1]['epoch'])},,,,{float(test_error)!r}")
+    path = run_dir / METRICS_FILE
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
 @dataclass
 class PackOutcome:
     """What happened to one member: its record (as a dict), and how it ended."""
@@ -664,6 +682,8 @@ def _train_packed(
             for key, value in (fields or {}).items():
                 setattr(record, key, value)
             record.status = "completed"
+            if "csv" in (cfg.get("logger") or {}):  # as the unpacked run's CSV logger would
+                write_member_metrics(Path(record.run_dir), record.curve, record.metrics.get("test_error"))
         shutil.rmtree(pack_dir, ignore_errors=True)  # a finished pack needs no checkpoint
         with suppress(OSError):
             pack_dir.parent.rmdir()  # .packs/, once no pack is left in it

@@ -236,7 +236,8 @@ def test_packs_train_in_parallel_worker_processes(tmp_path):
         f"hydra.sweep.dir={sweep}",
         "norm=bn,gn",
         "seed=0,1",
-        *[item for item in BASE if not item.startswith("dataset.augment")],
+        *[item for item in BASE if not item.startswith(("dataset.augment", "logger"))],
+        "logger=csv",
         "epochs=1",
     ]
     done = run_train(*args, cwd=tmp_path)
@@ -250,6 +251,11 @@ def test_packs_train_in_parallel_worker_processes(tmp_path):
     assert all(len(ids) == 1 for ids in packs.values()) and packs["bn"] != packs["gn"]
     processes = {r["norm"]: r["pack"]["process"] for r in records}
     assert processes["bn"] != processes["gn"]  # two worker processes, one pack each
+    from src.report.curves import read_curve
+
+    for record in records:  # each member's CSV logger file, as an unpacked run's
+        curve = read_curve(record["run_dir"])
+        assert curve["val_error"].tolist() == [point["val_error"] for point in record["curve"]]
 
 
 def test_a_bad_n_jobs_fails_in_one_line():
@@ -264,3 +270,18 @@ def test_auto_pack_sizes_follow_the_measured_table():
 
     assert [default_pack_size("cpu", b) for b in (1, 2, 4, 32)] == [8, 8, 1, 1]
     assert [default_pack_size("cuda", b) for b in (2, 32, 64)] == [8, 8, 1]
+
+
+def test_a_packed_member_writes_the_metrics_csv_of_its_csv_logger(tmp_path):
+    from src.pack import write_member_metrics
+    from src.report.curves import read_curve
+
+    curve = [
+        {"epoch": 0, "train_loss": 2.0, "val_error": 60.0, "lr": 0.1},
+        {"epoch": 1, "train_loss": 1.5, "val_error": 50.0, "lr": 0.0},
+    ]
+    write_member_metrics(tmp_path, curve, 48.5)
+    read = read_curve(tmp_path)
+    assert read["val_error"].tolist() == [60.0, 50.0] and read["train_loss"].tolist() == [2.0, 1.5]
+    raw = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert raw[0] == "epoch,train/loss,val/error,lr,test/error" and raw[-1] == "1,,,,48.5"
