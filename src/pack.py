@@ -225,11 +225,13 @@ class PackedNet(nn.Module):
 
 def check_packable(members: Sequence[BuiltMember]) -> None:
     """Raise :class:`PackRefused` (one line naming the norm or setting) when these members cannot be
-    trained packed exactly: a norm vmap cannot batch, several devices, gradient clipping."""
+    trained packed exactly: a norm vmap cannot batch, several devices, gradient clipping, compilation."""
     cfg = members[0].member.cfg
     name = members[0].norm.name
     if name in REFUSED_NORMS:
         raise PackRefused(f"norm={name} cannot be packed: {REFUSED_NORMS[name]}")
+    if any(bool(m.member.cfg.get("compile", False)) for m in members):
+        raise PackRefused("compile=true: a pack trains eager (torch.compile of the vmapped step is not supported)")
     trainer = cfg.trainer
     if int(trainer.get("devices", 1) or 1) > 1 or int(trainer.get("num_nodes", 1) or 1) > 1:
         raise PackRefused("packing runs on one device: trainer.devices and trainer.num_nodes must be 1")

@@ -130,6 +130,14 @@ def test_a_norm_vmap_cannot_batch_is_refused_in_one_line(compose_cfg, tmp_path, 
         check_packable(built)
 
 
+def test_compile_is_refused_in_one_line_and_the_runs_train_one_by_one(compose_cfg, tmp_path):
+    built = [
+        build_member(Member(cfg, tmp_path / str(cfg.seed))) for cfg in member_cfgs(compose_cfg, "gn", "compile=true")
+    ]
+    with pytest.raises(PackRefused, match=r"^compile=true: a pack trains eager [^\n]*$"):
+        check_packable(built)
+
+
 def test_train_pack_writes_one_record_per_member_and_skips_completed_ones(compose_cfg, tmp_path):
     cfgs = member_cfgs(compose_cfg, "gn", "epochs=1")
     members = [Member(cfg, tmp_path / "sweep" / f"seed={cfg.seed}", [f"seed={cfg.seed}"]) for cfg in cfgs]
