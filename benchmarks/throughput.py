@@ -22,6 +22,7 @@ import argparse
 import logging
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -214,7 +215,10 @@ def embedded_table(batches: list[int], steps: int, reps: int, threads: list[int]
     return pd.DataFrame(rows)
 
 
-def step_table(device: torch.device, batches: list[int], steps: int, compiled: bool) -> pd.DataFrame:
+def step_table(device: torch.device, batches: list[int], steps: int, compiled: bool, reps: int = 3) -> pd.DataFrame:
+    """Per batch and mode: median step times of the hand loop and normlab's over ``reps`` interleaved
+    repetitions (hand, then normlab, in each), the median of the per-repetition ratios and their spread,
+    (max − min) / median: two runs of the bench can only agree to about the spread."""
     rows = []
     modes = [("eager", None)] + (
         [("compiled", "reduce-overhead" if device.type == "cuda" else "default")] if compiled else []
@@ -222,20 +226,28 @@ def step_table(device: torch.device, batches: list[int], steps: int, compiled: b
     for batch in batches:
         for label, mode in modes:
             warmup = 10 if mode else 3
-            hand = hand_loop(device, batch, steps, warmup, mode)
-            ours = normlab_loop(device, batch, steps, warmup, mode)
+            hands, ours = [], []
+            for _ in range(reps):
+                hands.append(hand_loop(device, batch, steps, warmup, mode))
+                ours.append(normlab_loop(device, batch, steps, warmup, mode))
+            ratios = [o / h for o, h in zip(ours, hands, strict=True)]
+            ratio = statistics.median(ratios)
+            hand, our = statistics.median(hands), statistics.median(ours)
+            spread = (max(ratios) - min(ratios)) / ratio
             rows.append(
                 {
                     "batch": batch,
                     "mode": label,
                     "hand_ms": 1e3 * hand,
-                    "normlab_ms": 1e3 * ours,
-                    "normlab_over_hand": ours / hand,
+                    "normlab_ms": 1e3 * our,
+                    "normlab_over_hand": ratio,
+                    "spread": spread,
+                    "reps": reps,
                 }
             )
             print(
-                f"  batch {batch:>3} {label:<8} hand {1e3 * hand:8.2f} ms  normlab {1e3 * ours:8.2f} ms"
-                f"  ratio {ours / hand:5.2f}",
+                f"  batch {batch:>3} {label:<8} hand {1e3 * hand:8.2f} ms  normlab {1e3 * our:8.2f} ms"
+                f"  ratio {ratio:5.2f} (spread {spread:.2f}, {reps} reps)",
                 flush=True,
             )
     table = pd.DataFrame(rows)
@@ -287,7 +299,7 @@ def machine(device: torch.device) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per cell (default 200 GPU, 20 CPU)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per cell (default 200 GPU, 40 CPU)")
     parser.add_argument("--batches", default="2,32,128")
     parser.add_argument(
         "--compile",
@@ -308,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
         default=600,
         help="steps per embedded cell at batch 2 (one epoch); larger batches see as many images (>= 120 steps)",
     )
-    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per embedded cell")
+    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per cell (embedded and ResNet-20)")
     parser.add_argument("--threads", default=None, help="CPU threads for the embedded table (default: 1 and all)")
     parser.add_argument("--jobs", type=int, default=max(2, (os.cpu_count() or 2)))
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
@@ -316,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    steps = args.steps or (200 if device.type == "cuda" else 20)
+    steps = args.steps or (200 if device.type == "cuda" else 40)
     compiled = device.type == "cuda" if args.compile is None else args.compile
     stamp = {
         "machine": machine(device),
@@ -334,8 +346,8 @@ def main(argv: list[str] | None = None) -> None:
         print(embedded.round(3).to_string(index=False))
         write_text_atomic(out / "embedded.csv", embedded.assign(**stamp).round(4).to_csv(index=False))
         torch.set_num_threads(max(threads))
-    print(f"ResNet-20 training step on {stamp['machine']} ({steps} timed steps per cell)")
-    table = step_table(device, [int(b) for b in args.batches.split(",")], steps, compiled)
+    print(f"ResNet-20 training step on {stamp['machine']} ({steps} timed steps per cell, {args.reps} interleaved reps)")
+    table = step_table(device, [int(b) for b in args.batches.split(",")], steps, compiled, args.reps)
     print(table.round(3).to_string(index=False))
     write_text_atomic(out / "throughput.csv", table.assign(**stamp).round(4).to_csv(index=False))
     if args.sweep:

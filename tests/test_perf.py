@@ -93,12 +93,13 @@ def test_the_benchmark_writes_its_tables_with_the_machine_and_command(tmp_path, 
 
     monkeypatch.setattr(throughput, "ROOT", tmp_path)  # its runs go to tmp_path/multirun
     out = tmp_path / "bench"
-    argv = ["--steps", "2", "--batches", "2", "--no-sweep", "--embedded", "--embedded-steps", "3", "--reps", "1"]
+    argv = ["--steps", "2", "--batches", "2", "--no-sweep", "--embedded", "--embedded-steps", "3", "--reps", "2"]
     throughput.main([*argv, "--threads", "1", "--out", str(out)])
     embedded = pd.read_csv(out / "embedded.csv")
     assert list(embedded["batch"]) == [2, 32] and (embedded["threads"] == 1).all()
     assert (embedded[["hand_ms", "normlab_ms", "normlab_over_hand"]] > 0).all().all()
     steps = pd.read_csv(out / "throughput.csv")
     assert list(steps["batch"]) == [2] and (steps["normlab_over_hand"] > 0).all()
+    assert list(steps["reps"]) == [2] and (steps["spread"] >= 0).all()  # interleaved repetitions, their spread
     for table in (embedded, steps):
         assert table["machine"].str.contains("CPU").all() and table["command"].str.startswith("python -m").all()
