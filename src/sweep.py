@@ -90,6 +90,52 @@ class SweepSummary(Callback):
                     problems.append(f"  refused      {path.read_text().strip()}")
             except OSError:
                 continue
+        try:
+            table = sweep_table([read_record(p) for p in sorted(sweep_dir.rglob(RECORD_FILE))])
+            if table:
+                study = config.get("study", "<study>")
+                print(table, f"make report STUDY={study} for verdicts, intervals and plots", sep="\n", flush=True)
+        except Exception as error:  # the table never fails a sweep
+            log.warning("sweep table not printed: %s: %s", type(error).__name__, error)
         if problems:
             print(f"{len(problems)} run(s) of this sweep did not complete:", *problems, sep="\n", file=sys.stderr)
             raise SystemExit(1)
+
+
+def sweep_table(records: list[dict[str, Any]]) -> str:
+    """The sweep's completed runs as the GN paper's table: a row per norm, a column per batch, the mean
+    test error over seeds (n); then, where the sweep has them, GN − BN per batch and BN's change from its
+    largest batch to its smallest, the directions of the paper's claims. Empty without completed runs."""
+    import pandas as pd
+
+    rows = [
+        {"norm": r["norm"], "batch": int(r["batch"]), "test_error": r["metrics"]["test_error"]}
+        for r in records
+        if r.get("status") == "completed" and r.get("metrics", {}).get("test_error") is not None
+    ]
+    if not rows:
+        return ""
+    frame = pd.DataFrame(rows)
+    means = frame.pivot_table(index="norm", columns="batch", values="test_error", aggfunc="mean", sort=False)
+    counts = frame.pivot_table(index="norm", columns="batch", values="test_error", aggfunc="count", sort=False)
+    batches = sorted(means.columns)
+    lines = ["test error (%) of the sweep's runs, mean over seeds (n runs):"]
+    lines.append("norm".ljust(8) + "".join(f"batch {b}".rjust(14) for b in batches))
+    for norm in means.index:
+        cells = [
+            f"{means.at[norm, b]:.2f} ({int(counts.at[norm, b])})" if pd.notna(means.at[norm, b]) else "–"
+            for b in batches
+        ]
+        lines.append(str(norm).ljust(8) + "".join(cell.rjust(14) for cell in cells))
+    if {"bn", "gn"} <= set(means.index):
+        gaps = [means.at["gn", b] - means.at["bn", b] for b in batches]
+        lines.append("gn − bn".ljust(8) + "".join(("–" if pd.isna(g) else f"{g:+.2f}").rjust(14) for g in gaps))
+    if "bn" in means.index and len(batches) > 1:
+        small, large = batches[0], batches[-1]
+        rise = means.at["bn", small] - means.at["bn", large]
+        if pd.notna(rise):
+            lines.append(
+                f"bn@{small} − bn@{large} = {rise:+.2f}: BN's error {'rises' if rise > 0 else 'does not rise'} at the"
+                " small batch (the GN paper: it rises)"
+            )
+    return "\n".join(lines)

@@ -96,6 +96,31 @@ def test_a_sweep_prints_k_of_n_with_skipped_failed_left_and_eta(tmp_path):
     lines = [line for line in again.stdout.splitlines() if re.match(r"\[\d+/", line)]
     assert [line.split(";")[0].split(":")[1].split()[0] for line in lines] == ["skipped", "skipped", "completed"]
     assert lines[-1].endswith("2 skipped, 0 failed, 0 left") and lines[0].startswith("[1/3] norm=bn:")
+    # then the sweep's table: every completed run of the sweep directory, GN − BN per batch
+    table = again.stdout[again.stdout.index("test error (%) of the sweep's runs") :].splitlines()
+    assert [line.split()[0] for line in table[2:5]] == ["bn", "gn", "ln"] and table[5].startswith("gn − bn")
+    assert "make report STUDY=" in again.stdout
+
+
+def test_the_sweep_table_shows_the_claims_directions():
+    from src.sweep import sweep_table
+
+    def record(norm, batch, error, status="completed"):
+        return {"norm": norm, "batch": batch, "status": status, "metrics": {"test_error": error}}
+
+    records = [
+        record("bn", 2, 40.0),
+        record("bn", 2, 42.0),
+        record("bn", 32, 30.0),
+        record("gn", 2, 33.0),
+        record("gn", 32, 34.0),
+        record("ln", 32, 50.0, status="diverged"),
+    ]
+    lines = sweep_table(records).splitlines()
+    assert lines[2].split() == ["bn", "41.00", "(2)", "30.00", "(1)"]
+    assert lines[4].split() == ["gn", "−", "bn", "-8.00", "+4.00"]
+    assert lines[5].startswith("bn@2 − bn@32 = +11.00: BN's error rises")
+    assert sweep_table([record("ln", 32, 50.0, status="failed")]) == ""
 
 
 def test_the_sweep_line_counts_failures_and_the_eta_ignores_skipped_runs(tmp_path):
