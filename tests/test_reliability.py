@@ -90,6 +90,52 @@ def test_sigkill_mid_sweep_then_rerun_skips_completed_and_resumes_the_interrupte
     assert runs.groupby(["norm", "batch"]).size().max() == 1
 
 
+def test_sigkill_mid_packed_sweep_then_rerun_resumes_the_pack_and_loses_nothing(tmp_path):
+    sweep = tmp_path / "multirun"
+    args = (
+        "-m",
+        "hydra/launcher=packed",
+        "hydra.launcher.size=2",
+        "norm=bn",
+        "seed=0,1",
+        "batch=16",
+        *FAST,
+        "epochs=3",
+        f"hydra.sweep.dir={sweep}",
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [PYTHON, "-m", "src.train", *args],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    killed = False
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None:
+        if list(sweep.glob(".packs/*/checkpoints/last.ckpt")):  # the pack has finished an epoch
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            killed = True
+            break
+        time.sleep(0.05)
+    assert killed, "the packed sweep ended before it could be killed mid-training"
+    assert {read(p)["status"] for p in sweep.glob(f"*/{RECORD_FILE}")} == {"running"}
+
+    rerun = run_train(*args, cwd=tmp_path, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    records = [read(p) for p in sorted(sweep.glob(f"*/{RECORD_FILE}"))]
+    assert [r["seed"] for r in records] == [0, 1] and {r["status"] for r in records} == {"completed"}
+    assert records[0]["pack"]["id"] == records[1]["pack"]["id"]
+    for record in records:
+        timing = record["timing"]
+        assert timing["resumed_from_epoch"] >= 1 and timing["epochs_completed"] == 3
+        assert [point["epoch"] for point in record["curve"]] == list(range(3))  # no epoch lost or repeated
+    assert not (sweep / ".packs").exists()  # a finished pack keeps no checkpoint
+
+
 # ------------------------------------------------------------------------- failures never kill a sweep
 def test_one_failed_and_one_diverged_run_do_not_stop_the_sweep(tmp_path):
     sweep = tmp_path / "multirun"
