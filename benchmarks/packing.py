@@ -5,9 +5,11 @@
 For each model, norm and batch it times a training step (forward, backward, SGD step on the stacked
 parameters: what :class:`src.pack.PackedClassifier` runs) of K packed members against K = 1, with
 random CIFAR-shaped data on the device. ``runs/hour ratio = K × t(1) / t(K)``. Every repetition times
-each K in turn (interleaved, so a load change hits every cell alike) for ``--steps`` steps after
-``--warmup``; the ratio is the median over repetitions, and ``spread`` is (max − min) / median of the
-per-repetition ratios, printed beside it: two runs of ``make bench`` agree when the spread is small.
+blocks of K = 1 and of K steps back to back (``--pairs`` alternations, each block about
+``--seconds / (2 × pairs)`` long, after one warmup of ``--warmup`` steps per cell), so a change of the
+machine's speed hits both sides of a ratio alike; the ratio is the median over ``--reps`` repetitions,
+and ``spread`` is (max − min) / median of the per-repetition ratios, printed beside it.
+``--compare a.csv b.csv`` prints how far two runs' ratios agree.
 Writes ``results/bench/packing.csv`` naming the machine; :data:`src.launcher.DEFAULT_SIZES` is chosen
 from it.
 """
@@ -104,21 +106,33 @@ def packing_table(
     warmup: int,
     reps: int,
     seconds: float = 1.0,
+    pairs: int = 2,
 ) -> pd.DataFrame:
     """One row per (model, norm, batch, K): median step times and the runs-per-hour ratio with its spread.
-    ``steps`` per timed block, or (None) as many as take about ``seconds`` for each cell."""
+
+    Each cell is warmed up once, then timed in blocks of ``steps`` steps (None: as many as take about
+    ``seconds / (2 × pairs)``). A repetition times, for each K, ``pairs`` alternations of a K = 1 block
+    and a K block back to back, so that the two sides of a ratio see the same machine state; the ratio
+    of a repetition is K × t(1) / t(K) over its blocks; the row gives the median over repetitions and
+    their spread."""
     rows = []
+    block_seconds = seconds / (2 * pairs)
     for model in models:
         for norm in norms:
             for batch in batches:
                 cells = {k: Cell(model, norm, batch, k, device) for k in sorted(set([1, *ks]))}
-                counts = {k: steps or cell.calibrate(seconds, warmup) for k, cell in cells.items()}
-                times: dict[int, list[float]] = {k: [] for k in cells}
-                for _ in range(reps):  # interleaved: every K once per repetition
-                    for k, cell in cells.items():
-                        times[k].append(cell.seconds_per_step(counts[k], warmup))
+                counts = {k: steps or cell.calibrate(block_seconds, warmup) for k, cell in cells.items()}
+                one: list[float] = []
                 for k in ks:
-                    ratios = [k * t1 / tk for t1, tk in zip(times[1], times[k], strict=True)]
+                    ratios, packed = [], []
+                    for _ in range(reps):
+                        t1 = tk = 0.0
+                        for _ in range(pairs):
+                            t1 += cells[1].seconds_per_step(counts[1], 0)
+                            tk += cells[k].seconds_per_step(counts[k], 0)
+                        one.append(t1 / pairs)
+                        packed.append(tk / pairs)
+                        ratios.append(k * t1 / tk)
                     median = statistics.median(ratios)
                     rows.append(
                         {
@@ -127,9 +141,9 @@ def packing_table(
                             "batch": batch,
                             "K": k,
                             "steps": counts[k],
-                            "step_ms_packed": round(1e3 * statistics.median(times[k]), 3),
-                            "step_ms_one": round(1e3 * statistics.median(times[1]), 3),
-                            "member_steps_per_s": round(k / statistics.median(times[k]), 1),
+                            "step_ms_packed": round(1e3 * statistics.median(packed), 3),
+                            "step_ms_one": round(1e3 * statistics.median(one[-reps:]), 3),
+                            "member_steps_per_s": round(k / statistics.median(packed), 1),
                             "runs_per_hour_ratio": round(median, 3),
                             "spread": round((max(ratios) - min(ratios)) / median, 3),
                         }
@@ -171,7 +185,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     )
     parser.add_argument("--seconds", type=float, default=1.0, help="time per cell and repetition when --steps is unset")
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions (the median is reported)")
+    parser.add_argument("--pairs", type=int, default=2, help="alternations of K = 1 and K blocks per repetition")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: one run per core, as a sweep)")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
     parser.add_argument(
@@ -196,6 +211,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         args.warmup,
         args.reps,
         args.seconds,
+        args.pairs,
     )
     name = machine(device)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -203,8 +219,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table["date"] = stamp
     table["commit"] = git_commit()
     table["command"] = "python -m benchmarks.packing " + " ".join(sys.argv[1:] if argv is None else argv)
-    length = f"{steps} steps" if steps else f"about {args.seconds:g} s"
-    print(f"packed runs per hour vs unpacked on {name}, {length} per cell × {args.reps} interleaved reps ({stamp})")
+    block = f"{steps} steps" if steps else f"about {args.seconds / (2 * args.pairs):g} s"
+    print(
+        f"packed runs per hour vs unpacked on {name}: K = 1 and K blocks of {block}, {args.pairs} alternations"
+        f" × {args.reps} repetitions ({stamp})"
+    )
     print(table.drop(columns=["machine", "date", "commit", "command"]).to_string(index=False))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
