@@ -75,7 +75,7 @@ class Cell:
         self.optimizer.step()
 
     def calibrate(self, seconds: float, warmup: int) -> int:
-        """Steps that take about ``seconds`` (at least 10), from the time of ``warmup`` steps after one."""
+        """Steps that take about ``seconds`` (at least 2), from the time of ``warmup`` steps after one."""
         self.step()
         synchronize(self.device)
         started = time.perf_counter()
@@ -83,7 +83,7 @@ class Cell:
             self.step()
         synchronize(self.device)
         per_step = (time.perf_counter() - started) / max(1, warmup)
-        return max(10, math.ceil(seconds / per_step))
+        return max(2, math.ceil(seconds / per_step))
 
     def seconds_per_step(self, steps: int, warmup: int) -> float:
         for _ in range(warmup):
