@@ -18,6 +18,7 @@ from tests.conftest import ROOT
 SWEEPS = ROOT / "sweeps"
 
 
+@pytest.mark.slow  # every GPU path's CPU form, minutes on 2 cores: make test-all
 def test_cpu_form_runs_every_step(tmp_path: Path) -> None:
     out = tmp_path / "check"
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}

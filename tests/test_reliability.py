@@ -90,6 +90,7 @@ def test_sigkill_mid_sweep_then_rerun_skips_completed_and_resumes_the_interrupte
     assert runs.groupby(["norm", "batch"]).size().max() == 1
 
 
+@pytest.mark.slow  # about 70 s on 2 idle cores: make test-all
 def test_sigkill_mid_packed_sweep_then_rerun_resumes_the_pack_and_loses_nothing(tmp_path):
     sweep = tmp_path / "multirun"
     args = (
