@@ -49,18 +49,22 @@ def test_a_locked_run_directory_is_not_trained_twice(compose_cfg, tmp_path):
         train(compose_cfg(*FAST, "epochs=1"), tmp_path)
 
 
-def test_sigkill_mid_sweep_then_rerun_skips_completed_and_resumes_the_interrupted(tmp_path):
-    sweep = tmp_path / "multirun"
-    args = ("-m", "norm=bn,gn,ln", "batch=8,16", *FAST, "epochs=6", f"hydra.sweep.dir={sweep}")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
+def start_sweep(args: tuple[str, ...], cwd: Path) -> subprocess.Popen:
+    """``python -m src.train <args>`` in its own process group (so a test can SIGKILL all of it)."""
+    return subprocess.Popen(
         [PYTHON, "-m", "src.train", *args],
-        cwd=tmp_path,
-        env=env,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def test_sigkill_mid_sweep_then_rerun_skips_completed_and_resumes_the_interrupted(tmp_path):
+    sweep = tmp_path / "multirun"
+    args = ("-m", "norm=bn,gn,ln", "batch=8,16", *FAST, "epochs=6", f"hydra.sweep.dir={sweep}")
+    process = start_sweep(args, tmp_path)
     interrupted = None
     deadline = time.time() + 600  # generous: on a loaded 2-core machine the sweep is slow
     while time.time() < deadline and process.poll() is None:
@@ -104,15 +108,7 @@ def test_sigkill_mid_packed_sweep_then_rerun_resumes_the_pack_and_loses_nothing(
         "epochs=3",
         f"hydra.sweep.dir={sweep}",
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [PYTHON, "-m", "src.train", *args],
-        cwd=tmp_path,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_sweep(args, tmp_path)
     killed = False
     deadline = time.time() + 600
     while time.time() < deadline and process.poll() is None:
