@@ -23,7 +23,9 @@ def study(finals: dict[tuple[str, int], float], cosine: bool = True, seeds: int 
     for (norm, epochs), final in finals.items():
         for seed in range(seeds):
             run_dir = f"{norm}-{epochs}-{seed}"
-            rows.append({"norm": norm, "batch": 32, "epochs": epochs, "run_dir": run_dir, "train_loss": 1.0})
+            rows.append(
+                {"norm": norm, "batch": 32, "epochs": epochs, "run_dir": run_dir, "train_loss": 1.0, "val_error": final}
+            )
             curves[run_dir] = curve(epochs, final, cosine)
     return pd.DataFrame(rows), curves
 
