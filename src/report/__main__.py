@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from omegaconf import OmegaConf
 
 from src.atomic import write_bytes_atomic, write_text_atomic
 from src.provenance import PROJECT_ROOT, git_commit, machine_description
@@ -85,14 +86,9 @@ def _report_block(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` merged into ``base`` as OmegaConf merges configs: nested mappings merge, the rest replaces."""
-    result = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = _merge(result[key], value)
-        else:
-            result[key] = value
-    return result
+    """``over`` merged into ``base`` by OmegaConf, as Hydra composes: mappings merge, lists are replaced."""
+    merged = OmegaConf.to_container(OmegaConf.merge(base, over))
+    return merged if isinstance(merged, dict) else {}
 
 
 def study_spec(study: str, run_set: RunSet, claims_file: str | None) -> tuple[dict[str, Any], str]:
