@@ -33,8 +33,8 @@ def _table(wandb: Any, text: str | bytes) -> Any:
 
 
 def publish_study(study: str, files: dict[str, str | bytes], save_dir: Path, mode: str | None = None) -> Path | None:
-    """One W&B run for ``study``'s report files; returns its local folder, or ``None`` (after one warning
-    line on stderr) when W&B is missing or fails."""
+    """One W&B run for ``study``'s report files; returns its local folder, complete on disk (an offline
+    run can be synced at once), or ``None`` (after one warning line on stderr) when W&B is missing or fails."""
     try:
         import wandb
         from PIL import Image
@@ -65,6 +65,11 @@ def publish_study(study: str, files: dict[str, str | bytes], save_dir: Path, mod
         run.summary.update({"title": meta.get("title", ""), "runs": meta.get("runs"), **(meta.get("verdicts") or {})})
         folder = Path(run.dir).parent  # <save_dir>/wandb/offline-run-<date>-<id>
         run.finish()
+        if wandb.run is None:
+            # finish() can return before W&B's service has written the run's transaction log (an
+            # offline run's .wandb file held only its header in 1 of 12 tries under load); with no
+            # other run live in this process, shutting the service down waits for that write.
+            wandb.teardown()
         print(f"published {study} to W&B ({run.settings.mode}): {folder}")
         return folder
     except Exception as error:
