@@ -4,9 +4,12 @@ the same cell's shorter schedule, not by its falling last epochs."""
 import math
 
 import pandas as pd
+import pytest
 
 from src.report.cells import Cell
-from src.report.gate import FAILED, PARTLY, PASSED, GateRule, annealed, check, shorter_schedule
+from src.report.checks import SpecError
+from src.report.gate import FAILED, PARTLY, PASSED, WAIVED, GateRule, annealed, check, shorter_schedule
+from src.report.spec import check_claim, check_spec
 
 
 def curve(epochs: int, final_val: float, cosine: bool = True) -> pd.DataFrame:
@@ -83,3 +86,27 @@ def test_the_rule_reads_its_new_thresholds_from_the_study():
     rule = GateRule.of({"max_schedule_gain": 2.0, "annealed_below": 0.1})
     assert (rule.max_schedule_gain, rule.annealed_below) == (2.0, 0.1)
     assert "shorter schedule" in rule.describe()
+
+
+def test_a_claim_that_waives_the_gate_is_judged_and_shows_its_reason():
+    runs, curves = study({("bn", 8): 31.5, ("bn", 16): 31.0, ("gn", 8): 37.0, ("gn", 16): 33.5})
+    waived = GateRule.of({"max_schedule_gain": 1.0}, {"waived": "the claim is about the schedule itself"})
+    result = check(cells(16) + cells(8), runs, curves, waived)
+    assert result.status == WAIVED and not result.undertrained
+    assert result.lines == ["not applied, as the claim states: the claim is about the schedule itself"]
+    assert check(cells(16) + cells(8), runs, curves, GateRule()).status == FAILED  # the same cells, not waived
+
+
+def test_only_a_claim_may_waive_the_gate_and_it_must_say_why():
+    claim = {
+        "id": "gap",
+        "kind": "contrast",
+        "cells": [{"norm": "gn"}, {"norm": "bn"}],
+        "weights": [1, -1],
+        "at_most": 0.0,
+    }
+    check_claim("report.claims[0]", {**claim, "convergence": {"waived": "a property of training itself"}})
+    with pytest.raises(SpecError, match=r"^report.claims\[0\] \(gap\).convergence.waived = '': must state why"):
+        check_claim("report.claims[0]", {**claim, "convergence": {"waived": ""}})
+    with pytest.raises(SpecError, match=r"^report.convergence.waived = 'x': unknown key; allowed: annealed_below"):
+        check_spec({"convergence": {"waived": "x"}})

@@ -19,6 +19,9 @@ A cross-norm claim (its cells hold two norms or more) passes the gate when, for 
    information.
 
 A cell failing either check makes the claim **not assessable: <norm> undertrained**, with the numbers.
+A claim whose subject is the training itself (how a gap between norms changes with the schedule's
+length) is about networks before their plateau; such a claim may waive the gate in its own
+``convergence: {waived: <reason>}``, and the report shows the gate as *waived* with that reason.
 Records without a curve leave check 1 undone, and the report says so. For a failed check the gate
 suggests a schedule: the epochs at which a fit ``a + b/e`` of the curve's tail would pass
 (:mod:`src.report.curves`).
@@ -38,6 +41,7 @@ PASSED = "passed"
 FAILED = "failed"
 PARTLY = "partly checked"
 NOT_APPLICABLE = "not applicable"
+WAIVED = "waived"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class GateRule:
     max_train_loss_ratio: float = 1.25
     max_schedule_gain: float = 1.0
     annealed_below: float = 0.05
+    waived: str = ""  # a claim's reason for not applying the gate (only a claim may waive it)
 
     @classmethod
     def of(cls, *blocks: dict[str, Any] | None) -> GateRule:
@@ -61,6 +66,7 @@ class GateRule:
             float(values.get("max_train_loss_ratio", cls.max_train_loss_ratio)),
             float(values.get("max_schedule_gain", cls.max_schedule_gain)),
             float(values.get("annealed_below", cls.annealed_below)),
+            str(values.get("waived") or ""),
         )
 
     def describe(self) -> str:
@@ -93,6 +99,8 @@ def check(cells: list[Any], runs: pd.DataFrame, curves: dict[str, pd.DataFrame],
     """The gate for a claim over ``cells`` (objects with ``norm`` and ``mask(runs)``)."""
     if len({c.norm for c in cells}) < 2:
         return GateResult(NOT_APPLICABLE)
+    if rule.waived:
+        return GateResult(WAIVED, lines=[f"not applied, as the claim states: {rule.waived}"])
     result = GateResult(PASSED)
     unchecked: list[str] = []
     unchecked_annealed: list[str] = []

@@ -26,11 +26,14 @@ REPORT_KEYS = {
 }
 CLAIM_KEYS = COMMON_KEYS | {key for kind in KINDS.values() for key in kind.keys}  # every built-in kind's
 CONVERGENCE_KEYS = {"last_epochs", "max_val_drop", "max_train_loss_ratio", "max_schedule_gain", "annealed_below"}
+CLAIM_CONVERGENCE_KEYS = CONVERGENCE_KEYS | {"waived"}  # a claim may waive the gate, stating why
 PUBLISHED_KEYS = {"value", "source", "conditions", "note"}
 
 
-def _convergence(key: str, block: Any) -> None:
-    keys(key, block, CONVERGENCE_KEYS)
+def _convergence(key: str, block: Any, allowed: set[str] = CONVERGENCE_KEYS) -> None:
+    keys(key, block, allowed)
+    if "waived" in block and (not isinstance(block["waived"], str) or not block["waived"].strip()):
+        fail(f"{key}.waived", block["waived"], "must state why the gate does not apply to this claim")
     if "last_epochs" in block and (not isinstance(block["last_epochs"], int) or block["last_epochs"] < 1):
         fail(f"{key}.last_epochs", block["last_epochs"], "must be an integer ≥ 1")
     for name in ("max_val_drop", "max_train_loss_ratio", "max_schedule_gain", "annealed_below"):
@@ -73,7 +76,7 @@ def check_claim(key: str, claim: Any) -> None:
         if name in claim:
             number(f"{key}.{name}", claim[name], 0.0)
     if "convergence" in claim:
-        _convergence(f"{key}.convergence", claim["convergence"])
+        _convergence(f"{key}.convergence", claim["convergence"], CLAIM_CONVERGENCE_KEYS)
     if "published" in claim and claim["published"] is not None:
         _published(f"{key}.published", claim["published"])
     if "where" in claim:
