@@ -9,7 +9,7 @@ blocks of K = 1 and of K steps back to back (``--pairs`` alternations, each bloc
 ``--seconds / (2 × pairs)`` long, after one warmup of ``--warmup`` steps per cell), so a change of the
 machine's speed hits both sides of a ratio alike; the ratio is the median over ``--reps`` repetitions,
 and ``spread`` is (max − min) / median of the per-repetition ratios, printed beside it.
-``--compare a.csv b.csv`` prints how far two runs' ratios agree.
+``python -m benchmarks.agreement first.csv second.csv`` prints how far two runs' ratios agree.
 Writes ``results/bench/packing.csv`` naming the machine; :data:`src.launcher.DEFAULT_SIZES` is chosen
 from it.
 """
@@ -151,20 +151,6 @@ def packing_table(
     return pd.DataFrame(rows)
 
 
-KEYS = ["model", "norm", "batch", "K"]
-
-
-def agreement(first: pd.DataFrame, second: pd.DataFrame, within: float = 0.05) -> pd.DataFrame:
-    """The runs-per-hour ratios of two bench runs side by side: ``rel_diff`` = second / first − 1, and
-    ``agree`` when |rel_diff| ≤ ``within``; K = 1 rows (ratio 1 by definition) are left out."""
-    merged = first.merge(second, on=KEYS, suffixes=("_1", "_2"))
-    merged = merged[merged["K"] > 1]
-    table = merged[[*KEYS, "runs_per_hour_ratio_1", "runs_per_hour_ratio_2", "spread_1", "spread_2"]].copy()
-    table["rel_diff"] = (table["runs_per_hour_ratio_2"] / table["runs_per_hour_ratio_1"] - 1).round(3)
-    table["agree"] = table["rel_diff"].abs() <= within
-    return table.reset_index(drop=True)
-
-
 def machine(device: torch.device) -> str:
     import platform
 
@@ -189,15 +175,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--pairs", type=int, default=2, help="alternations of K = 1 and K blocks per repetition")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: one run per core, as a sweep)")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
-    parser.add_argument(
-        "--compare", nargs=2, metavar=("FIRST", "SECOND"), help="compare two packing.csv files (±5 %%) and exit"
-    )
     args = parser.parse_args(argv)
-    if args.compare:
-        table = agreement(pd.read_csv(args.compare[0]), pd.read_csv(args.compare[1]))
-        print(table.to_string(index=False))
-        print(f"{int(table['agree'].sum())} of {len(table)} ratios agree within ±5 %")
-        return table
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     steps = args.steps
