@@ -77,6 +77,14 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def per_step(device: torch.device, step_times: list[float], block_seconds: float, steps: int) -> float:
+    """Seconds per step: on a CPU the median of the steps' own times, which a noisy VM's stalls do not
+    move; on a GPU, whose steps are asynchronous, the block's time between two synchronizations ÷ steps."""
+    if device.type == "cuda" or not step_times:
+        return block_seconds / max(1, steps)
+    return float(statistics.median(step_times))
+
+
 def hand_loop(device: torch.device, batch: int, steps: int, warmup: int, compile_mode: str | None) -> float:
     """Seconds per step of the plainest loop: data on the device, forward, backward, SGD."""
     net = model().to(device)
@@ -84,35 +92,47 @@ def hand_loop(device: torch.device, batch: int, steps: int, warmup: int, compile
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     images = torch.randn(batch * 8, 3, 32, 32, device=device)
     labels = torch.randint(0, 10, (batch * 8,), device=device)
+    step_times: list[float] = []
     for step in range(warmup + steps):
         if step == warmup:
             synchronize(device)
-            started = time.perf_counter()
+            started = last = time.perf_counter()
         index = slice((step % 8) * batch, (step % 8 + 1) * batch)
         loss = F.cross_entropy(step_net(images[index]), labels[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if step >= warmup and device.type != "cuda":
+            now = time.perf_counter()
+            step_times.append(now - last)
+            last = now
     synchronize(device)
-    return (time.perf_counter() - started) / steps
+    return per_step(device, step_times, time.perf_counter() - started, steps)
 
 
 class StepTimer(TrainTimer):
-    """Seconds per step after ``warmup`` steps (excludes Lightning's start-up and compilation)."""
+    """Seconds per step after ``warmup`` steps (excludes Lightning's start-up and compilation), as
+    :func:`per_step` reads them: each step's own time (batch end to batch end) on a CPU, the block on a GPU."""
 
     def __init__(self, warmup: int, device: torch.device):
         super().__init__()
         self.warmup, self.device, self.started, self.steps = warmup, device, 0.0, 0
+        self.step_times: list[float] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.warmup:
             synchronize(self.device)
             self.started = time.perf_counter()
 
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.step_times = list(self._steps[self.warmup :])
+        super().on_train_epoch_end(trainer, pl_module)
+
     def on_train_end(self, trainer, pl_module) -> None:
         synchronize(self.device)
         self.steps = trainer.global_step - self.warmup
-        self.seconds = (time.perf_counter() - self.started) / max(1, self.steps)
+        times = self.step_times or list(self._steps[self.warmup :])  # the epoch may not have ended
+        self.seconds = per_step(self.device, times, time.perf_counter() - self.started, self.steps)
 
 
 def normlab_loop(device: torch.device, batch: int, steps: int, warmup: int, compile_mode: str | None) -> float:
@@ -183,8 +203,17 @@ def embedded_hand_loop(cfg, steps: int, threads: int) -> float:
     return float(np.median(times[1:]))
 
 
+def ratio_and_spread(ours: list[float], hands: list[float]) -> tuple[float, float]:
+    """The median of the repetitions' normlab / hand ratios, and their spread, (max − min) / median: two
+    runs of the bench can only agree to about the spread."""
+    ratios = [o / h for o, h in zip(ours, hands, strict=True)]
+    ratio = statistics.median(ratios)
+    return ratio, (max(ratios) - min(ratios)) / ratio
+
+
 def embedded_table(batches: list[int], steps: int, reps: int, threads: list[int]) -> pd.DataFrame:
-    """Hand loop vs normlab's full run path on the default small CNN and embedded data (medians)."""
+    """Hand loop vs normlab's full run path on the default small CNN and embedded data: median step
+    times, and the median and spread of the per-repetition ratios (hand, then normlab, in each)."""
     rows = []
     run_dir = ROOT / "multirun" / "bench_embedded"
     for thread_count in threads:
@@ -196,6 +225,7 @@ def embedded_table(batches: list[int], steps: int, reps: int, threads: list[int]
                 hand.append(embedded_hand_loop(cfg, steps_here, thread_count))
                 ours.append(1e-3 * train(cfg, run_dir)["timing"]["median_step_ms"])
             hand_s, ours_s = float(np.median(hand)), float(np.median(ours))
+            ratio, spread = ratio_and_spread(ours, hand)
             rows.append(
                 {
                     "model": "small_cnn",
@@ -204,12 +234,14 @@ def embedded_table(batches: list[int], steps: int, reps: int, threads: list[int]
                     "threads": thread_count,
                     "hand_ms": 1e3 * hand_s,
                     "normlab_ms": 1e3 * ours_s,
-                    "normlab_over_hand": ours_s / hand_s,
+                    "normlab_over_hand": ratio,
+                    "spread": spread,
+                    "reps": reps,
                 }
             )
             print(
                 f"  small_cnn batch {batch:>3} threads {thread_count}  hand {1e3 * hand_s:7.2f} ms"
-                f"  normlab {1e3 * ours_s:7.2f} ms  ratio {ours_s / hand_s:5.2f}",
+                f"  normlab {1e3 * ours_s:7.2f} ms  ratio {ratio:5.2f} (spread {spread:.2f}, {reps} reps)",
                 flush=True,
             )
     return pd.DataFrame(rows)
@@ -217,8 +249,7 @@ def embedded_table(batches: list[int], steps: int, reps: int, threads: list[int]
 
 def step_table(device: torch.device, batches: list[int], steps: int, compiled: bool, reps: int = 3) -> pd.DataFrame:
     """Per batch and mode: median step times of the hand loop and normlab's over ``reps`` interleaved
-    repetitions (hand, then normlab, in each), the median of the per-repetition ratios and their spread,
-    (max − min) / median: two runs of the bench can only agree to about the spread."""
+    repetitions (hand, then normlab, in each), and :func:`ratio_and_spread` of their ratios."""
     rows = []
     modes = [("eager", None)] + (
         [("compiled", "reduce-overhead" if device.type == "cuda" else "default")] if compiled else []
@@ -230,10 +261,8 @@ def step_table(device: torch.device, batches: list[int], steps: int, compiled: b
             for _ in range(reps):
                 hands.append(hand_loop(device, batch, steps, warmup, mode))
                 ours.append(normlab_loop(device, batch, steps, warmup, mode))
-            ratios = [o / h for o, h in zip(ours, hands, strict=True)]
-            ratio = statistics.median(ratios)
+            ratio, spread = ratio_and_spread(ours, hands)
             hand, our = statistics.median(hands), statistics.median(ours)
-            spread = (max(ratios) - min(ratios)) / ratio
             rows.append(
                 {
                     "batch": batch,
@@ -320,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
         default=600,
         help="steps per embedded cell at batch 2 (one epoch); larger batches see as many images (>= 120 steps)",
     )
-    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per cell (embedded and ResNet-20)")
+    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions per cell (embedded and ResNet-20)")
     parser.add_argument("--threads", default=None, help="CPU threads for the embedded table (default: 1 and all)")
     parser.add_argument("--jobs", type=int, default=max(2, (os.cpu_count() or 2)))
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))

@@ -271,3 +271,29 @@ def test_a_bad_claim_cell_fails_with_one_line(tmp_path):
         evaluate_claims(runs, {"claims": [{"kind": "less", "a": {"epochs": [1, 2]}, "b": {"epochs": 3}}]})
     with pytest.raises(SpecError, match=r"report.claims\[0\].where = 3: must be a mapping column"):
         evaluate_claims(runs, {"claims": [{"kind": "flat", "norm": "bn", "within": 1, "where": 3}]})
+
+
+def test_report_where_judges_every_claim_on_the_studys_main_arm(tmp_path):
+    """16-epoch cells: gn − bn = +1; 8-epoch cells: +5. ``report.where: {epochs: 16}`` keeps the claim to
+    the 16-epoch arm; without it the claim's cell averages both schedules (+3)."""
+    errors = {
+        16: {"bn": [10.0, 10.4, 9.6], "gn": [11.0, 11.4, 10.6]},
+        8: {"bn": [14.0, 14.4, 13.6], "gn": [19.0, 19.4, 18.6]},
+    }
+    records = []
+    for epochs, by_norm in errors.items():
+        for norm, values in by_norm.items():
+            for seed, error in enumerate(values):
+                record = make_record("s", norm, 32, seed, error, epochs=epochs)
+                record["overrides"] = [*record["overrides"], f"epochs={epochs}"]
+                records.append(record)
+    runs = runs_of(records, tmp_path)
+    claim = {"id": "gap", "kind": "greater", "norms": ["gn", "bn"], "batch": 32}
+    [main_arm] = evaluate_claims(runs, {"where": {"epochs": 16}, "claims": [claim]})
+    assert main_arm.estimate.value == pytest.approx(1.0) and "epochs=16" in main_arm.statement
+    [own] = evaluate_claims(runs, {"where": {"epochs": 16}, "claims": [{**claim, "where": {"epochs": 8}}]})
+    assert own.estimate.value == pytest.approx(5.0)  # the claim's own where wins
+    [pooled] = evaluate_claims(runs, {"claims": [claim]})
+    assert pooled.estimate.value == pytest.approx(3.0)
+    with pytest.raises(SpecError, match=r"^report.where = \[16\]: must be a mapping"):
+        evaluate_claims(runs, {"where": [16], "claims": [claim]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from omegaconf import OmegaConf
 
 from src.config_keys import config_hash, run_dirname
@@ -24,6 +25,7 @@ def test_debug_fast_is_one_short_epoch_under_debug(tmp_path):
     assert record["config"]["trainer"]["limit_test_batches"] == 2 and record["config"]["debug"] == "fast"
 
 
+@pytest.mark.slow  # make test-all (idle 2-core CPU: 10-35 s)
 def test_debug_overfit_reaches_near_zero_train_loss(tmp_path):
     result = run_train("debug=overfit", "dataset=digits", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -15,6 +15,7 @@ import sys
 import warnings
 
 import numpy as np
+import pytest
 import torch
 
 from src.records import RECORD_FILE
@@ -32,6 +33,7 @@ def _outcome(run_dir) -> dict:
     return {key: record[key] for key in COMPARED}
 
 
+@pytest.mark.slow  # make test-all (idle 2-core CPU: 10-35 s)
 def test_two_configs_in_one_process_match_each_config_run_alone(tmp_path):
     # gn with G = 8 (the group-wise norm's own settings, logging), then bn with another seed: one process
     swept = run_train(

@@ -90,6 +90,7 @@ def test_the_benchmark_writes_its_tables_with_the_machine_and_command(tmp_path, 
     import pandas as pd
 
     from benchmarks import throughput
+    from benchmarks.agreement import main as agreement_main
 
     monkeypatch.setattr(throughput, "ROOT", tmp_path)  # its runs go to tmp_path/multirun
     out = tmp_path / "bench"
@@ -98,8 +99,18 @@ def test_the_benchmark_writes_its_tables_with_the_machine_and_command(tmp_path, 
     embedded = pd.read_csv(out / "embedded.csv")
     assert list(embedded["batch"]) == [2, 32] and (embedded["threads"] == 1).all()
     assert (embedded[["hand_ms", "normlab_ms", "normlab_over_hand"]] > 0).all().all()
+    assert list(embedded["reps"]) == [2, 2] and (embedded["spread"] >= 0).all()
     steps = pd.read_csv(out / "throughput.csv")
     assert list(steps["batch"]) == [2] and (steps["normlab_over_hand"] > 0).all()
     assert list(steps["reps"]) == [2] and (steps["spread"] >= 0).all()  # interleaved repetitions, their spread
+    assert not agreement_main([str(out), str(out)])["throughput.csv"]["rel_diff"].any()  # a run agrees with itself
     for table in (embedded, steps):
         assert table["machine"].str.contains("CPU").all() and table["command"].str.startswith("python -m").all()
+
+
+def test_a_cpu_step_time_is_the_median_of_the_steps_and_a_gpu_one_the_synchronized_block():
+    from benchmarks.throughput import per_step
+
+    stalled = [0.010, 0.011, 0.500, 0.010, 0.012]  # one step stalled by the VM
+    assert per_step(torch.device("cpu"), stalled, sum(stalled), 5) == 0.011
+    assert per_step(torch.device("cuda"), [], 1.0, 4) == 0.25  # asynchronous steps: the block's mean

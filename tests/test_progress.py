@@ -63,6 +63,7 @@ def test_a_run_on_a_terminal_shows_a_progress_bar_with_speed_and_eta(tmp_path):
     assert "src.progress" not in text  # the bar replaces the per-epoch lines
 
 
+@pytest.mark.slow  # make test-all (idle 2-core CPU: 10-35 s)
 def test_without_a_terminal_a_line_per_epoch_and_a_heartbeat_stand_in(tmp_path):
     result = run_train(*TINY, "callbacks.progress.heartbeat_minutes=1e-6", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -61,6 +61,7 @@ def start_sweep(args: tuple[str, ...], cwd: Path) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow  # make test-all (idle 2-core CPU: 10-35 s)
 def test_sigkill_mid_sweep_then_rerun_skips_completed_and_resumes_the_interrupted(tmp_path):
     sweep = tmp_path / "multirun"
     args = ("-m", "norm=bn,gn,ln", "batch=8,16", *FAST, "epochs=6", f"hydra.sweep.dir={sweep}")
@@ -220,7 +221,22 @@ BAD_INPUTS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+# One case of each kind runs in `make test` (a missing config group, a bad value, a norm that cannot be
+# built, a bad dataset file, a missing file, an unknown key); every case runs in `make test-all`.
+FAST_BAD_INPUTS = {
+    "unknown_norm",
+    "batch_zero",
+    "gn_groups_not_dividing",
+    "npz_missing_keys",
+    "dataset_file_missing",
+    "unknown_override_key",
+}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [case if case in FAST_BAD_INPUTS else pytest.param(case, marks=pytest.mark.slow) for case in sorted(BAD_INPUTS)],
+)
 def test_bad_input_fails_before_training_with_one_clear_line(case, tmp_path):
     overrides, message = BAD_INPUTS[case]
     overrides = list(overrides)

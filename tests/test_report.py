@@ -24,7 +24,7 @@ from scipy import stats
 
 from src.records import RECORD_FILE
 from src.report.__main__ import main as report_main
-from src.report.claims import INCONCLUSIVE, NO_DATA, NOT_REPRODUCED, REPRODUCED, evaluate_claims
+from src.report.claims import INCONCLUSIVE, NO_DATA, NOT_REPRODUCED, REPRODUCED, claims_of, evaluate_claims
 from src.report.commands import sweep_command, sweep_commands
 from src.report.load import load_run_set, mixture_weights
 from src.report.spec import SpecError
@@ -332,7 +332,7 @@ def test_every_study_file_composes_and_its_claims_evaluate(study, tmp_path):
     # the columns a claim's cells name beyond norm and batch (where: {epochs: 16, standardize_weights: true}):
     # synthetic runs cover every combination of their values
     named: dict[str, set] = {}
-    for claim in spec["claims"]:
+    for claim in claims_of(spec):  # with the study's report.where under each claim's own
         for cell in [claim.get("where") or {}, *(claim.get("cells") or []), claim.get("a") or {}, claim.get("b") or {}]:
             for column, value in cell.items():
                 if column not in ("norm", "batch"):

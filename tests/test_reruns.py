@@ -155,6 +155,7 @@ def test_rerunning_a_finished_sweep_with_steering_changes_retrains_nothing(tmp_p
     assert "skipping" in again.stdout + again.stderr
 
 
+@pytest.mark.slow  # make test-all (idle 2-core CPU: 10-35 s)
 def test_a_sweep_lists_its_refused_runs_and_goes_on(tmp_path):
     sweep = tmp_path / "sweep"
     studies = tmp_path / "studies"

@@ -435,8 +435,13 @@ ALL = "(all)"
 
 
 def claims_of(spec: dict[str, Any] | None) -> list[dict[str, Any]]:
-    claims = (spec or {}).get("claims") or []
-    return [c for c in claims if isinstance(c, dict)]
+    """The study's claims, each with ``report.where`` under its own ``where`` (the claim's values win): a
+    study that extends another judges the inherited claims on its main arm, e.g. ``where: {epochs: 16}``
+    while a shorter schedule serves the convergence gate."""
+    spec = spec or {}
+    shared = spec.get("where") or {}
+    claims = [c for c in spec.get("claims") or [] if isinstance(c, dict)]
+    return [{**c, "where": {**shared, **(c.get("where") or {})}} for c in claims] if shared else claims
 
 
 def evaluate_claims(

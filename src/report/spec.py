@@ -23,6 +23,7 @@ REPORT_KEYS = {
     "convergence",
     "median_last",
     "factors",
+    "where",
 }
 CLAIM_KEYS = COMMON_KEYS | {key for kind in KINDS.values() for key in kind.keys}  # every built-in kind's
 CONVERGENCE_KEYS = {"last_epochs", "max_val_drop", "max_train_loss_ratio", "max_schedule_gain", "annealed_below"}
@@ -97,6 +98,8 @@ def check_spec(spec: Any) -> None:
         fail("report.median_last", spec["median_last"], "must be an integer ≥ 1 (epochs)")
     if "convergence" in spec:
         _convergence("report.convergence", spec["convergence"])
+    if "where" in spec:
+        cell("report.where", spec["where"])
     factors = spec.get("factors")
     if factors is not None and (not isinstance(factors, list) or not all(isinstance(f, str) and f for f in factors)):
         fail("report.factors", factors, "must be a list of config keys the study's sweeps varied")
