@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from src.atomic import write_text_atomic
 from src.callbacks import TrainTimer
@@ -135,8 +136,84 @@ class StepTimer(TrainTimer):
         self.seconds = per_step(self.device, times, time.perf_counter() - self.started, self.steps)
 
 
-def normlab_loop(device: torch.device, batch: int, steps: int, warmup: int, compile_mode: str | None) -> float:
-    """Seconds per step of normlab's own loop: Lightning fit with normlab's module and datamodule."""
+class HandSteps:
+    """The plainest training step over in-memory tensors: forward, backward, SGD (no loader, no hooks)."""
+
+    def __init__(self, net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int):
+        self.net, self.images, self.labels, self.batch = net, images, labels, batch
+        self.optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        self.order, self.position = torch.randperm(len(labels)), 0
+
+    def step(self) -> float:
+        """One step on the next ``batch`` images (in a fixed random order); its seconds."""
+        started = time.perf_counter()
+        if self.position + self.batch > len(self.order):
+            self.position = 0
+        index = self.order[self.position : self.position + self.batch]
+        self.position += self.batch
+        loss = F.cross_entropy(self.net(self.images[index]), self.labels[index])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return time.perf_counter() - started
+
+
+class InterleavedBlocks(pl.Callback):
+    """Paired timing on a CPU, inside one fit: after every ``block`` of normlab's steps, ``block`` hand
+    steps run, so both sides of the ratio see the same machine state (this VM's speed drifts by tens of
+    percent over seconds, which timing the two loops one after the other turns into noise in the ratio).
+
+    normlab's step is batch end to batch end with the hand block left out: data, hooks, step and every
+    other callback. ``warmup`` steps of each are not timed. Add it last, so its hook runs after the others.
+    """
+
+    def __init__(self, hand: HandSteps, block: int, warmup: int):
+        self.hand, self.block, self.warmup = hand, max(1, block), warmup
+        self.normlab_times: list[float] = []
+        self.hand_times: list[float] = []
+        self._mark: float | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for _ in range(self.warmup):
+            self.hand.step()
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        now, step = time.perf_counter(), trainer.global_step
+        if self._mark is not None and step > self.warmup:
+            self.normlab_times.append(now - self._mark)
+        if step >= self.warmup and step % self.block == 0:
+            self.hand_times += [self.hand.step() for _ in range(self.block)]
+        self._mark = time.perf_counter()
+
+    def medians(self) -> tuple[float, float]:
+        """(normlab's, the hand loop's) median seconds per step."""
+        return float(statistics.median(self.normlab_times)), float(statistics.median(self.hand_times))
+
+
+def block_size(steps: int) -> int:
+    """Steps per block: at least 8 alternations in ``steps``, at most 10 steps a block."""
+    return max(1, min(10, steps // 8))
+
+
+_PENDING: list[InterleavedBlocks] = []
+
+
+def pending_blocks() -> InterleavedBlocks:
+    """The callback :func:`embedded_pair` handed over, built by ``src.train`` from ``callbacks.hand_blocks``
+    (a run's callbacks are Hydra configs; this is how a live object gets into one)."""
+    return _PENDING.pop()
+
+
+def normlab_loop(
+    device: torch.device,
+    batch: int,
+    steps: int,
+    warmup: int,
+    compile_mode: str | None,
+    blocks: InterleavedBlocks | None = None,
+) -> float:
+    """Seconds per step of normlab's own loop: Lightning fit with normlab's module and datamodule
+    (with ``blocks``, the hand loop's blocks interleaved: read them from ``blocks.medians()``)."""
     datamodule = RandomCifar(size=batch * (steps + warmup) + 8, batch_size=batch)
     datamodule.setup()
     module = Classifier(
@@ -157,10 +234,18 @@ def normlab_loop(device: torch.device, batch: int, steps: int, warmup: int, comp
         enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        callbacks=[timer],
+        callbacks=[timer, *([blocks] if blocks else [])],
     )
     trainer.fit(module, datamodule=datamodule)
     return timer.seconds
+
+
+def resnet_pair(batch: int, steps: int, warmup: int) -> tuple[float, float]:
+    """(normlab, hand) median seconds per step of ResNet-20 on a CPU, timed in interleaved blocks."""
+    hand = HandSteps(model(), torch.randn(batch * 8, 3, 32, 32), torch.randint(0, 10, (batch * 8,)), batch)
+    blocks = InterleavedBlocks(hand, block_size(steps), warmup)
+    normlab_loop(torch.device("cpu"), batch, steps, warmup, None, blocks)
+    return blocks.medians()
 
 
 def embedded_config(batch: int, steps: int, threads: int):
@@ -177,9 +262,11 @@ def embedded_config(batch: int, steps: int, threads: int):
         return compose("train", overrides=overrides)
 
 
-def embedded_hand_loop(cfg, steps: int, threads: int) -> float:
-    """Median seconds per step of a minimal loop on the run's own model and images (normalized once)."""
+def embedded_pair(batch: int, steps: int, threads: int, run_dir: Path) -> tuple[float, float]:
+    """(normlab, hand) median seconds per step of the default run: normlab's full ``src.train`` path, with
+    a minimal loop on the run's own model and images (normalized once) interleaved in blocks."""
     torch.set_num_threads(threads)
+    cfg = embedded_config(batch, steps, threads)
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.dataset)
     datamodule.setup("fit")
@@ -188,19 +275,12 @@ def embedded_hand_loop(cfg, steps: int, threads: int) -> float:
     net = instantiate(
         cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, norm=instantiate(cfg.norm)
     )
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    order = torch.randperm(len(labels))
-    times, last = [], time.perf_counter()
-    for step in range(steps):
-        index = order[step * cfg.batch : (step + 1) * cfg.batch]
-        loss = F.cross_entropy(net(images[index]), labels[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        now = time.perf_counter()
-        times.append(now - last)
-        last = now
-    return float(np.median(times[1:]))
+    blocks = InterleavedBlocks(HandSteps(net, images, labels, batch), block_size(steps), warmup=3)
+    _PENDING.append(blocks)
+    OmegaConf.set_struct(cfg, False)
+    cfg.callbacks = {**(cfg.get("callbacks") or {}), "hand_blocks": {"_target_": f"{__name__}.pending_blocks"}}
+    train(cfg, run_dir)
+    return blocks.medians()
 
 
 def ratio_and_spread(ours: list[float], hands: list[float]) -> tuple[float, float]:
@@ -212,8 +292,9 @@ def ratio_and_spread(ours: list[float], hands: list[float]) -> tuple[float, floa
 
 
 def embedded_table(batches: list[int], steps: int, reps: int, threads: list[int]) -> pd.DataFrame:
-    """Hand loop vs normlab's full run path on the default small CNN and embedded data: median step
-    times, and the median and spread of the per-repetition ratios (hand, then normlab, in each)."""
+    """Hand loop vs normlab's full run path on the default small CNN and embedded data, interleaved in
+    blocks (:class:`InterleavedBlocks`): median step times, and :func:`ratio_and_spread` of the
+    repetitions' ratios."""
     rows = []
     run_dir = ROOT / "multirun" / "bench_embedded"
     for thread_count in threads:
@@ -221,9 +302,9 @@ def embedded_table(batches: list[int], steps: int, reps: int, threads: list[int]
             steps_here = max(steps * 2 // batch, min(steps, 120))  # as many images as `steps` at batch 2
             hand, ours = [], []
             for _ in range(reps):
-                cfg = embedded_config(batch, steps_here, thread_count)
-                hand.append(embedded_hand_loop(cfg, steps_here, thread_count))
-                ours.append(1e-3 * train(cfg, run_dir)["timing"]["median_step_ms"])
+                our, theirs = embedded_pair(batch, steps_here, thread_count, run_dir)
+                ours.append(our)
+                hand.append(theirs)
             hand_s, ours_s = float(np.median(hand)), float(np.median(ours))
             ratio, spread = ratio_and_spread(ours, hand)
             rows.append(
@@ -248,8 +329,8 @@ def embedded_table(batches: list[int], steps: int, reps: int, threads: list[int]
 
 
 def step_table(device: torch.device, batches: list[int], steps: int, compiled: bool, reps: int = 3) -> pd.DataFrame:
-    """Per batch and mode: median step times of the hand loop and normlab's over ``reps`` interleaved
-    repetitions (hand, then normlab, in each), and :func:`ratio_and_spread` of their ratios."""
+    """Per batch and mode: median step times of the hand loop and normlab's over ``reps`` repetitions (on a
+    CPU, eager: interleaved blocks inside one fit; else hand, then normlab) and :func:`ratio_and_spread`."""
     rows = []
     modes = [("eager", None)] + (
         [("compiled", "reduce-overhead" if device.type == "cuda" else "default")] if compiled else []
@@ -259,8 +340,13 @@ def step_table(device: torch.device, batches: list[int], steps: int, compiled: b
             warmup = 10 if mode else 3
             hands, ours = [], []
             for _ in range(reps):
-                hands.append(hand_loop(device, batch, steps, warmup, mode))
-                ours.append(normlab_loop(device, batch, steps, warmup, mode))
+                if device.type == "cpu" and mode is None:  # paired blocks inside one fit
+                    our, theirs = resnet_pair(batch, steps, warmup)
+                else:  # a GPU's asynchronous steps: each loop timed as one synchronized block
+                    theirs = hand_loop(device, batch, steps, warmup, mode)
+                    our = normlab_loop(device, batch, steps, warmup, mode)
+                hands.append(theirs)
+                ours.append(our)
             ratio, spread = ratio_and_spread(ours, hands)
             hand, our = statistics.median(hands), statistics.median(ours)
             rows.append(

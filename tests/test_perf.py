@@ -114,3 +114,27 @@ def test_a_cpu_step_time_is_the_median_of_the_steps_and_a_gpu_one_the_synchroniz
     stalled = [0.010, 0.011, 0.500, 0.010, 0.012]  # one step stalled by the VM
     assert per_step(torch.device("cpu"), stalled, sum(stalled), 5) == 0.011
     assert per_step(torch.device("cuda"), [], 1.0, 4) == 0.25  # asynchronous steps: the block's mean
+
+
+def test_hand_blocks_interleave_with_normlab_steps_and_leave_their_time_out_of_normlabs():
+    from types import SimpleNamespace
+
+    from benchmarks.throughput import InterleavedBlocks, block_size
+
+    class FakeHand:
+        calls = 0
+
+        def step(self) -> float:
+            FakeHand.calls += 1
+            return 0.001
+
+    blocks = InterleavedBlocks(FakeHand(), block=2, warmup=1)
+    blocks.on_train_start(None, None)
+    assert FakeHand.calls == 1  # the hand loop's warmup
+    for step in range(1, 8):  # trainer.global_step after each of 7 steps
+        blocks.on_train_batch_end(SimpleNamespace(global_step=step), None)
+    assert len(blocks.hand_times) == 2 * 3  # after steps 2, 4, 6: a block of 2 hand steps each
+    assert len(blocks.normlab_times) == 6  # steps 2..7; step 1 is warmup
+    assert max(blocks.normlab_times) < 0.05  # the hand blocks ran outside normlab's intervals
+    assert blocks.medians()[1] == 0.001
+    assert [block_size(n) for n in (4, 40, 600)] == [1, 5, 10]
