@@ -85,15 +85,23 @@ class Cell:
         per_step = (time.perf_counter() - started) / max(1, warmup)
         return max(2, math.ceil(seconds / per_step))
 
-    def seconds_per_step(self, steps: int, warmup: int) -> float:
-        for _ in range(warmup):
-            self.step()
-        synchronize(self.device)
-        started = time.perf_counter()
+    def step_times(self, steps: int) -> list[float]:
+        """Seconds of each of ``steps`` steps on a CPU; on a GPU, whose steps are asynchronous, the
+        block's time between two synchronizations ÷ steps, once per step."""
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            started = time.perf_counter()
+            for _ in range(steps):
+                self.step()
+            synchronize(self.device)
+            return [(time.perf_counter() - started) / steps] * steps
+        times, last = [], time.perf_counter()
         for _ in range(steps):
             self.step()
-        synchronize(self.device)
-        return (time.perf_counter() - started) / steps
+            now = time.perf_counter()
+            times.append(now - last)
+            last = now
+        return times
 
 
 def packing_table(
@@ -113,7 +121,8 @@ def packing_table(
     Each cell is warmed up once, then timed in blocks of ``steps`` steps (None: as many as take about
     ``seconds / (2 × pairs)``). A repetition times, for each K, ``pairs`` alternations of a K = 1 block
     and a K block back to back, so that the two sides of a ratio see the same machine state; the ratio
-    of a repetition is K × t(1) / t(K) over its blocks; the row gives the median over repetitions and
+    of a repetition is K × t(1) / t(K), each t the median step over its blocks (a stalled step of this
+    VM does not move it; on a GPU the blocks' mean); the row gives the median over repetitions and
     their spread."""
     rows = []
     block_seconds = seconds / (2 * pairs)
@@ -126,12 +135,14 @@ def packing_table(
                 for k in ks:
                     ratios, packed = [], []
                     for _ in range(reps):
-                        t1 = tk = 0.0
+                        times_1: list[float] = []
+                        times_k: list[float] = []
                         for _ in range(pairs):
-                            t1 += cells[1].seconds_per_step(counts[1], 0)
-                            tk += cells[k].seconds_per_step(counts[k], 0)
-                        one.append(t1 / pairs)
-                        packed.append(tk / pairs)
+                            times_1 += cells[1].step_times(counts[1])
+                            times_k += cells[k].step_times(counts[k])
+                        t1, tk = statistics.median(times_1), statistics.median(times_k)
+                        one.append(t1)
+                        packed.append(tk)
                         ratios.append(k * t1 / tk)
                     median = statistics.median(ratios)
                     rows.append(

@@ -138,3 +138,19 @@ def test_hand_blocks_interleave_with_normlab_steps_and_leave_their_time_out_of_n
     assert max(blocks.normlab_times) < 0.05  # the hand blocks ran outside normlab's intervals
     assert blocks.medians()[1] == 0.001
     assert [block_size(n) for n in (4, 40, 600)] == [1, 5, 10]
+
+
+def test_the_packing_benchmark_writes_its_table_with_the_machine_and_command(tmp_path):
+    """`make bench`'s packing table end to end with tiny step counts (no timing is asserted)."""
+    import pandas as pd
+
+    from benchmarks import packing
+
+    argv = ["--models", "resnet8", "--norms", "bn", "--batches", "2", "--ks", "1,2", "--steps", "3"]
+    packing.main([*argv, "--warmup", "1", "--reps", "2", "--pairs", "2", "--device", "cpu", "--out", str(tmp_path)])
+    table = pd.read_csv(tmp_path / "packing.csv")
+    assert list(table["K"]) == [1, 2] and (table["runs_per_hour_ratio"] > 0).all() and (table["spread"] >= 0).all()
+    assert table["command"].str.startswith("python -m benchmarks.packing").all() and table["machine"].notna().all()
+    cell = packing.Cell("resnet8", "bn", 2, 2, torch.device("cpu"))
+    times = cell.step_times(4)
+    assert len(times) == 4 and min(times) > 0  # each step's own time on a CPU: their median resists a stall
