@@ -196,9 +196,14 @@ class PackedLauncher(Launcher):
 
             return task
 
+        # a member's job ends when the pack has trained it, not when its run directory is set up: the
+        # callbacks' on_job_end (the sweep's [k/N] line, a user's own) is held back until then
+        setting_up = HydraContext(
+            config_loader=self.hydra_context.config_loader, callbacks=_JobEndsHeld(self.hydra_context.callbacks)
+        )
         returns = {
             i: run_job(
-                hydra_context=self.hydra_context,
+                hydra_context=setting_up,
                 task_function=collect(i),
                 config=configs[i],
                 job_dir_key="hydra.sweep.dir",
@@ -223,7 +228,23 @@ class PackedLauncher(Launcher):
                 value = outcome.record.get("metrics", {}).get("test_error", math.nan)
             returns[i].return_value = value  # the sweep goes on; SweepSummary lists what did not complete
             returns[i].status = JobStatus.COMPLETED
+        for i in chunk:
+            self.hydra_context.callbacks.on_job_end(config=configs[i], job_return=returns[i])
         return returns
+
+
+class _JobEndsHeld:
+    """Hydra's callbacks for setting a pack member's job up: every hook passes through but
+    ``on_job_end``, which :meth:`PackedLauncher._launch_pack` calls once the pack has trained."""
+
+    def __init__(self, callbacks: Any) -> None:
+        self.callbacks = callbacks
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.callbacks, name)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """Held back: the member has not trained yet."""
 
 
 def _run_unit_in_worker(

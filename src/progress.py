@@ -228,7 +228,8 @@ class SweepProgress:
 
 def job_event(run_dir: Path, overrides: str, started: float, job_started: float, job_failed: bool) -> dict[str, Any]:
     """One job's outcome from what it left in its run directory: completed, diverged or failed (with
-    its test error), skipped (a record finished before this sweep began) or refused."""
+    its test error), skipped (a record completed before this sweep began; any other status of an older record, e.g.
+    a killed run's "running", is shown as it is) or refused."""
     from src.records import RECORD_FILE, read_record
     from src.resume import REFUSAL_FILE
 
@@ -242,7 +243,7 @@ def job_event(run_dir: Path, overrides: str, started: float, job_started: float,
             record = read_record(record_path)
             status = str(record.get("status", status))
             error = (record.get("metrics") or {}).get("test_error", math.nan)
-            if record_path.stat().st_mtime < started:
+            if status == "completed" and record_path.stat().st_mtime < started:
                 status = "skipped"
         except (OSError, ValueError):
             status = "unreadable"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -226,10 +227,16 @@ def test_a_packed_sweep_writes_every_record_and_its_rerun_skips_them(tmp_path):
     assert [r["seed"] for r in records] == [0, 1] and {r["status"] for r in records} == {"completed"}
     assert records[0]["pack"]["id"] == records[1]["pack"]["id"] and records[0]["pack"]["size"] == 2
     assert records[0]["launch"]["multirun"] is True
+    # each member's [k/N] line comes once the pack has trained it, with its own test error
+    lines = [line for line in done.stdout.splitlines() if re.match(r"\[\d/2\]", line)]
+    errors = [f"{r['metrics']['test_error']:.2f}%" for r in records]
+    assert [line.split(";")[0].split(": ")[1].split(" (")[0] for line in lines] == [f"completed {e}" for e in errors]
     stamps = [p.stat().st_mtime_ns for p in paths]
     rerun = run_train(*args, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert [p.stat().st_mtime_ns for p in paths] == stamps  # skipped: nothing rewritten
+    lines = [line for line in rerun.stdout.splitlines() if re.match(r"\[\d/2\]", line)]
+    assert len(lines) == 2 and all(": skipped " in line for line in lines), rerun.stdout[-2000:]
 
 
 def test_packs_train_in_parallel_worker_processes(tmp_path):

@@ -164,3 +164,18 @@ def test_the_parallel_launcher_prints_every_run(tmp_path):
     lines = sorted(line for line in result.stdout.splitlines() if re.match(r"\[\d+/", line))
     assert [line[:5] for line in lines] == ["[1/2]", "[2/2]"], result.stdout[-3000:]
     assert {line.split(":")[0][6:] for line in lines} == {"seed=0", "seed=1"}
+
+
+def test_an_older_record_is_skipped_only_if_it_completed(tmp_path):
+    """A killed run (or pack) leaves a "running" record; the sweep that resumes it did not skip it."""
+    import json
+
+    from src.progress import job_event
+    from src.records import RECORD_FILE
+
+    (tmp_path / RECORD_FILE).write_text(json.dumps({"status": "running", "metrics": {}}))
+    later = time.time() + 10
+    assert job_event(tmp_path, "seed=0", later, later, False)["status"] == "running"
+    (tmp_path / RECORD_FILE).write_text(json.dumps({"status": "completed", "metrics": {"test_error": 12.5}}))
+    event = job_event(tmp_path, "seed=0", later, later, False)
+    assert event["status"] == "skipped" and event["test_error"] == 12.5
