@@ -486,6 +486,26 @@ def test_claims_come_from_a_study_file_when_the_records_have_none(tmp_path):
     assert report_main([str(tmp_path / "m"), "--out", str(out), "--claims", str(study_file)]) == 0
     claims = (out / "gamma" / "claims.md").read_text()
     assert "(--claims)" in claims and "reproduced" in claims
+    assert json.loads((out / "gamma" / "meta.json").read_text())["claims_from"] == str(study_file)
+
+
+def test_a_results_folder_rebuilds_with_the_claims_file_of_its_last_report(tmp_path):
+    """The records carry the claims they were run with; a report given --claims judges others, and its
+    meta.json names that file, so rebuilding the committed folder without --claims judges the same."""
+    records = grid("delta", {("bn", 2): [30.0, 31.0], ("bn", 32): [20.0, 20.5]}, report={"claims": []})
+    write_records(tmp_path / "m", records)
+    study_file = tmp_path / "delta.yaml"
+    study_file.write_text(yaml.safe_dump({"report": {"claims": [DEGRADES]}}))
+    first, second = tmp_path / "r1", tmp_path / "r2"
+    assert report_main([str(tmp_path / "m"), "--out", str(first), "--claims", str(study_file)]) == 0
+    assert report_main([str(first / "delta"), "--out", str(second)]) == 0
+    assert (second / "delta" / "claims.csv").read_text() == (first / "delta" / "claims.csv").read_text()
+    assert "claims_from" in (second / "delta" / "claims.md").read_text()
+    assert json.loads((second / "delta" / "meta.json").read_text())["claims_from"] == str(study_file)
+    study_file.unlink()  # gone: the records' own claims, with a warning naming the file
+    with pytest.warns(UserWarning, match="claims_from in its meta.json"):
+        assert report_main([str(second / "delta"), "--out", str(tmp_path / "r3")]) == 0
+    assert pd.read_csv(tmp_path / "r3" / "delta" / "claims.csv").empty
 
 
 def test_a_failure_mid_report_leaves_the_earlier_report_intact(tmp_path, monkeypatch):

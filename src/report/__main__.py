@@ -91,21 +91,45 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged if isinstance(merged, dict) else {}
 
 
-def study_spec(study: str, run_set: RunSet, claims_file: str | None) -> tuple[dict[str, Any], str]:
-    """The study's ``report`` block and where it came from: ``--claims`` file, else the run records'
-    resolved config (the newest run), else ``conf/experiment/<study>.yaml``."""
+def remembered_claims(directories: list[str], study: str) -> str | None:
+    """The claims file the last report of ``study`` was given (``claims_from`` in the ``meta.json`` of a
+    results folder among ``directories``): rebuilding a committed study then judges the same claims."""
+    for directory in directories:
+        try:
+            meta = json.loads((Path(directory) / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("study") == study and meta.get("claims_from"):
+            return str(meta["claims_from"])
+    return None
+
+
+def study_spec(
+    study: str, run_set: RunSet, claims_file: str | None, remembered: str | None = None
+) -> tuple[dict[str, Any], str, str | None]:
+    """The study's ``report`` block, where it came from, and the claims file it was read from (None for
+    the records' own): the ``--claims`` file, else the one the last report of this results folder used
+    (``remembered``), else the run records' resolved config (the newest run), else
+    ``conf/experiment/<study>.yaml``."""
     if claims_file:
         spec = read_spec_file(Path(claims_file))
         if spec is not None:
-            return spec, f"`{claims_file}` (--claims)"
+            return spec, f"`{claims_file}` (--claims)", claims_file
+    if remembered:
+        if not Path(remembered).exists():
+            warnings.warn(f"{study}: {remembered} (claims_from in its meta.json) not found", stacklevel=2)
+        else:
+            spec = read_spec_file(Path(remembered))
+            if spec is not None:
+                return spec, f"`{remembered}` (the claims file of the last report, meta.json's claims_from)", remembered
     if study in run_set.specs:
-        return run_set.specs[study], "the run records (`config.report`, from the study file they were run with)"
+        return run_set.specs[study], "the run records (`config.report`, from the study file they were run with)", None
     fallback = EXPERIMENTS / f"{study}.yaml"
     if fallback.exists():
         spec = read_spec_file(fallback)
         if spec is not None:
-            return spec, f"`conf/experiment/{study}.yaml` (the run records carry none)"
-    return {}, ""
+            return spec, f"`conf/experiment/{study}.yaml` (the run records carry none)", None
+    return {}, "", None
 
 
 def skipped_for(study: str, skipped: list[Skipped]) -> list[Skipped]:
@@ -182,6 +206,8 @@ def build_study(
                 "verdicts": verdicts if claims else None,
                 "written_at": context["written_at"],
                 "command": context["command"],
+                # a later report of this folder judges these claims again (remembered_claims)
+                "claims_from": context.get("claims_from"),
                 "runs_launched_by": sweep_commands(runs),
             },
             indent=2,
@@ -304,13 +330,14 @@ def main(argv: list[str] | None = None) -> int:
     rendered: dict[str, dict[str, str | bytes]] = {}
     for study, part in runs.groupby("study", sort=True):
         study = str(study)
-        spec, source = study_spec(study, run_set, args.claims)
+        remembered = None if args.claims else remembered_claims(args.dirs, study)
+        spec, source, claims_from = study_spec(study, run_set, args.claims, remembered)
         try:
             check_spec(spec)
         except SpecError as error:
             print(f"error: {source or study}: {error}", file=sys.stderr)
             return 2
-        context = {**base, "spec_source": source, "runs_source": runs_source}
+        context = {**base, "spec_source": source, "runs_source": runs_source, "claims_from": claims_from}
         named = [column for claim in claims_of(spec) for column in named_columns(claim)]
         records = [record for kept in run_set.records.values() for record in kept]
         part = with_config_columns(part.reset_index(drop=True), records, named)
