@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from benchmarks.timing import synchronize, timed_steps
 from src.atomic import write_text_atomic
 from src.pack import PackedNet
 from src.provenance import git_commit
@@ -49,11 +50,6 @@ def build_nets(model: str, norm: str, k: int, device: torch.device) -> list[torc
         factory.apply_weight(net)
         nets.append(net.to(device))
     return nets
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class Cell:
@@ -86,22 +82,8 @@ class Cell:
         return max(2, math.ceil(seconds / per_step))
 
     def step_times(self, steps: int) -> list[float]:
-        """Seconds of each of ``steps`` steps on a CPU; on a GPU, whose steps are asynchronous, the
-        block's time between two synchronizations ÷ steps, once per step."""
-        if self.device.type == "cuda":
-            synchronize(self.device)
-            started = time.perf_counter()
-            for _ in range(steps):
-                self.step()
-            synchronize(self.device)
-            return [(time.perf_counter() - started) / steps] * steps
-        times, last = [], time.perf_counter()
-        for _ in range(steps):
-            self.step()
-            now = time.perf_counter()
-            times.append(now - last)
-            last = now
-        return times
+        """Seconds of each of ``steps`` steps (:func:`benchmarks.timing.timed_steps`)."""
+        return timed_steps(self.step, steps, self.device)
 
 
 def packing_table(

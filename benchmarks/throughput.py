@@ -39,6 +39,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from benchmarks.timing import per_step, synchronize, timed_steps
 from src.atomic import write_text_atomic
 from src.callbacks import TrainTimer
 from src.data.arrays import ArrayDataModule, ImageArrays
@@ -73,19 +74,6 @@ def model() -> torch.nn.Module:
     return CifarResNet((3, 32, 32), 10, NORM, depth=20)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def per_step(device: torch.device, step_times: list[float], block_seconds: float, steps: int) -> float:
-    """Seconds per step: on a CPU the median of the steps' own times, which a noisy VM's stalls do not
-    move; on a GPU, whose steps are asynchronous, the block's time between two synchronizations ÷ steps."""
-    if device.type == "cuda" or not step_times:
-        return block_seconds / max(1, steps)
-    return float(statistics.median(step_times))
-
-
 def hand_loop(device: torch.device, batch: int, steps: int, warmup: int, compile_mode: str | None) -> float:
     """Seconds per step of the plainest loop: data on the device, forward, backward, SGD."""
     net = model().to(device)
@@ -93,22 +81,21 @@ def hand_loop(device: torch.device, batch: int, steps: int, warmup: int, compile
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     images = torch.randn(batch * 8, 3, 32, 32, device=device)
     labels = torch.randint(0, 10, (batch * 8,), device=device)
-    step_times: list[float] = []
-    for step in range(warmup + steps):
-        if step == warmup:
-            synchronize(device)
-            started = last = time.perf_counter()
-        index = slice((step % 8) * batch, (step % 8 + 1) * batch)
+    position = 0
+
+    def step() -> None:
+        nonlocal position
+        index = slice((position % 8) * batch, (position % 8 + 1) * batch)
+        position += 1
         loss = F.cross_entropy(step_net(images[index]), labels[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step >= warmup and device.type != "cuda":
-            now = time.perf_counter()
-            step_times.append(now - last)
-            last = now
-    synchronize(device)
-    return per_step(device, step_times, time.perf_counter() - started, steps)
+
+    for _ in range(warmup):
+        step()
+    times = timed_steps(step, steps, device)
+    return per_step(device, times, sum(times), steps)
 
 
 class StepTimer(TrainTimer):

@@ -109,7 +109,7 @@ def test_the_benchmark_writes_its_tables_with_the_machine_and_command(tmp_path, 
 
 
 def test_a_cpu_step_time_is_the_median_of_the_steps_and_a_gpu_one_the_synchronized_block():
-    from benchmarks.throughput import per_step
+    from benchmarks.timing import per_step
 
     stalled = [0.010, 0.011, 0.500, 0.010, 0.012]  # one step stalled by the VM
     assert per_step(torch.device("cpu"), stalled, sum(stalled), 5) == 0.011
