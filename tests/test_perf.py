@@ -150,7 +150,21 @@ def test_the_packing_benchmark_writes_its_table_with_the_machine_and_command(tmp
     packing.main([*argv, "--warmup", "1", "--reps", "2", "--pairs", "2", "--device", "cpu", "--out", str(tmp_path)])
     table = pd.read_csv(tmp_path / "packing.csv")
     assert list(table["K"]) == [1, 2] and (table["runs_per_hour_ratio"] > 0).all() and (table["spread"] >= 0).all()
+    assert (table["redone"] >= 0).all() and (table["slow_kept"] <= 2).all()
     assert table["command"].str.startswith("python -m benchmarks.packing").all() and table["machine"].notna().all()
     cell = packing.Cell("resnet8", "bn", 2, 2, torch.device("cpu"))
     times = cell.step_times(4)
     assert len(times) == 4 and min(times) > 0  # each step's own time on a CPU: their median resists a stall
+
+
+def test_repetitions_taken_in_a_slow_spell_are_redone_and_the_rest_kept():
+    from benchmarks.packing import Repetition, redo_slow
+
+    repetitions = {2: [Repetition(0.010, 0.015), Repetition(0.018, 0.020)], 8: [Repetition(0.011, 0.050)]}
+    fresh = iter([Repetition(0.017, 0.020), Repetition(0.0105, 0.016)])  # still slow, then not
+    redone = redo_slow(repetitions, lambda k: next(fresh), slow=1.15, retries=3)
+    assert redone == {2: 2, 8: 0}
+    assert repetitions[2][1] == Repetition(0.0105, 0.016) and repetitions[2][0] == Repetition(0.010, 0.015)
+    assert round(repetitions[8][0].ratio(8), 2) == 1.76
+    stuck = {2: [Repetition(0.010, 0.015), Repetition(0.030, 0.020)]}
+    assert redo_slow(stuck, lambda k: Repetition(0.030, 0.020), slow=1.15, retries=2) == {2: 2}  # kept after 2
