@@ -2,7 +2,7 @@
 
     make bench                       # or: python -m benchmarks.throughput [--steps 30] [--compile] [--sweep]
 
-First, the issue's CPU target: the default small CNN on the embedded Fashion-MNIST subset, where the
+First, the issue's CPU target: the default run (small CNN, bn, the default embedded dataset), where the
 hand loop trains the same model on the same images (normalized once, held in memory, drawn in a
 random order) and normlab's step is the full ``src.train.train`` path (composed config, callbacks,
 checkpointing); both as the median step time, repeated ``--reps`` times interleaved.
@@ -236,7 +236,7 @@ def resnet_pair(batch: int, steps: int, warmup: int) -> tuple[float, float]:
 
 
 def embedded_config(batch: int, steps: int, threads: int):
-    """The default run (small CNN, embedded Fashion-MNIST, bn) sized to one epoch of ``steps`` steps."""
+    """The default run (small CNN, bn, the default embedded dataset) sized to one epoch of ``steps`` steps."""
     overrides = [
         f"batch={batch}",
         "epochs=1",
@@ -297,7 +297,7 @@ def embedded_table(batches: list[int], steps: int, reps: int, threads: list[int]
             rows.append(
                 {
                     "model": "small_cnn",
-                    "data": "fashion_mnist_small",
+                    "data": str(embedded_config(batch, 1, thread_count).dataset.name),
                     "batch": batch,
                     "threads": thread_count,
                     "hand_ms": 1e3 * hand_s,
