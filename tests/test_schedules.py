@@ -3,6 +3,7 @@ older layout (``optim.schedule: cosine`` + ``milestones``/``gamma``) hashing as 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -32,6 +33,10 @@ def test_each_schedule_config_builds_a_function_of_progress(compose_cfg, choice,
     cfg = compose_cfg(f"optim/schedule={choice}")
     schedule = build(cfg.optim.schedule)
     assert schedule(progress) == pytest.approx(expected)
+    # called every step: the module keeps a plain partial, not Hydra's, which re-authorizes each call
+    checked = check_schedule(schedule)
+    assert type(checked) is functools.partial and checked(progress) == schedule(progress)
+    assert checked.func is schedule.func and checked.keywords == schedule.keywords
 
 
 def test_step_parameters_come_from_the_config(compose_cfg):
