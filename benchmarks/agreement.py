@@ -13,6 +13,8 @@ repetitions' ratios: two runs can only agree to about that.
 from __future__ import annotations
 
 import argparse
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -102,8 +104,10 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         parser.error(f"no table of {', '.join(TABLES)} is in both {args.first} and {args.second}")
     text = render(tables, args.within)
     print(text)
-    if args.out:
-        write_text_atomic(args.out, text + "\n")
+    if args.out:  # the file says what it compares and when (the CSVs name each run's command and commit)
+        command = "python -m benchmarks.agreement " + " ".join(sys.argv[1:] if argv is None else argv)
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_text_atomic(args.out, f"{command}\n({stamp})\n\n{text}\n")
     return tables
 
 

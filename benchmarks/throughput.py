@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cpu" if args.embedded is None else args.embedded:
         default_threads = sorted({1, torch.get_num_threads()})
         threads = [int(t) for t in args.threads.split(",")] if args.threads else default_threads
-        print(f"Default run (small CNN, embedded Fashion-MNIST, bn): median step, {args.reps} reps")
+        print(f"Default run (small CNN, bn, the default embedded dataset): median step, {args.reps} reps")
         embedded = embedded_table([2, 32], args.embedded_steps, args.reps, threads)
         print(embedded.round(3).to_string(index=False))
         write_text_atomic(out / "embedded.csv", embedded.assign(**stamp).round(4).to_csv(index=False))

@@ -39,6 +39,7 @@ def test_folders_are_compared_table_by_table_and_the_text_counts_agreement(tmp_p
     out = tmp_path / "agreement.txt"
     agreement_main([str(first), str(second), "--out", str(out)])
     text = out.read_text()
+    assert text.startswith(f"python -m benchmarks.agreement {first} {second} --out {out}\n(20")  # command, date
     assert "packing.csv: 2 of 3 ratios agree within ±5 %" in text
     assert "sweep.csv: 1 of 1 ratios agree within ±5 %" in text
     assert text.rstrip().endswith("all tables: 3 of 4 ratios agree within ±5 %")

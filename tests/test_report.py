@@ -686,3 +686,13 @@ def test_a_claim_may_name_a_config_key_that_has_not_varied_yet(tmp_path):
     assert report_main([str(root), "--out", str(tmp_path / "out")]) == 0
     claims = pd.read_csv(tmp_path / "out" / "ws" / "claims.csv")
     assert list(claims.verdict) == ["reproduced"]
+
+
+def test_plot_panels_run_in_numeric_order_under_short_wrapped_titles():
+    from src.report.plots import natural_key, panel_title
+
+    labels = [("cifar10", "resnet8 · epochs=16"), ("cifar10", "resnet8 · epochs=32"), ("cifar10", "resnet8 · epochs=8")]
+    assert sorted(labels, key=natural_key) == [labels[2], labels[0], labels[1]]
+    title = panel_title("cifar10_jpeg", "resnet8 · epochs=16 · standardize_weights=False", "batch 32")
+    assert all(len(line) <= 44 for line in title.splitlines()) and len(title.splitlines()) == 2
+    assert title.replace("\n", " ") == "cifar10_jpeg · resnet8 · epochs=16 · standardize_weights=False · batch 32"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import math
+import re
+import textwrap
 from typing import Any
 
 import matplotlib
@@ -46,6 +48,18 @@ def _batch_axis(axis: plt.Axes, batches: list[int]) -> None:
     axis.set_xlabel("batch size (images per worker)")
 
 
+def natural_key(labels: tuple[Any, ...]) -> list[Any]:
+    """Sort key for panel labels with numbers compared as numbers (``epochs=8`` before ``epochs=16``)."""
+    return [int(part) if part.isdigit() else part for label in labels for part in re.split(r"(\d+)", str(label))]
+
+
+def panel_title(dataset: str, slice_label: str, *extra: str, width: int = 44) -> str:
+    """A panel's title: the dataset, then its slice (model and the design columns that vary), wrapped
+    to the panel's width; the study's name is in the figure's title."""
+    lines = textwrap.wrap(" · ".join([dataset, slice_label, *extra]), width=width)
+    return "\n".join(lines)
+
+
 def error_vs_batch(
     summary: pd.DataFrame,
     study: str,
@@ -55,7 +69,7 @@ def error_vs_batch(
 ) -> bytes:
     """One panel per dataset × model: error (%) against log2 batch size, a line per norm with 95 % CI
     error bars; plus, when given, a panel with the published curve (``reference``)."""
-    panels = list(summary.groupby(["dataset", "model"], sort=True))
+    panels = sorted(summary.groupby(["dataset", "model"], sort=False), key=lambda item: natural_key(item[0]))
     has_reference = bool(reference and reference.get("batches") and reference.get("rows"))
     count = len(panels) + has_reference
     figure, axes = plt.subplots(1, count, figsize=(5.2 * count, 4.2), squeeze=False)
@@ -77,7 +91,7 @@ def error_vs_batch(
             )
         _batch_axis(axis, sorted({int(b) for b in part["batch"]}, reverse=True))
         axis.set_ylabel("error (%)" if "error" in metric else metric)
-        axis.set_title(f"{dataset} classification error vs. batch sizes\n{model}, study {study}", fontsize=10)
+        axis.set_title(panel_title(dataset, model), fontsize=9)
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=8)
     if has_reference:
@@ -121,7 +135,7 @@ def error_by_norm(
 ) -> bytes:
     """Bars: each norm's mean error at one batch size with its 95 % CI; dots: the single runs."""
     at_batch = summary[summary["batch"] == batch]
-    panels = list(at_batch.groupby(["dataset", "model"], sort=True))
+    panels = sorted(at_batch.groupby(["dataset", "model"], sort=False), key=lambda item: natural_key(item[0]))
     figure, axes = plt.subplots(
         1,
         max(1, len(panels)),
@@ -156,7 +170,7 @@ def error_by_norm(
         axis.set_xticks(x)
         axis.set_xticklabels([catalog.label(n) for n in norms], rotation=20, ha="right", fontsize=9)
         axis.set_ylabel("error (%)" if "error" in metric else metric)
-        axis.set_title(f"{dataset} · {model}, batch {batch}", fontsize=10)
+        axis.set_title(panel_title(dataset, model, f"batch {batch}"), fontsize=9)
         axis.grid(True, axis="y", alpha=0.3)
     figure.suptitle(
         f"Study {study}: {metric.replace('_', ' ')} by norm at batch {batch} (95% CI, dots: runs)", fontsize=11
