@@ -171,9 +171,21 @@ def _top_key(override: str) -> str:
 
 def run_dirname(task_overrides: Sequence[str]) -> str:
     """A run's directory name: its task overrides, sorted and joined by ``,`` as Hydra's
-    ``job.override_dirname`` does, less every override of a steering key or one of its sub-keys."""
-    kept = sorted(str(item) for item in task_overrides if _top_key(str(item)) not in DIRNAME_EXCLUDED)
+    ``job.override_dirname`` does, less every override of a steering key or one of its sub-keys, and
+    less every override of a steering sub-key (``trainer.accelerator=cpu``, ``dataset.on_device=false``):
+    a run moved to another device keeps its directory, so it resumes there (its config hash is the same)."""
+    kept = sorted(
+        str(item)
+        for item in task_overrides
+        if _top_key(str(item)) not in DIRNAME_EXCLUDED and not _steering_subkey(str(item))
+    )
     return ",".join(kept)
+
+
+def _steering_subkey(override: str) -> bool:
+    """Whether ``override`` sets one of :data:`STEERING_SUBKEYS` (``trainer.accelerator=cpu``)."""
+    parts = override.split("=", 1)[0].lstrip("~+").split(".")
+    return len(parts) == 2 and parts[1] in STEERING_SUBKEYS.get(parts[0], ())
 
 
 def register_resolvers() -> None:

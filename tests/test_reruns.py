@@ -64,6 +64,17 @@ def test_the_run_directory_name_leaves_out_exactly_the_steering_keys():
     assert run_dirname(overrides) == "norm=gn,optim.base_lr=0.05,seed=1"
 
 
+def test_a_run_moved_to_another_device_keeps_its_directory():
+    """Steering sub-keys (the accelerator, data on the device) name no run: a run begun on a GPU
+    resumes on a CPU in the same directory, as its config hash is the same."""
+    on_gpu = ["epochs=64", "norm=bn", "seed=0", "trainer=gpu"]
+    moved = [*on_gpu, "trainer.accelerator=cpu", "trainer.benchmark=false", "dataset.on_device=false"]
+    assert run_dirname(moved) == run_dirname(on_gpu) == "epochs=64,norm=bn,seed=0,trainer=gpu"
+    assert run_dirname(["trainer.max_epochs=3", "dataset.train_size=500"]) == (
+        "dataset.train_size=500,trainer.max_epochs=3"
+    )
+
+
 def test_steering_keys_never_change_the_hash(compose_cfg):
     base = config_hash(resolved(compose_cfg(*FAST)))
     for steering in (
