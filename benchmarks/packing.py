@@ -1,16 +1,17 @@
 """Runs per hour packed against unpacked: K runs of one configuration as one vmapped model (src/pack.py).
 
-    make bench                       # or: python -m benchmarks.packing [--steps 300] [--reps 5] [--ks 1,2,4,8]
+    make bench                       # or: python -m benchmarks.packing [--seconds 40] [--block 0.25] [--ks 1,2,4,8]
 
 For each model, norm and batch it times a training step (forward, backward, SGD step on the stacked
 parameters: what :class:`src.pack.PackedClassifier` runs) of K packed members against K = 1, with
-random CIFAR-shaped data on the device. ``runs/hour ratio = K × t(1) / t(K)``. Every repetition times
-blocks of K = 1 and of K steps back to back (``--pairs`` alternations, each block about
-``--seconds / (2 × pairs)`` long, after one warmup of ``--warmup`` steps per cell), so a change of the
-machine's speed hits both sides of a ratio alike; the ratio is the median over ``--reps`` repetitions,
-and ``spread`` is (max − min) / median of the per-repetition ratios, printed beside it. A repetition
-taken while the machine ran slow (its K = 1 step > ``--slow`` × the cell's fastest) is redone, up to
-``--retries`` rounds: this VM's slow spells change the ratio itself, not only both sides alike.
+random CIFAR-shaped data on the device. ``runs/hour ratio = K × t(1) / t(K)``. After a warmup of
+``--warmup`` steps per K, about ``--seconds`` go to rounds: each round a block of every K in turn (K = 1,
+2, 4, 8), each block about ``--block`` seconds, so every K's steps and the K = 1 steps they are compared
+with are taken in the same second of the machine's life; t is the median step over all rounds, and
+``spread`` is (max − min) / ratio over ``--reps`` consecutive groups of rounds. The K = 1 row times K = 1's
+odd blocks against its even ones: the machine's noise floor. On a CPU with one thread a step is timed by
+the process's CPU time (``--clock auto``, :mod:`benchmarks.timing`), so time the machine gives to other
+work (the hypervisor, other processes) counts on neither side; the table names its clock.
 ``python -m benchmarks.agreement first.csv second.csv`` prints how far two runs' ratios agree.
 Writes ``results/bench/packing.csv`` naming the machine; :data:`src.launcher.DEFAULT_SIZES` is chosen
 from it.
@@ -19,13 +20,10 @@ from it.
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import statistics
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,7 +33,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from benchmarks.timing import synchronize, timed_steps
+from benchmarks.timing import CLOCKS, Clock, step_clock, synchronize, timed_steps
 from src.atomic import write_text_atomic
 from src.pack import PackedNet
 from src.provenance import git_commit
@@ -60,13 +58,17 @@ def build_nets(model: str, norm: str, k: int, device: torch.device) -> list[torc
 class Cell:
     """One packed model of K members, ready to step."""
 
-    def __init__(self, model: str, norm: str, batch: int, k: int, device: torch.device):
+    def __init__(
+        self, model: str, norm: str, batch: int, k: int, device: torch.device, clock: Clock = time.perf_counter
+    ):
         self.net = PackedNet(build_nets(model, norm, k, device)).to(device).train()
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
         self.images = torch.randn(k, batch, 3, 32, 32, device=device)
         self.labels = torch.randint(0, 10, (k, batch), device=device)
         self.k = k
         self.device = device
+        self.clock = clock
+        self.calibrate_seconds = 0.0
 
     def step(self) -> None:
         logits = self.net(self.images)
@@ -83,55 +85,58 @@ class Cell:
         for _ in range(max(1, warmup)):
             self.step()
         synchronize(self.device)
-        per_step = (time.perf_counter() - started) / max(1, warmup)
-        return max(2, math.ceil(seconds / per_step))
+        self.calibrate_seconds = (time.perf_counter() - started) / max(1, warmup)
+        return max(2, math.ceil(seconds / self.calibrate_seconds))
 
     def step_times(self, steps: int) -> list[float]:
         """Seconds of each of ``steps`` steps (:func:`benchmarks.timing.timed_steps`)."""
-        return timed_steps(self.step, steps, self.device)
+        return timed_steps(self.step, steps, self.device, self.clock)
 
 
-@dataclass
-class Repetition:
-    """One repetition of a ratio: the median K = 1 and K-packed step times over its alternated blocks."""
-
-    one: float
-    packed: float
-
-    def ratio(self, k: int) -> float:
-        return k * self.one / self.packed
-
-
-def repeat(cells: dict[int, Cell], counts: dict[int, int], k: int, pairs: int) -> Repetition:
-    """``pairs`` alternations of a K = 1 block and a K block, back to back."""
-    times_1: list[float] = []
-    times_k: list[float] = []
-    for _ in range(pairs):
-        times_1 += cells[1].step_times(counts[1])
-        times_k += cells[k].step_times(counts[k])
-    return Repetition(statistics.median(times_1), statistics.median(times_k))
+def round_robin(cells: dict[int, Cell], counts: dict[int, int], rounds: int) -> dict[int, list[list[float]]]:
+    """``rounds`` passes over every K, a block of ``counts[K]`` steps each, back to back: each K's block
+    step times per round. A pass takes about a second, so every K sees the machine as it is that second."""
+    times: dict[int, list[list[float]]] = {k: [] for k in cells}
+    for _ in range(rounds):
+        for k, cell in cells.items():
+            times[k].append(cell.step_times(counts[k]))
+    return times
 
 
-def redo_slow(
-    repetitions: dict[int, list[Repetition]], again: Callable[[int], Repetition], slow: float, retries: int
-) -> dict[int, int]:
-    """Redo the repetitions taken while the machine ran slow, in place; how many were redone per K.
+def ratio(k: int, one: list[float], packed: list[float]) -> float:
+    """Runs per hour packed / unpacked from step times: K × t(1) / t(K), each t a median step."""
+    return k * statistics.median(one) / statistics.median(packed)
 
-    This VM changes speed for seconds at a time, and not uniformly: in a slow spell the K = 1 step of
-    ResNet-20 + GN at batch 2 took 1.75× its usual time while the K = 8 ratio read 2.01 against 1.64-1.69
-    (a slowdown that hits K = 1 and K unequally, so pairing cannot cancel it). A repetition whose K = 1
-    step is more than ``slow`` × the cell's fastest K = 1 step is redone, up to ``retries`` rounds after
-    every K's repetitions (later, so a spell may have passed); whatever is still slow then is kept."""
-    redone = {k: 0 for k in repetitions}
-    for _ in range(retries):
-        fastest = min(r.one for reps in repetitions.values() for r in reps)
-        slow_ones = [(k, i) for k, reps in repetitions.items() for i, r in enumerate(reps) if r.one > slow * fastest]
-        if not slow_ones:
-            break
-        for k, i in slow_ones:
-            repetitions[k][i] = again(k)
-            redone[k] += 1
-    return redone
+
+def cell_rows(times: dict[int, list[list[float]]], reps: int) -> list[dict[str, float | int]]:
+    """Each K's ratio over all its blocks, and its spread over ``reps`` consecutive groups of rounds.
+
+    K = 1 is timed against itself, its odd blocks against its even ones: the machine's noise floor."""
+    rounds = len(times[1])
+    groups = [range(g * rounds // reps, (g + 1) * rounds // reps) for g in range(reps)]
+
+    def steps(k: int, rows: range | list[int]) -> list[float]:
+        return [t for r in rows for t in times[k][r]]
+
+    odd, even = list(range(1, rounds, 2)), list(range(0, rounds, 2))
+    rows = []
+    for k in times:
+        if k == 1:
+            whole = ratio(1, steps(1, odd), steps(1, even))
+            parts = [ratio(1, steps(1, [r for r in g if r % 2]), steps(1, [r for r in g if not r % 2])) for g in groups]
+        else:
+            whole = ratio(k, steps(1, range(rounds)), steps(k, range(rounds)))
+            parts = [ratio(k, steps(1, g), steps(k, g)) for g in groups]
+        rows.append(
+            {
+                "K": k,
+                "step_ms_packed": round(1e3 * statistics.median(steps(k, range(rounds))), 3),
+                "step_ms_one": round(1e3 * statistics.median(steps(1, range(rounds))), 3),
+                "runs_per_hour_ratio": round(whole, 3),
+                "spread": round((max(parts) - min(parts)) / whole, 3),
+            }
+        )
+    return rows
 
 
 def packing_table(
@@ -143,52 +148,48 @@ def packing_table(
     steps: int | None,
     warmup: int,
     reps: int,
-    seconds: float = 1.0,
-    pairs: int = 2,
-    slow: float = 1.15,
-    retries: int = 3,
+    seconds: float = 40.0,
+    block: float = 0.25,
+    clock: str = "wall",
 ) -> pd.DataFrame:
     """One row per (model, norm, batch, K): median step times and the runs-per-hour ratio with its spread.
 
-    Each cell is warmed up once, then timed in blocks of ``steps`` steps (None: as many as take about
-    ``seconds / (2 × pairs)``). A repetition times, for each K, ``pairs`` alternations of a K = 1 block
-    and a K block back to back, so that the two sides of a ratio see the same machine state; the ratio
-    of a repetition is K × t(1) / t(K), each t the median step over its blocks
-    (:mod:`benchmarks.timing`); repetitions taken in a slow spell of the machine are redone
-    (:func:`redo_slow`); the row gives the median over repetitions, their spread and the redone count."""
+    For each model, norm and batch, one model per K is built and warmed up; then about ``seconds`` are
+    spent in rounds, each a block of every K in turn, back to back (:func:`round_robin`), every block about
+    ``block`` seconds (or ``steps`` steps), so each K's steps and the K = 1 steps they are compared with are
+    taken in the same seconds. The ratio is K × t(1) / t(K) over all rounds (each t the median step,
+    :mod:`benchmarks.timing`), and its spread is (max − min) / ratio over ``reps`` consecutive groups of
+    rounds. ``clock`` (``cpu`` or ``wall``, :func:`benchmarks.timing.step_clock`) times a CPU step."""
     rows = []
-    block_seconds = seconds / (2 * pairs)
+    all_ks = sorted({1, *ks})
     for model in models:
         for norm in norms:
             for batch in batches:
-                cells = {k: Cell(model, norm, batch, k, device) for k in sorted(set([1, *ks]))}
-                counts = {k: steps or cell.calibrate(block_seconds, warmup) for k, cell in cells.items()}
-
-                again = functools.partial(repeat, cells, counts, pairs=pairs)
-                repetitions = {k: [again(k) for _ in range(reps)] for k in ks}
-                redone = redo_slow(repetitions, again, slow, retries)
-                fastest = min(r.one for done in repetitions.values() for r in done)
-                for k in ks:
-                    ratios = [r.ratio(k) for r in repetitions[k]]
-                    median = statistics.median(ratios)
-                    packed = statistics.median(r.packed for r in repetitions[k])
+                cells = {k: Cell(model, norm, batch, k, device, CLOCKS[clock]) for k in all_ks}
+                counts = {k: steps or cell.calibrate(block, warmup) for k, cell in cells.items()}
+                rounds = 2 * reps  # with fixed steps (a test, a quick look): two rounds a group
+                if not steps:
+                    per_round = sum(counts[k] * cells[k].calibrate_seconds for k in all_ks)
+                    rounds = max(rounds, math.ceil(seconds / per_round))
+                times = round_robin(cells, counts, rounds)
+                for row in cell_rows(times, reps):
+                    if row["K"] not in ks:
+                        continue
+                    k = int(row["K"])
                     rows.append(
                         {
                             "model": model,
                             "norm": norm,
                             "batch": batch,
-                            "K": k,
+                            **row,
                             "steps": counts[k],
-                            "step_ms_packed": round(1e3 * packed, 3),
-                            "step_ms_one": round(1e3 * statistics.median(r.one for r in repetitions[k]), 3),
-                            "member_steps_per_s": round(k / packed, 1),
-                            "runs_per_hour_ratio": round(median, 3),
-                            "spread": round((max(ratios) - min(ratios)) / median, 3),
-                            "redone": redone[k],
-                            "slow_kept": sum(r.one > slow * fastest for r in repetitions[k]),
+                            "blocks": rounds,
+                            "member_steps_per_s": round(1e3 * k / row["step_ms_packed"], 1),
+                            "clock": clock,
                         }
                     )
-    return pd.DataFrame(rows)
+    columns = ["model", "norm", "batch", "K", "steps", "blocks", "step_ms_packed", "step_ms_one"]
+    return pd.DataFrame(rows)[[*columns, "member_steps_per_s", "runs_per_hour_ratio", "spread", "clock"]]
 
 
 def machine(device: torch.device) -> str:
@@ -206,23 +207,24 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--norms", default="bn,gn")
     parser.add_argument("--batches", default="2,32")
     parser.add_argument("--ks", default="1,2,4,8")
-    parser.add_argument(
-        "--steps", type=int, default=None, help="timed steps per cell and repetition (default: --seconds' worth)"
-    )
-    parser.add_argument("--seconds", type=float, default=1.0, help="time per cell and repetition when --steps is unset")
+    parser.add_argument("--steps", type=int, default=None, help="steps per block (default: --block's worth)")
+    parser.add_argument("--seconds", type=float, default=40.0, help="time per model, norm and batch (all K)")
+    parser.add_argument("--block", type=float, default=0.25, help="seconds per block of one K when --steps is unset")
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--reps", type=int, default=5, help="repetitions (the median is reported)")
-    parser.add_argument("--pairs", type=int, default=2, help="alternations of K = 1 and K blocks per repetition")
-    parser.add_argument(
-        "--slow", type=float, default=1.15, help="redo a repetition whose K = 1 step is > SLOW × the cell's fastest"
-    )
-    parser.add_argument("--retries", type=int, default=3, help="rounds of redoing slow repetitions (0: none)")
+    parser.add_argument("--reps", type=int, default=5, help="groups of rounds the spread is taken over")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: one run per core, as a sweep)")
+    parser.add_argument(
+        "--clock",
+        default="auto",
+        choices=["auto", *CLOCKS],
+        help="auto: the process's CPU time for a one-thread CPU step, else wall time",
+    )
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     steps = args.steps
+    clock = step_clock(device, args.threads, args.clock)
     table = packing_table(
         device,
         args.models.split(","),
@@ -233,9 +235,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         args.warmup,
         args.reps,
         args.seconds,
-        args.pairs,
-        args.slow,
-        args.retries,
+        args.block,
+        clock,
     )
     name = machine(device)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -243,11 +244,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table["date"] = stamp
     table["commit"] = git_commit()
     table["command"] = "python -m benchmarks.packing " + " ".join(sys.argv[1:] if argv is None else argv)
-    block = f"{steps} steps" if steps else f"about {args.seconds / (2 * args.pairs):g} s"
+    block = f"{steps} steps" if steps else f"about {args.block:g} s"
     print(
-        f"packed runs per hour vs unpacked on {name}: K = 1 and K blocks of {block}, {args.pairs} alternations"
-        f" × {args.reps} repetitions, those whose K = 1 step was > {args.slow:g}× the cell's fastest redone"
-        f" (up to {args.retries} rounds; slow_kept: still slow after them) ({stamp})"
+        f"packed runs per hour vs unpacked on {name}: rounds of one block ({block}) of every K in turn for"
+        f" about {args.seconds:g} s per model, norm and batch; ratio over all rounds, spread over {args.reps}"
+        f" groups of them; steps timed by {'the process CPU time' if clock == 'cpu' else 'wall time'} ({stamp})"
     )
     print(table.drop(columns=["machine", "date", "commit", "command"]).to_string(index=False))
     out = Path(args.out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -147,24 +148,41 @@ def test_the_packing_benchmark_writes_its_table_with_the_machine_and_command(tmp
     from benchmarks import packing
 
     argv = ["--models", "resnet8", "--norms", "bn", "--batches", "2", "--ks", "1,2", "--steps", "3"]
-    packing.main([*argv, "--warmup", "1", "--reps", "2", "--pairs", "2", "--device", "cpu", "--out", str(tmp_path)])
+    packing.main([*argv, "--warmup", "1", "--reps", "2", "--device", "cpu", "--out", str(tmp_path)])
     table = pd.read_csv(tmp_path / "packing.csv")
     assert list(table["K"]) == [1, 2] and (table["runs_per_hour_ratio"] > 0).all() and (table["spread"] >= 0).all()
-    assert (table["redone"] >= 0).all() and (table["slow_kept"] <= 2).all()
+    assert list(table["blocks"]) == [4, 4] and list(table["steps"]) == [3, 3]  # 2 groups of 2 rounds
+    assert (table["clock"] == "cpu").all()  # one thread on a CPU: the process's CPU time
     assert table["command"].str.startswith("python -m benchmarks.packing").all() and table["machine"].notna().all()
     cell = packing.Cell("resnet8", "bn", 2, 2, torch.device("cpu"))
     times = cell.step_times(4)
     assert len(times) == 4 and min(times) > 0  # each step's own time on a CPU: their median resists a stall
 
 
-def test_repetitions_taken_in_a_slow_spell_are_redone_and_the_rest_kept():
-    from benchmarks.packing import Repetition, redo_slow
+def test_packing_ratios_compare_steps_of_the_same_rounds_and_k1_is_its_own_noise_floor():
+    from benchmarks.packing import cell_rows
 
-    repetitions = {2: [Repetition(0.010, 0.015), Repetition(0.018, 0.020)], 8: [Repetition(0.011, 0.050)]}
-    fresh = iter([Repetition(0.017, 0.020), Repetition(0.0105, 0.016)])  # still slow, then not
-    redone = redo_slow(repetitions, lambda k: next(fresh), slow=1.15, retries=3)
-    assert redone == {2: 2, 8: 0}
-    assert repetitions[2][1] == Repetition(0.0105, 0.016) and repetitions[2][0] == Repetition(0.010, 0.015)
-    assert round(repetitions[8][0].ratio(8), 2) == 1.76
-    stuck = {2: [Repetition(0.010, 0.015), Repetition(0.030, 0.020)]}
-    assert redo_slow(stuck, lambda k: Repetition(0.030, 0.020), slow=1.15, retries=2) == {2: 2}  # kept after 2
+    # 4 rounds; K = 1 steps 10 ms (odd rounds 11 ms), K = 4 steps 20 ms: ratio 4 × 10.5 / 20 = 2.1
+    times = {1: [[0.010], [0.011], [0.010], [0.011]], 4: [[0.020], [0.020], [0.020], [0.020]]}
+    rows = {row["K"]: row for row in cell_rows(times, reps=2)}
+    assert rows[4]["runs_per_hour_ratio"] == 2.1 and rows[4]["spread"] == 0.0
+    assert rows[1]["runs_per_hour_ratio"] == 1.1  # odd blocks against even ones
+    assert rows[4]["step_ms_packed"] == 20.0 and rows[4]["step_ms_one"] == 10.5
+    times[4][3] = [0.040]  # the second group's K = 4 block ran slow: a spread, the median keeps the ratio
+    assert cell_rows(times, reps=2)[1]["runs_per_hour_ratio"] == 2.1
+
+
+def test_a_one_thread_cpu_step_is_timed_by_cpu_time_so_time_lost_to_other_work_is_not_counted():
+    import time
+
+    from benchmarks.timing import CLOCKS, step_clock, timed_steps
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert [step_clock(cpu, 1), step_clock(cpu, 2), step_clock(gpu, 1)] == ["cpu", "wall", "wall"]
+    assert step_clock(cpu, 1, "wall") == "wall"
+    for bad, message in (("fast", "clock='fast': allowed are auto, cpu, wall"), ("cpu", "not a GPU step")):
+        with pytest.raises(ValueError, match=message):
+            step_clock(gpu, 1, bad)
+    waiting = functools.partial(time.sleep, 0.02)  # a step that waits, as a process does while descheduled
+    assert min(timed_steps(waiting, 3, cpu, CLOCKS["wall"])) >= 0.02
+    assert max(timed_steps(waiting, 3, cpu, CLOCKS["cpu"])) < 0.01
