@@ -36,7 +36,7 @@ from hydra.utils import instantiate
 from benchmarks.timing import CLOCKS, Clock, step_clock, synchronize, timed_steps
 from src.atomic import write_text_atomic
 from src.pack import PackedNet
-from src.provenance import git_commit
+from src.provenance import git_commit, inside_project
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     table.insert(0, "machine", name)
     table["date"] = stamp
-    table["commit"] = git_commit()
+    table["commit"] = git_commit(ignore=inside_project(Path(args.out)))  # its own table leaves it clean
     table["command"] = "python -m benchmarks.packing " + " ".join(sys.argv[1:] if argv is None else argv)
     block = f"{steps} steps" if steps else f"about {args.block:g} s"
     print(

@@ -47,7 +47,7 @@ from src.models import CifarResNet
 from src.module import Classifier
 from src.norms import Normalization
 from src.perf import compile_for_training
-from src.provenance import git_commit
+from src.provenance import git_commit, inside_project
 from src.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> None:
     stamp = {
         "machine": machine(device),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(),
+        "commit": git_commit(ignore=inside_project(Path(args.out))),  # its own tables leave it clean
         "torch": torch.__version__,
         "command": "python -m benchmarks.throughput " + " ".join(sys.argv[1:] if argv is None else argv),
     }

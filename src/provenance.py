@@ -45,6 +45,16 @@ def git_commit(root: Path = PROJECT_ROOT, ignore: Sequence[str] = ()) -> str:
     return f"{commit}+dirty" if dirty else commit
 
 
+def inside_project(path: Path, root: Path = PROJECT_ROOT) -> list[str]:
+    """``path`` relative to ``root`` when it lies inside it, else nothing: the ``ignore`` of
+    :func:`git_commit` for a command's own output folder (a report's, a benchmark's), so that what the
+    command writes does not make the commit it names read ``+dirty``."""
+    try:
+        return [str(Path(path).resolve().relative_to(root.resolve()))]
+    except ValueError:
+        return []
+
+
 def package_versions(names: Sequence[str] = NUMERIC_PACKAGES) -> dict[str, str]:
     """Installed versions of ``names`` (``not installed`` for a missing one), for every run record."""
     versions = {}

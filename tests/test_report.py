@@ -606,7 +606,7 @@ def test_the_sweep_command_is_rebuilt_from_the_records():
 
 
 def test_the_reports_own_output_does_not_make_the_commit_dirty(tmp_path):
-    from src.provenance import git_commit
+    from src.provenance import git_commit, inside_project
 
     def git(*args: str) -> None:
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
@@ -623,6 +623,8 @@ def test_the_reports_own_output_does_not_make_the_commit_dirty(tmp_path):
     assert git_commit(tmp_path) == f"{clean}+dirty"
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_commit(tmp_path, ignore=["results"]) == f"{clean}+dirty"
+    assert inside_project(tmp_path / "results" / "bench", tmp_path) == ["results/bench"]  # a command's output
+    assert inside_project(tmp_path.parent, tmp_path) == []  # outside the project: nothing to leave out
 
 
 def test_the_report_orders_and_labels_norms_by_what_their_records_say(tmp_path):

@@ -32,7 +32,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from src.atomic import write_bytes_atomic, write_text_atomic
-from src.provenance import PROJECT_ROOT, git_commit, machine_description
+from src.provenance import PROJECT_ROOT, git_commit, inside_project, machine_description
 from src.records import RECORD_FILE, RUNS_FILE, RunRecord, write_runs
 from src.report.claims import VERDICTS, ClaimResult, claims_of, evaluate_claims, named_columns
 from src.report.commands import sweep_commands
@@ -261,14 +261,6 @@ def write_files(target: Path, files: dict[str, str | bytes]) -> None:
             write_text_atomic(target / name, content)
 
 
-def _inside_project(out: Path) -> list[str]:
-    """``out`` relative to the project root, when it lies inside it (for :func:`git_commit`'s ``ignore``)."""
-    try:
-        return [str(out.resolve().relative_to(PROJECT_ROOT))]
-    except ValueError:
-        return []
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="*", help="directories searched recursively for result.json")
@@ -323,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     base = {
         "command": command,
         # the code's commit: the results directory this report rewrites does not make it "dirty"
-        "commit": git_commit(ignore=_inside_project(out)),
+        "commit": git_commit(ignore=inside_project(out)),
         "machine": f"{machine['hostname']} ({machine['platform']}, {machine['cpu_count']} CPUs)",
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
