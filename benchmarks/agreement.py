@@ -4,10 +4,11 @@
 
 For each table both folders hold (packing.csv, embedded.csv, throughput.csv, sweep.csv), the rows are
 matched on the table's key columns and ``rel_diff = second / first − 1`` is computed for its ratio
-column; a ratio *agrees* when ``|rel_diff| ≤ within`` (default 5 %). The reference rows are left out:
-the sequential sweep (1 by definition) and packing's K = 1, timed against itself (the machine's noise
-floor). The ``spread`` columns, where a table has them, are the per-run (max − min) / median of the
-repetitions' ratios: two runs can only agree to about that.
+column; a ratio *agrees* when ``|rel_diff| ≤ within`` (default 5 %). The reference row, the sequential
+sweep (1 by definition), is left out; packing's K = 1 row is compared (a second one-member model timed
+as the packed ones are: the noise floor). Each run's own precision is shown beside its ratio where its
+table records one: ``spread``, the (max − min) / median of the repetitions' ratios, or ``rel_se``, the
+ratio's relative standard error; two runs can only agree to about that.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ import pandas as pd
 from src.atomic import write_text_atomic
 
 # file → (the columns naming a row, the ratio column compared, the reference rows: their ratio is 1 by
-# definition, or times the reference against itself as packing's K = 1 does, the noise floor)
+# definition)
 TABLES: dict[str, tuple[list[str], str, dict[str, object]]] = {
-    "packing.csv": (["model", "norm", "batch", "K"], "runs_per_hour_ratio", {"K": 1}),
+    "packing.csv": (["model", "norm", "batch", "K"], "runs_per_hour_ratio", {}),
     "embedded.csv": (["model", "data", "batch", "threads"], "normlab_over_hand", {}),
     "throughput.csv": (["batch", "mode"], "normlab_over_hand", {}),
     "sweep.csv": (["launcher"], "speedup", {"launcher": "sequential"}),
 }
+
+PRECISION = ("spread", "rel_se")  # the columns a table may record its own ratio's precision in
 
 
 def agreement(
@@ -47,8 +50,9 @@ def agreement(
         merged = merged[~pd.concat([merged[k] == v for k, v in reference.items()], axis=1).all(axis=1)]
     table = pd.DataFrame({key: merged[key] for key in keys})
     table["ratio_1"], table["ratio_2"] = merged[f"{ratio}_1"], merged[f"{ratio}_2"]
-    if "spread_1" in merged:
-        table["spread_1"], table["spread_2"] = merged["spread_1"], merged["spread_2"]
+    for precision in PRECISION:
+        if f"{precision}_1" in merged:
+            table[f"{precision}_1"], table[f"{precision}_2"] = merged[f"{precision}_1"], merged[f"{precision}_2"]
     table["rel_diff"] = (table["ratio_2"] / table["ratio_1"] - 1).round(3)
     table["agree"] = table["rel_diff"].abs() <= within
     return table.reset_index(drop=True)

@@ -83,7 +83,7 @@ GPU_PLAN = Plan(
     sweep_sane_error=80.0,
     parallel_jobs=8,
     bench_args=("--steps", "100", "--batches", "2,32,128", "--compile"),
-    packing_args=("--models", "resnet20", "--steps", "40", "--reps", "3", "--warmup", "5"),
+    packing_args=("--models", "resnet20", "--min-seconds", "5", "--max-seconds", "25", "--warmup", "1"),
     sweep_data=("dataset.train_size=10000",),
     sweep_model=(),
     sweep_epochs=2,
@@ -110,10 +110,14 @@ CPU_PLAN = Plan(
     packing_args=(
         "--steps",
         "3",
-        "--reps",
+        "--min-rounds",
         "2",
+        "--min-seconds",
+        "0",
+        "--max-seconds",
+        "0",
         "--warmup",
-        "1",
+        "0",
         "--models",
         "resnet8",
         "--norms",
@@ -293,7 +297,8 @@ def packing(context: Context) -> dict[str, Any]:
     table = pd.read_csv(out / "packing.csv")
     result: dict[str, Any] = {"rows": len(table)}
     for row in table[table["K"] > 1].itertuples():
-        result[f"{row.model}_{row.norm}_b{row.batch}_K{row.K}"] = f"{row.runs_per_hour_ratio}x ±{row.spread}"
+        interval = f"[{row.ci95_low}, {row.ci95_high}]"
+        result[f"{row.model}_{row.norm}_b{row.batch}_K{row.K}"] = f"{row.runs_per_hour_ratio}x {interval}"
     return result
 
 

@@ -1,18 +1,22 @@
 """Runs per hour packed against unpacked: K runs of one configuration as one vmapped model (src/pack.py).
 
-    make bench                       # or: python -m benchmarks.packing [--seconds 40] [--block 0.25] [--ks 1,2,4,8]
+    make bench                       # or: python -m benchmarks.packing [--precision 0.01] [--max-seconds 180]
 
 For each model, norm and batch it times a training step (forward, backward, SGD step on the stacked
-parameters: what :class:`src.pack.PackedClassifier` runs) of K packed members against K = 1, with
-random CIFAR-shaped data on the device. ``runs/hour ratio = K × t(1) / t(K)``. After a warmup of
-``--warmup`` steps per K, about ``--seconds`` go to rounds: each round a block of every K in turn (K = 1,
-2, 4, 8), each block about ``--block`` seconds, so every K's steps and the K = 1 steps they are compared
-with are taken in the same second of the machine's life; t is the median step over all rounds, and
-``spread`` is (max − min) / ratio over ``--reps`` consecutive groups of rounds. The K = 1 row times K = 1's
-odd blocks against its even ones: the machine's noise floor. On a CPU with one thread a step is timed by
-the process's CPU time (``--clock auto``, :mod:`benchmarks.timing`), so time the machine gives to other
-work (the hypervisor, other processes) counts on neither side; the table names its clock.
-``python -m benchmarks.agreement first.csv second.csv`` prints how far two runs' ratios agree.
+parameters: what :class:`src.pack.PackedClassifier` runs) of K packed members against a one-member
+reference model, with random CIFAR-shaped data on the device. ``runs/hour ratio = K × t(1) / t(K)``.
+
+The design, because this VM's speed drifts by ~10 % from one second to the next: after a warmup, rounds
+of blocks (each about ``--block`` seconds of one model's steps, a block's step the median of its steps)
+run as reference, K = 1, reference, K = 2, reference, K = 4, reference, K = 8, reference, ...: every
+packed block is **bracketed** by two reference blocks, and its ratio is taken against their geometric
+mean, so the drift cancels to first order. Each K's ratio is the mean of its blocks' log ratios, printed
+with its 95 % interval; rounds go on until every K's relative standard error is at most ``--precision``
+(after ``--min-rounds`` and ``--min-seconds``), or ``--max-seconds`` (``precision_met`` says which). The
+K = 1 row is a second one-member model timed as the others are: the noise floor, 1 within its interval.
+On a CPU with one thread a step is timed by the process's CPU time (``--clock auto``,
+:mod:`benchmarks.timing`), so time the machine gives to other work counts on neither side; the table
+names its clock. ``python -m benchmarks.agreement first second`` prints how far two runs agree.
 Writes ``results/bench/packing.csv`` naming the machine; :data:`src.launcher.DEFAULT_SIZES` is chosen
 from it.
 """
@@ -24,6 +28,7 @@ import math
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,8 +37,9 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from scipy import stats
 
-from benchmarks.timing import CLOCKS, Clock, step_clock, synchronize, timed_steps
+from benchmarks.timing import CLOCKS, Clock, per_step, step_clock, synchronize, timed_steps
 from src.atomic import write_text_atomic
 from src.pack import PackedNet
 from src.provenance import git_commit, inside_project
@@ -77,63 +83,122 @@ class Cell:
         loss.backward()
         self.optimizer.step()
 
-    def calibrate(self, seconds: float, warmup: int) -> int:
-        """Steps that take about ``seconds`` (at least 2), from the time of ``warmup`` steps after one."""
+    def calibrate(self, seconds: float, warmup: float) -> int:
+        """Steps in a block of about ``seconds`` (at least 1), from the mean step of a warmup: one step,
+        then steps until ``warmup`` seconds (and at least 2 steps) have passed."""
         self.step()
         synchronize(self.device)
-        started = time.perf_counter()
-        for _ in range(max(1, warmup)):
+        started, steps = time.perf_counter(), 0
+        while steps < 2 or time.perf_counter() - started < warmup:
             self.step()
-        synchronize(self.device)
-        self.calibrate_seconds = (time.perf_counter() - started) / max(1, warmup)
-        return max(2, math.ceil(seconds / self.calibrate_seconds))
+            steps += 1
+            synchronize(self.device)
+        self.calibrate_seconds = (time.perf_counter() - started) / steps
+        return max(1, math.ceil(seconds / self.calibrate_seconds))
 
-    def step_times(self, steps: int) -> list[float]:
-        """Seconds of each of ``steps`` steps (:func:`benchmarks.timing.timed_steps`)."""
-        return timed_steps(self.step, steps, self.device, self.clock)
-
-
-def round_robin(cells: dict[int, Cell], counts: dict[int, int], rounds: int) -> dict[int, list[list[float]]]:
-    """``rounds`` passes over every K, a block of ``counts[K]`` steps each, back to back: each K's block
-    step times per round. A pass takes about a second, so every K sees the machine as it is that second."""
-    times: dict[int, list[list[float]]] = {k: [] for k in cells}
-    for _ in range(rounds):
-        for k, cell in cells.items():
-            times[k].append(cell.step_times(counts[k]))
-    return times
+    def block(self, steps: int) -> float:
+        """Seconds per step of a block of ``steps`` steps (:func:`benchmarks.timing.per_step`: on a CPU the
+        median of the steps' own times on the cell's clock)."""
+        times = timed_steps(self.step, steps, self.device, self.clock)
+        return per_step(self.device, times, sum(times), steps)
 
 
-def ratio(k: int, one: list[float], packed: list[float]) -> float:
-    """Runs per hour packed / unpacked from step times: K × t(1) / t(K), each t a median step."""
-    return k * statistics.median(one) / statistics.median(packed)
+# A cell's blocks in the order they ran: (arm, seconds per step). The arm is K for a packed cell under
+# test (K = 1 included: a second one-member model, the noise floor) and REFERENCE for the one-member model
+# every arm is compared with; reference blocks sit at the even positions, so each arm's block is bracketed.
+REFERENCE = 0
+Sequence = list[tuple[int, float]]
 
 
-def cell_rows(times: dict[int, list[list[float]]], reps: int) -> list[dict[str, float | int]]:
-    """Each K's ratio over all its blocks, and its spread over ``reps`` consecutive groups of rounds.
+def bracketed_log_ratios(sequence: Sequence) -> dict[int, list[float]]:
+    """Per arm K, one value per block: ``log(K · t₁ / t_K)``, with ``t_K`` the block's step and ``t₁`` the
+    geometric mean of the reference blocks right before and after it.
 
-    K = 1 is timed against itself, its odd blocks against its even ones: the machine's noise floor."""
-    rounds = len(times[1])
-    groups = [range(g * rounds // reps, (g + 1) * rounds // reps) for g in range(reps)]
+    The machine's speed drifts by ~10 % from one second to the next (this VM), and blocks a fraction of a
+    second apart see nearly the same speed (their step times correlate at 0.9): bracketing cancels the
+    drift to first order, where comparing blocks seconds apart would carry it into the ratio."""
+    logs: dict[int, list[float]] = {}
+    for position in range(1, len(sequence) - 1, 2):
+        (before_arm, before), (arm, seconds), (after_arm, after) = sequence[position - 1 : position + 2]
+        if before_arm != REFERENCE or after_arm != REFERENCE or arm == REFERENCE:
+            raise ValueError(f"block {position} of the sequence is not bracketed by reference blocks")
+        logs.setdefault(arm, []).append(math.log(arm * math.sqrt(before * after) / seconds))
+    return logs
 
-    def steps(k: int, rows: range | list[int]) -> list[float]:
-        return [t for r in rows for t in times[k][r]]
 
-    odd, even = list(range(1, rounds, 2)), list(range(0, rounds, 2))
+@dataclass(frozen=True)
+class Estimate:
+    """The runs-per-hour ratio from an arm's log ratios: their mean's exponential, its 95 % confidence
+    interval (Student t over the blocks) and standard error (of the log: the ratio's relative error)."""
+
+    ratio: float
+    low: float
+    high: float
+    rel_se: float
+
+    @classmethod
+    def of(cls, logs: list[float]) -> Estimate:
+        if len(logs) < 2:
+            value = math.exp(logs[0]) if logs else math.nan
+            return cls(value, math.nan, math.nan, math.inf)
+        mean, se = statistics.fmean(logs), float(stats.sem(logs))
+        half = float(stats.t.ppf(0.975, len(logs) - 1)) * se
+        return cls(math.exp(mean), math.exp(mean - half), math.exp(mean + half), se)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When a cell's rounds stop: once every arm's ratio has a relative standard error ≤ ``precision``
+    after at least ``min_rounds`` rounds and ``min_seconds``, or at ``max_seconds`` whatever it reached."""
+
+    precision: float = 0.01
+    min_rounds: int = 6
+    min_seconds: float = 10.0
+    max_seconds: float = 150.0
+
+    def done(self, rounds: int, seconds: float, estimates: dict[int, Estimate]) -> bool:
+        if rounds < self.min_rounds or seconds < self.min_seconds:
+            return False
+        met = all(estimate.rel_se <= self.precision for estimate in estimates.values())
+        return met or seconds >= self.max_seconds
+
+
+def bracketed_rounds(
+    reference: Cell, arms: dict[int, Cell], counts: dict[int, int], budget: Budget
+) -> tuple[Sequence, int, float]:
+    """Rounds of blocks until ``budget`` says done: each round, for every arm in turn, an arm block then a
+    reference block (one reference block opens the first round), so every arm block sits between two
+    reference blocks. Returns the sequence, the rounds and the seconds they took."""
+    started = time.perf_counter()
+    sequence: Sequence = [(REFERENCE, reference.block(counts[REFERENCE]))]
+    rounds = 0
+    while True:
+        for k, cell in arms.items():
+            sequence.append((k, cell.block(counts[k])))
+            sequence.append((REFERENCE, reference.block(counts[REFERENCE])))
+        rounds += 1
+        seconds = time.perf_counter() - started
+        estimates = {k: Estimate.of(logs) for k, logs in bracketed_log_ratios(sequence).items()}
+        if budget.done(rounds, seconds, estimates):
+            return sequence, rounds, seconds
+
+
+def cell_rows(sequence: Sequence, precision: float) -> list[dict[str, float | int | bool]]:
+    """One row per arm: its median step, the reference's, and the ratio with its interval and error."""
+    reference_ms = 1e3 * statistics.median(seconds for arm, seconds in sequence if arm == REFERENCE)
     rows = []
-    for k in times:
-        if k == 1:
-            whole = ratio(1, steps(1, odd), steps(1, even))
-            parts = [ratio(1, steps(1, [r for r in g if r % 2]), steps(1, [r for r in g if not r % 2])) for g in groups]
-        else:
-            whole = ratio(k, steps(1, range(rounds)), steps(k, range(rounds)))
-            parts = [ratio(k, steps(1, g), steps(k, g)) for g in groups]
+    for k, logs in bracketed_log_ratios(sequence).items():
+        estimate = Estimate.of(logs)
         rows.append(
             {
                 "K": k,
-                "step_ms_packed": round(1e3 * statistics.median(steps(k, range(rounds))), 3),
-                "step_ms_one": round(1e3 * statistics.median(steps(1, range(rounds))), 3),
-                "runs_per_hour_ratio": round(whole, 3),
-                "spread": round((max(parts) - min(parts)) / whole, 3),
+                "step_ms_packed": round(1e3 * statistics.median(s for arm, s in sequence if arm == k), 3),
+                "step_ms_one": round(reference_ms, 3),
+                "runs_per_hour_ratio": round(estimate.ratio, 3),
+                "ci95_low": round(estimate.low, 3),
+                "ci95_high": round(estimate.high, 3),
+                "rel_se": round(estimate.rel_se, 4),
+                "precision_met": estimate.rel_se <= precision,
             }
         )
     return rows
@@ -146,35 +211,30 @@ def packing_table(
     batches: list[int],
     ks: list[int],
     steps: int | None,
-    warmup: int,
-    reps: int,
-    seconds: float = 40.0,
+    warmup: float,
+    budget: Budget,
     block: float = 0.25,
     clock: str = "wall",
 ) -> pd.DataFrame:
-    """One row per (model, norm, batch, K): median step times and the runs-per-hour ratio with its spread.
+    """One row per (model, norm, batch, K): median step times and the runs-per-hour ratio with its 95 %
+    interval and relative standard error.
 
-    For each model, norm and batch, one model per K is built and warmed up; then about ``seconds`` are
-    spent in rounds, each a block of every K in turn, back to back (:func:`round_robin`), every block about
-    ``block`` seconds (or ``steps`` steps), so each K's steps and the K = 1 steps they are compared with are
-    taken in the same seconds. The ratio is K × t(1) / t(K) over all rounds (each t the median step,
-    :mod:`benchmarks.timing`), and its spread is (max − min) / ratio over ``reps`` consecutive groups of
-    rounds. ``clock`` (``cpu`` or ``wall``, :func:`benchmarks.timing.step_clock`) times a CPU step."""
+    For each model, norm and batch, a one-member reference model and one model per K (K = 1 a second
+    one-member model: the noise floor) are built and warmed up; then rounds run until ``budget`` is met
+    (:func:`bracketed_rounds`), each arm block of about ``block`` seconds (or ``steps`` steps) between two
+    reference blocks; each block's step is the median of its steps on ``clock`` (``cpu`` or ``wall``,
+    :func:`benchmarks.timing.step_clock`) and each K's ratio the mean of its blocks' bracketed log ratios
+    (:func:`bracketed_log_ratios`)."""
     rows = []
-    all_ks = sorted({1, *ks})
     for model in models:
         for norm in norms:
             for batch in batches:
-                cells = {k: Cell(model, norm, batch, k, device, CLOCKS[clock]) for k in all_ks}
+                reference = Cell(model, norm, batch, 1, device, CLOCKS[clock])
+                arms = {k: Cell(model, norm, batch, k, device, CLOCKS[clock]) for k in ks}
+                cells = {REFERENCE: reference, **arms}
                 counts = {k: steps or cell.calibrate(block, warmup) for k, cell in cells.items()}
-                rounds = 2 * reps  # with fixed steps (a test, a quick look): two rounds a group
-                if not steps:
-                    per_round = sum(counts[k] * cells[k].calibrate_seconds for k in all_ks)
-                    rounds = max(rounds, math.ceil(seconds / per_round))
-                times = round_robin(cells, counts, rounds)
-                for row in cell_rows(times, reps):
-                    if row["K"] not in ks:
-                        continue
+                sequence, rounds, seconds = bracketed_rounds(reference, arms, counts, budget)
+                for row in cell_rows(sequence, budget.precision):
                     k = int(row["K"])
                     rows.append(
                         {
@@ -184,12 +244,14 @@ def packing_table(
                             **row,
                             "steps": counts[k],
                             "blocks": rounds,
+                            "seconds": round(seconds, 1),
                             "member_steps_per_s": round(1e3 * k / row["step_ms_packed"], 1),
                             "clock": clock,
                         }
                     )
-    columns = ["model", "norm", "batch", "K", "steps", "blocks", "step_ms_packed", "step_ms_one"]
-    return pd.DataFrame(rows)[[*columns, "member_steps_per_s", "runs_per_hour_ratio", "spread", "clock"]]
+    columns = ["model", "norm", "batch", "K", "steps", "blocks", "seconds", "step_ms_packed", "step_ms_one"]
+    estimate = ["runs_per_hour_ratio", "ci95_low", "ci95_high", "rel_se", "precision_met"]
+    return pd.DataFrame(rows)[[*columns, "member_steps_per_s", *estimate, "clock"]]
 
 
 def machine(device: torch.device) -> str:
@@ -208,10 +270,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--batches", default="2,32")
     parser.add_argument("--ks", default="1,2,4,8")
     parser.add_argument("--steps", type=int, default=None, help="steps per block (default: --block's worth)")
-    parser.add_argument("--seconds", type=float, default=40.0, help="time per model, norm and batch (all K)")
-    parser.add_argument("--block", type=float, default=0.25, help="seconds per block of one K when --steps is unset")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--reps", type=int, default=5, help="groups of rounds the spread is taken over")
+    parser.add_argument("--block", type=float, default=0.25, help="seconds per block when --steps is unset")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warmup steps per model (at least 2)")
+    parser.add_argument("--precision", type=float, default=0.01, help="relative standard error to reach per ratio")
+    parser.add_argument("--min-rounds", type=int, default=6)
+    parser.add_argument("--min-seconds", type=float, default=10.0, help="per model, norm and batch")
+    parser.add_argument("--max-seconds", type=float, default=150.0, help="per model, norm and batch")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: one run per core, as a sweep)")
     parser.add_argument(
         "--clock",
@@ -233,8 +297,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         [int(k) for k in args.ks.split(",")],
         steps,
         args.warmup,
-        args.reps,
-        args.seconds,
+        Budget(args.precision, args.min_rounds, args.min_seconds, args.max_seconds),
         args.block,
         clock,
     )
@@ -246,9 +309,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table["command"] = "python -m benchmarks.packing " + " ".join(sys.argv[1:] if argv is None else argv)
     block = f"{steps} steps" if steps else f"about {args.block:g} s"
     print(
-        f"packed runs per hour vs unpacked on {name}: rounds of one block ({block}) of every K in turn for"
-        f" about {args.seconds:g} s per model, norm and batch; ratio over all rounds, spread over {args.reps}"
-        f" groups of them; steps timed by {'the process CPU time' if clock == 'cpu' else 'wall time'} ({stamp})"
+        f"packed runs per hour vs unpacked on {name}: blocks of {block}, each K's bracketed by blocks of a"
+        f" one-member reference, until each ratio's relative standard error is at most {args.precision:g}"
+        f" ({args.min_seconds:g}-{args.max_seconds:g} s per model, norm and batch); 95 % intervals; steps"
+        f" timed by {'the process CPU time' if clock == 'cpu' else 'wall time'} ({stamp})"
     )
     print(table.drop(columns=["machine", "date", "commit", "command"]).to_string(index=False))
     out = Path(args.out)

@@ -11,7 +11,9 @@ Then, for ResNet-20 on CIFAR-10-shaped data (3×32×32, 10 classes, random pixel
 times, in the same process and on the same device: a hand loop (data already on the device, forward,
 backward, SGD step) and normlab's loop (Lightning ``fit`` with normlab's LightningModule and
 datamodule), eager and, with ``--compile`` (default on a GPU), through ``torch.compile``. With
-``--sweep`` it also times a small study run sequentially and with ``hydra/launcher=parallel``. It prints
+``--sweep`` it also times a small study run sequentially and with ``hydra/launcher=parallel``, each
+``--sweep-reps`` times in ABBA order (sequential, parallel, parallel, sequential), the speedup printed
+with its spread over the pairs. It prints
 a table with ratios and writes ``results/bench/throughput.csv`` (and ``sweep.csv``) naming the machine
 and date.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import platform
 import statistics
@@ -359,36 +362,52 @@ def step_table(device: torch.device, batches: list[int], steps: int, compiled: b
     return table
 
 
-def sweep_throughput(jobs: int) -> pd.DataFrame:
-    """Runs per hour of a small study (digits, 8 epochs, 4 runs), sequential vs ``hydra/launcher=parallel``."""
-    rows = []
-    for launcher, extra in (
-        ("sequential", []),
-        ("parallel", ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"]),
-    ):
+SWEEP_STUDY = ("norm=bn,gn", "batch=8,16", "dataset=digits", "epochs=8", "logger=none", "force=true")
+
+
+def abba(reps: int) -> list[str]:
+    """The order the two launchers run in, ``reps`` pairs: sequential, parallel, parallel, sequential, ...
+    (ABBA), so a drift of the machine's speed over the minutes of the bench weighs on both alike."""
+    pairs = [("sequential", "parallel"), ("parallel", "sequential")]
+    return [launcher for rep in range(reps) for launcher in pairs[rep % 2]]
+
+
+def sweep_speedup(seconds: dict[str, list[float]]) -> tuple[float, float]:
+    """The parallel sweep's speedup, total sequential seconds / total parallel seconds, and its spread:
+    (max − min) / speedup over the pairs' own speedups (pair i: the i-th run of each launcher)."""
+    speedup = sum(seconds["sequential"]) / sum(seconds["parallel"])
+    pairs = [one / other for one, other in zip(seconds["sequential"], seconds["parallel"], strict=True)]
+    return speedup, (max(pairs) - min(pairs)) / speedup
+
+
+def sweep_throughput(jobs: int, reps: int = 2, study: tuple[str, ...] = SWEEP_STUDY) -> pd.DataFrame:
+    """Runs per hour of a small study (default: digits, 8 epochs, 4 runs), sequential vs
+    ``hydra/launcher=parallel``, each launcher ``reps`` times in ABBA order (:func:`abba`)."""
+    extra = {"sequential": [], "parallel": ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"]}
+    runs = math.prod(len(value.split(",")) for value in study)  # the grid of the swept overrides
+    seconds: dict[str, list[float]] = {"sequential": [], "parallel": []}
+    for launcher in abba(reps):
         sweep_dir = ROOT / "multirun" / f"bench_{launcher}"
-        command = [
-            sys.executable,
-            "-m",
-            "src.train",
-            "-m",
-            "norm=bn,gn",
-            "batch=8,16",
-            "dataset=digits",
-            "epochs=8",
-            "logger=none",
-            "force=true",
-            f"hydra.sweep.dir={sweep_dir}",
-            *extra,
-        ]
+        command = [sys.executable, "-m", "src.train", "-m", *study, f"hydra.sweep.dir={sweep_dir}", *extra[launcher]]
         started = time.perf_counter()
         subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
-        seconds = time.perf_counter() - started
-        rows.append({"launcher": launcher, "runs": 4, "seconds": seconds, "runs_per_hour": 4 * 3600 / seconds})
-        print(f"  {launcher:<10} 4 runs in {seconds:6.1f} s = {4 * 3600 / seconds:7.0f} runs/hour", flush=True)
-    table = pd.DataFrame(rows)
-    table["speedup"] = table["runs_per_hour"] / table["runs_per_hour"].iloc[0]
-    return table
+        seconds[launcher].append(time.perf_counter() - started)
+        took = seconds[launcher][-1]
+        print(f"  {launcher:<10} {runs} runs in {took:6.1f} s = {runs * 3600 / took:7.0f} runs/hour", flush=True)
+    speedup, spread = sweep_speedup(seconds)
+    rows = [
+        {
+            "launcher": launcher,
+            "runs": runs,
+            "reps": reps,
+            "seconds": statistics.fmean(times),
+            "runs_per_hour": runs * 3600 / statistics.fmean(times),
+            "speedup": 1.0 if launcher == "sequential" else speedup,
+            "spread": 0.0 if launcher == "sequential" else spread,
+        }
+        for launcher, times in seconds.items()
+    ]
+    return pd.DataFrame(rows)
 
 
 def machine(device: torch.device) -> str:
@@ -424,6 +443,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions per cell (embedded and ResNet-20)")
     parser.add_argument("--threads", default=None, help="CPU threads for the embedded table (default: 1 and all)")
+    parser.add_argument("--sweep-reps", type=int, default=2, help="sweeps per launcher, in ABBA order")
     parser.add_argument("--jobs", type=int, default=max(2, (os.cpu_count() or 2)))
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
     args = parser.parse_args(argv)
@@ -453,8 +473,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table.round(3).to_string(index=False))
     write_text_atomic(out / "throughput.csv", table.assign(**stamp).round(4).to_csv(index=False))
     if args.sweep:
-        print(f"Sweep throughput ({args.jobs} parallel jobs):")
-        sweep = sweep_throughput(args.jobs)
+        print(f"Sweep throughput ({args.jobs} parallel jobs; {args.sweep_reps} sweeps per launcher, ABBA order):")
+        sweep = sweep_throughput(args.jobs, args.sweep_reps)
         print(sweep.round(2).to_string(index=False))
         write_text_atomic(out / "sweep.csv", sweep.assign(**stamp).round(3).to_csv(index=False))
     print(f"wrote {out}/")

@@ -10,7 +10,7 @@ from benchmarks.agreement import main as agreement_main
 
 def packing(ratios: list[float]) -> pd.DataFrame:
     rows = [
-        {"model": "resnet8", "norm": "bn", "batch": 2, "K": k, "runs_per_hour_ratio": r, "spread": 0.02}
+        {"model": "resnet8", "norm": "bn", "batch": 2, "K": k, "runs_per_hour_ratio": r, "rel_se": 0.01}
         for k, r in zip([1, 2, 4, 8], ratios, strict=True)
     ]
     return pd.DataFrame(rows)
@@ -20,10 +20,14 @@ def test_ratios_are_matched_on_their_keys_and_the_reference_rows_are_left_out():
     keys, ratio, reference = TABLES["packing.csv"]
     first, second = packing([0.97, 1.40, 1.80, 2.00]), packing([1.04, 1.43, 1.70, 2.00]).iloc[::-1]
     table = agreement(first, second, keys, ratio, 0.05, reference)
-    assert table["K"].tolist() == [2, 4, 8]  # K = 1 times K = 1 against itself: the noise floor, not a ratio
-    assert table["rel_diff"].tolist() == [round(1.43 / 1.40 - 1, 3), round(1.70 / 1.80 - 1, 3), 0.0]
-    assert table["agree"].tolist() == [True, False, True]
-    assert {"spread_1", "spread_2"} <= set(table.columns)
+    assert table["K"].tolist() == [1, 2, 4, 8]  # K = 1: a second one-member model, the noise floor, compared too
+    expected = [round(1.04 / 0.97 - 1, 3), round(1.43 / 1.40 - 1, 3), round(1.70 / 1.80 - 1, 3), 0.0]
+    assert table["rel_diff"].tolist() == expected and table["agree"].tolist() == [False, True, False, True]
+    assert {"rel_se_1", "rel_se_2"} <= set(table.columns)  # each run's own precision beside its ratio
+    sweeps = pd.DataFrame({"launcher": ["sequential", "parallel"], "speedup": [1.0, 1.3], "spread": [0.0, 0.02]})
+    keys, ratio, reference = TABLES["sweep.csv"]
+    table = agreement(sweeps, sweeps, keys, ratio, 0.05, reference)
+    assert table["launcher"].tolist() == ["parallel"] and {"spread_1", "spread_2"} <= set(table.columns)
 
 
 def test_folders_are_compared_table_by_table_and_the_text_counts_agreement(tmp_path: Path):
@@ -40,13 +44,13 @@ def test_folders_are_compared_table_by_table_and_the_text_counts_agreement(tmp_p
     agreement_main([str(first), str(second), "--out", str(out)])
     text = out.read_text()
     assert text.startswith(f"python -m benchmarks.agreement {first} {second} --out {out}\n(20")  # command, date
-    assert "packing.csv: 2 of 3 ratios agree within ±5 %" in text
+    assert "packing.csv: 3 of 4 ratios agree within ±5 %" in text
     assert "sweep.csv: 1 of 1 ratios agree within ±5 %" in text
-    assert text.rstrip().endswith("all tables: 3 of 4 ratios agree within ±5 %")
+    assert text.rstrip().endswith("all tables: 4 of 5 ratios agree within ±5 %")
 
 
 def test_two_files_are_compared_whatever_they_are_called(tmp_path: Path, capsys):
     packing([1.0, 1.4, 1.8, 2.0]).to_csv(tmp_path / "packing_first_run.csv", index=False)
     packing([1.0, 1.4, 1.8, 2.0]).to_csv(tmp_path / "packing.csv", index=False)
     agreement_main([str(tmp_path / "packing_first_run.csv"), str(tmp_path / "packing.csv")])
-    assert "all tables: 3 of 3 ratios agree within ±5 %" in capsys.readouterr().out
+    assert "all tables: 4 of 4 ratios agree within ±5 %" in capsys.readouterr().out

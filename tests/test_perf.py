@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 
 import pytest
 import torch
@@ -148,28 +149,62 @@ def test_the_packing_benchmark_writes_its_table_with_the_machine_and_command(tmp
     from benchmarks import packing
 
     argv = ["--models", "resnet8", "--norms", "bn", "--batches", "2", "--ks", "1,2", "--steps", "3"]
-    packing.main([*argv, "--warmup", "1", "--reps", "2", "--device", "cpu", "--out", str(tmp_path)])
+    budget = ["--min-rounds", "2", "--min-seconds", "0", "--max-seconds", "0"]  # stop after 2 rounds
+    packing.main([*argv, *budget, "--warmup", "0", "--device", "cpu", "--out", str(tmp_path)])
     table = pd.read_csv(tmp_path / "packing.csv")
-    assert list(table["K"]) == [1, 2] and (table["runs_per_hour_ratio"] > 0).all() and (table["spread"] >= 0).all()
-    assert list(table["blocks"]) == [4, 4] and list(table["steps"]) == [3, 3]  # 2 groups of 2 rounds
+    assert list(table["K"]) == [1, 2] and (table["runs_per_hour_ratio"] > 0).all()
+    assert (table["ci95_low"] <= table["runs_per_hour_ratio"]).all()
+    assert (table["runs_per_hour_ratio"] <= table["ci95_high"]).all() and (table["rel_se"] > 0).all()
+    assert list(table["blocks"]) == [2, 2] and list(table["steps"]) == [3, 3]
     assert (table["clock"] == "cpu").all()  # one thread on a CPU: the process's CPU time
     assert table["command"].str.startswith("python -m benchmarks.packing").all() and table["machine"].notna().all()
     cell = packing.Cell("resnet8", "bn", 2, 2, torch.device("cpu"))
-    times = cell.step_times(4)
-    assert len(times) == 4 and min(times) > 0  # each step's own time on a CPU: their median resists a stall
+    assert cell.calibrate(0.0, 0.0) == 1 and cell.calibrate_seconds > 0  # a block has at least one step
+    assert cell.block(4) > 0  # a block's step: the median of its steps' own times
 
 
-def test_packing_ratios_compare_steps_of_the_same_rounds_and_k1_is_its_own_noise_floor():
-    from benchmarks.packing import cell_rows
+def test_each_packed_block_is_compared_with_the_reference_blocks_right_before_and_after_it():
+    from benchmarks.packing import REFERENCE, bracketed_log_ratios
 
-    # 4 rounds; K = 1 steps 10 ms (odd rounds 11 ms), K = 4 steps 20 ms: ratio 4 × 10.5 / 20 = 2.1
-    times = {1: [[0.010], [0.011], [0.010], [0.011]], 4: [[0.020], [0.020], [0.020], [0.020]]}
-    rows = {row["K"]: row for row in cell_rows(times, reps=2)}
-    assert rows[4]["runs_per_hour_ratio"] == 2.1 and rows[4]["spread"] == 0.0
-    assert rows[1]["runs_per_hour_ratio"] == 1.1  # odd blocks against even ones
-    assert rows[4]["step_ms_packed"] == 20.0 and rows[4]["step_ms_one"] == 10.5
-    times[4][3] = [0.040]  # the second group's K = 4 block ran slow: a spread, the median keeps the ratio
-    assert cell_rows(times, reps=2)[1]["runs_per_hour_ratio"] == 2.1
+    # the machine slows by 10 % a block: each block's time is its speed x the step's own cost
+    costs = [(REFERENCE, 0.010), (4, 0.020), (REFERENCE, 0.010), (1, 0.010), (REFERENCE, 0.010), (8, 0.030)]
+    sequence = [(arm, cost * 1.1**position) for position, (arm, cost) in enumerate([*costs, (REFERENCE, 0.010)])]
+    logs = bracketed_log_ratios(sequence)
+    assert sorted(logs) == [1, 4, 8]
+    assert [round(math.exp(value), 9) for k in (4, 1, 8) for value in logs[k]] == [2.0, 1.0, round(8 / 3, 9)]
+    with pytest.raises(ValueError, match="block 1 of the sequence is not bracketed"):
+        bracketed_log_ratios([(REFERENCE, 0.01), (4, 0.02), (4, 0.02)])
+
+
+def test_a_ratio_is_the_mean_log_ratio_with_its_t_interval_and_rounds_stop_at_the_precision_asked():
+    from benchmarks.packing import REFERENCE, Budget, Estimate, bracketed_rounds, cell_rows
+
+    estimate = Estimate.of([math.log(2.0) + e for e in (-0.02, 0.0, 0.02)])
+    assert estimate.ratio == pytest.approx(2.0) and estimate.rel_se == pytest.approx(0.02 / math.sqrt(3))
+    half = 4.302653 * estimate.rel_se  # Student t, 2 degrees of freedom, 97.5 %
+    assert estimate.low == pytest.approx(2.0 * math.exp(-half), rel=1e-6)
+    assert estimate.high == pytest.approx(2.0 * math.exp(half), rel=1e-6)
+    assert math.isinf(Estimate.of([0.1]).rel_se)  # one block: no error known, never precise enough
+
+    budget = Budget(precision=0.01, min_rounds=3, min_seconds=0.0, max_seconds=60.0)
+    precise, loose = {2: Estimate(1.5, 1.4, 1.6, 0.005)}, {2: Estimate(1.5, 1.0, 2.0, 0.2)}
+    assert not budget.done(2, 1.0, precise) and budget.done(3, 1.0, precise)  # at least min_rounds
+    assert not budget.done(10, 59.0, loose) and budget.done(10, 60.0, loose)  # max_seconds ends it anyway
+
+    class Steady:  # a model whose every block steps in `seconds`: the log ratios do not vary
+        def __init__(self, seconds: float):
+            self.seconds = seconds
+
+        def block(self, steps: int) -> float:
+            return self.seconds
+
+    arms = {1: Steady(0.010), 4: Steady(0.025)}
+    sequence, rounds, _ = bracketed_rounds(Steady(0.010), arms, {REFERENCE: 2, 1: 2, 4: 1}, budget)
+    assert rounds == 3 and len(sequence) == 1 + 2 * len(arms) * rounds  # stopped as soon as allowed
+    assert [arm for arm, _ in sequence[:5]] == [REFERENCE, 1, REFERENCE, 4, REFERENCE]
+    rows = {row["K"]: row for row in cell_rows(sequence, budget.precision)}
+    assert rows[4]["runs_per_hour_ratio"] == 1.6 and rows[1]["runs_per_hour_ratio"] == 1.0
+    assert rows[4]["precision_met"] and rows[4]["step_ms_packed"] == 25.0 and rows[4]["step_ms_one"] == 10.0
 
 
 def test_a_one_thread_cpu_step_is_timed_by_cpu_time_so_time_lost_to_other_work_is_not_counted():
@@ -186,3 +221,21 @@ def test_a_one_thread_cpu_step_is_timed_by_cpu_time_so_time_lost_to_other_work_i
     waiting = functools.partial(time.sleep, 0.02)  # a step that waits, as a process does while descheduled
     assert min(timed_steps(waiting, 3, cpu, CLOCKS["wall"])) >= 0.02
     assert max(timed_steps(waiting, 3, cpu, CLOCKS["cpu"])) < 0.01
+
+
+def test_the_sweep_bench_runs_both_launchers_in_abba_order_and_prints_the_speedups_spread(monkeypatch, tmp_path):
+    from benchmarks import throughput
+
+    assert throughput.abba(2) == ["sequential", "parallel", "parallel", "sequential"]
+    assert throughput.abba(3)[4:] == ["sequential", "parallel"]
+    speedup, spread = throughput.sweep_speedup({"sequential": [40.0, 44.0], "parallel": [30.0, 30.0]})
+    assert speedup == pytest.approx(84 / 60) and spread == pytest.approx((44 / 30 - 40 / 30) / (84 / 60))
+
+    launched = []
+    monkeypatch.setattr(throughput, "ROOT", tmp_path)
+    monkeypatch.setattr(throughput.subprocess, "run", lambda command, **kwargs: launched.append(command))
+    table = throughput.sweep_throughput(jobs=2, reps=2, study=("norm=bn,gn", "batch=8,16,32", "epochs=1"))
+    assert ["hydra/launcher=parallel" in command for command in launched] == [False, True, True, False]
+    assert all("norm=bn,gn" in command and "batch=8,16,32" in command for command in launched)
+    assert table["launcher"].tolist() == ["sequential", "parallel"] and (table["runs"] == 6).all()
+    assert (table["reps"] == 2).all() and table["speedup"].iloc[0] == 1.0 and table["spread"].iloc[0] == 0.0
