@@ -24,11 +24,11 @@ from it.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from scipy import stats
 
+from benchmarks.ratios import REFERENCE, Budget, Estimate, Sequence, bracketed_log_ratios, bracketed_rounds
 from benchmarks.timing import CLOCKS, Clock, per_step, step_clock, synchronize, timed_steps
 from src.atomic import write_text_atomic
 from src.pack import PackedNet
@@ -103,86 +103,6 @@ class Cell:
         return per_step(self.device, times, sum(times), steps)
 
 
-# A cell's blocks in the order they ran: (arm, seconds per step). The arm is K for a packed cell under
-# test (K = 1 included: a second one-member model, the noise floor) and REFERENCE for the one-member model
-# every arm is compared with; reference blocks sit at the even positions, so each arm's block is bracketed.
-REFERENCE = 0
-Sequence = list[tuple[int, float]]
-
-
-def bracketed_log_ratios(sequence: Sequence) -> dict[int, list[float]]:
-    """Per arm K, one value per block: ``log(K · t₁ / t_K)``, with ``t_K`` the block's step and ``t₁`` the
-    geometric mean of the reference blocks right before and after it.
-
-    The machine's speed drifts by ~10 % from one second to the next (this VM), and blocks a fraction of a
-    second apart see nearly the same speed (their step times correlate at 0.9): bracketing cancels the
-    drift to first order, where comparing blocks seconds apart would carry it into the ratio."""
-    logs: dict[int, list[float]] = {}
-    for position in range(1, len(sequence) - 1, 2):
-        (before_arm, before), (arm, seconds), (after_arm, after) = sequence[position - 1 : position + 2]
-        if before_arm != REFERENCE or after_arm != REFERENCE or arm == REFERENCE:
-            raise ValueError(f"block {position} of the sequence is not bracketed by reference blocks")
-        logs.setdefault(arm, []).append(math.log(arm * math.sqrt(before * after) / seconds))
-    return logs
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """The runs-per-hour ratio from an arm's log ratios: their mean's exponential, its 95 % confidence
-    interval (Student t over the blocks) and standard error (of the log: the ratio's relative error)."""
-
-    ratio: float
-    low: float
-    high: float
-    rel_se: float
-
-    @classmethod
-    def of(cls, logs: list[float]) -> Estimate:
-        if len(logs) < 2:
-            value = math.exp(logs[0]) if logs else math.nan
-            return cls(value, math.nan, math.nan, math.inf)
-        mean, se = statistics.fmean(logs), float(stats.sem(logs))
-        half = float(stats.t.ppf(0.975, len(logs) - 1)) * se
-        return cls(math.exp(mean), math.exp(mean - half), math.exp(mean + half), se)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """When a cell's rounds stop: once every arm's ratio has a relative standard error ≤ ``precision``
-    after at least ``min_rounds`` rounds and ``min_seconds``, or at ``max_seconds`` whatever it reached."""
-
-    precision: float = 0.01
-    min_rounds: int = 6
-    min_seconds: float = 10.0
-    max_seconds: float = 150.0
-
-    def done(self, rounds: int, seconds: float, estimates: dict[int, Estimate]) -> bool:
-        if rounds < self.min_rounds or seconds < self.min_seconds:
-            return False
-        met = all(estimate.rel_se <= self.precision for estimate in estimates.values())
-        return met or seconds >= self.max_seconds
-
-
-def bracketed_rounds(
-    reference: Cell, arms: dict[int, Cell], counts: dict[int, int], budget: Budget
-) -> tuple[Sequence, int, float]:
-    """Rounds of blocks until ``budget`` says done: each round, for every arm in turn, an arm block then a
-    reference block (one reference block opens the first round), so every arm block sits between two
-    reference blocks. Returns the sequence, the rounds and the seconds they took."""
-    started = time.perf_counter()
-    sequence: Sequence = [(REFERENCE, reference.block(counts[REFERENCE]))]
-    rounds = 0
-    while True:
-        for k, cell in arms.items():
-            sequence.append((k, cell.block(counts[k])))
-            sequence.append((REFERENCE, reference.block(counts[REFERENCE])))
-        rounds += 1
-        seconds = time.perf_counter() - started
-        estimates = {k: Estimate.of(logs) for k, logs in bracketed_log_ratios(sequence).items()}
-        if budget.done(rounds, seconds, estimates):
-            return sequence, rounds, seconds
-
-
 def cell_rows(sequence: Sequence, precision: float) -> list[dict[str, float | int | bool]]:
     """One row per arm: its median step, the reference's, and the ratio with its interval and error."""
     reference_ms = 1e3 * statistics.median(seconds for arm, seconds in sequence if arm == REFERENCE)
@@ -233,7 +153,10 @@ def packing_table(
                 arms = {k: Cell(model, norm, batch, k, device, CLOCKS[clock]) for k in ks}
                 cells = {REFERENCE: reference, **arms}
                 counts = {k: steps or cell.calibrate(block, warmup) for k, cell in cells.items()}
-                sequence, rounds, seconds = bracketed_rounds(reference, arms, counts, budget)
+                blocks = {k: functools.partial(cell.block, counts[k]) for k, cell in arms.items()}
+                sequence, rounds, seconds = bracketed_rounds(
+                    functools.partial(reference.block, counts[REFERENCE]), blocks, budget
+                )
                 for row in cell_rows(sequence, budget.precision):
                     k = int(row["K"])
                     rows.append(

@@ -11,9 +11,10 @@ Then, for ResNet-20 on CIFAR-10-shaped data (3×32×32, 10 classes, random pixel
 times, in the same process and on the same device: a hand loop (data already on the device, forward,
 backward, SGD step) and normlab's loop (Lightning ``fit`` with normlab's LightningModule and
 datamodule), eager and, with ``--compile`` (default on a GPU), through ``torch.compile``. With
-``--sweep`` it also times a small study run sequentially and with ``hydra/launcher=parallel``, each
-``--sweep-reps`` times in ABBA order (sequential, parallel, parallel, sequential), the speedup printed
-with its spread over the pairs. It prints
+``--sweep`` it also times a small study run sequentially and with ``hydra/launcher=parallel``: whole
+sweeps as blocks, each parallel one bracketed by two sequential ones (:mod:`benchmarks.ratios`), until
+the speedup's relative standard error is at most ``--sweep-precision`` or ``--sweep-max-seconds`` have
+passed; the speedup printed with its 95 % interval. It prints
 a table with ratios and writes ``results/bench/throughput.csv`` (and ``sweep.csv``) naming the machine
 and date.
 """
@@ -21,6 +22,7 @@ and date.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import os
@@ -42,6 +44,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from benchmarks.ratios import REFERENCE, Budget, Estimate, bracketed_log_ratios, bracketed_rounds
 from benchmarks.timing import per_step, synchronize, timed_steps
 from src.atomic import write_text_atomic
 from src.callbacks import TrainTimer
@@ -365,48 +368,50 @@ def step_table(device: torch.device, batches: list[int], steps: int, compiled: b
 SWEEP_STUDY = ("norm=bn,gn", "batch=8,16", "dataset=digits", "epochs=8", "logger=none", "force=true")
 
 
-def abba(reps: int) -> list[str]:
-    """The order the two launchers run in, ``reps`` pairs: sequential, parallel, parallel, sequential, ...
-    (ABBA), so a drift of the machine's speed over the minutes of the bench weighs on both alike."""
-    pairs = [("sequential", "parallel"), ("parallel", "sequential")]
-    return [launcher for rep in range(reps) for launcher in pairs[rep % 2]]
+SEQUENTIAL, PARALLEL = REFERENCE, 1  # the two launchers' arms in a bracketed sequence
+SWEEP_BUDGET = Budget(precision=0.02, min_rounds=3, min_seconds=0.0, max_seconds=480.0)
 
 
-def sweep_speedup(seconds: dict[str, list[float]]) -> tuple[float, float]:
-    """The parallel sweep's speedup, total sequential seconds / total parallel seconds, and its spread:
-    (max − min) / speedup over the pairs' own speedups (pair i: the i-th run of each launcher)."""
-    speedup = sum(seconds["sequential"]) / sum(seconds["parallel"])
-    pairs = [one / other for one, other in zip(seconds["sequential"], seconds["parallel"], strict=True)]
-    return speedup, (max(pairs) - min(pairs)) / speedup
-
-
-def sweep_throughput(jobs: int, reps: int = 2, study: tuple[str, ...] = SWEEP_STUDY) -> pd.DataFrame:
+def sweep_throughput(jobs: int, budget: Budget = SWEEP_BUDGET, study: tuple[str, ...] = SWEEP_STUDY) -> pd.DataFrame:
     """Runs per hour of a small study (default: digits, 8 epochs, 4 runs), sequential vs
-    ``hydra/launcher=parallel``, each launcher ``reps`` times in ABBA order (:func:`abba`)."""
+    ``hydra/launcher=parallel``: whole sweeps as blocks, sequential, parallel, sequential, parallel, ...,
+    sequential, so each parallel sweep is bracketed by two sequential ones (:mod:`benchmarks.ratios`),
+    until the speedup's relative standard error is at most ``budget.precision`` (after
+    ``budget.min_rounds`` parallel sweeps) or ``budget.max_seconds``."""
     extra = {"sequential": [], "parallel": ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"]}
     runs = math.prod(len(value.split(",")) for value in study)  # the grid of the swept overrides
-    seconds: dict[str, list[float]] = {"sequential": [], "parallel": []}
-    for launcher in abba(reps):
+
+    def sweep(launcher: str) -> float:
         sweep_dir = ROOT / "multirun" / f"bench_{launcher}"
         command = [sys.executable, "-m", "src.train", "-m", *study, f"hydra.sweep.dir={sweep_dir}", *extra[launcher]]
         started = time.perf_counter()
         subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
-        seconds[launcher].append(time.perf_counter() - started)
-        took = seconds[launcher][-1]
+        took = time.perf_counter() - started
         print(f"  {launcher:<10} {runs} runs in {took:6.1f} s = {runs * 3600 / took:7.0f} runs/hour", flush=True)
-    speedup, spread = sweep_speedup(seconds)
-    rows = [
-        {
-            "launcher": launcher,
-            "runs": runs,
-            "reps": reps,
-            "seconds": statistics.fmean(times),
-            "runs_per_hour": runs * 3600 / statistics.fmean(times),
-            "speedup": 1.0 if launcher == "sequential" else speedup,
-            "spread": 0.0 if launcher == "sequential" else spread,
-        }
-        for launcher, times in seconds.items()
-    ]
+        return took
+
+    sequence, _, _ = bracketed_rounds(
+        functools.partial(sweep, "sequential"), {PARALLEL: functools.partial(sweep, "parallel")}, budget
+    )
+    estimate = Estimate.of(bracketed_log_ratios(sequence)[PARALLEL])
+    rows = []
+    for arm, launcher in ((SEQUENTIAL, "sequential"), (PARALLEL, "parallel")):
+        seconds = statistics.median(took for which, took in sequence if which == arm)
+        speedup = estimate if arm == PARALLEL else Estimate(1.0, 1.0, 1.0, 0.0)
+        rows.append(
+            {
+                "launcher": launcher,
+                "runs": runs,
+                "sweeps": sum(which == arm for which, _ in sequence),
+                "seconds": seconds,
+                "runs_per_hour": runs * 3600 / seconds,
+                "speedup": speedup.ratio,
+                "ci95_low": speedup.low,
+                "ci95_high": speedup.high,
+                "rel_se": speedup.rel_se,
+                "precision_met": speedup.rel_se <= budget.precision,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -443,7 +448,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions per cell (embedded and ResNet-20)")
     parser.add_argument("--threads", default=None, help="CPU threads for the embedded table (default: 1 and all)")
-    parser.add_argument("--sweep-reps", type=int, default=2, help="sweeps per launcher, in ABBA order")
+    parser.add_argument(
+        "--sweep-precision",
+        type=float,
+        default=SWEEP_BUDGET.precision,
+        help="relative standard error to reach for the parallel sweep's speedup",
+    )
+    parser.add_argument(
+        "--sweep-min-rounds", type=int, default=SWEEP_BUDGET.min_rounds, help="parallel sweeps, at least"
+    )
+    parser.add_argument(
+        "--sweep-max-seconds", type=float, default=SWEEP_BUDGET.max_seconds, help="the sweep bench's time budget"
+    )
     parser.add_argument("--jobs", type=int, default=max(2, (os.cpu_count() or 2)))
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
     args = parser.parse_args(argv)
@@ -473,8 +489,13 @@ def main(argv: list[str] | None = None) -> None:
     print(table.round(3).to_string(index=False))
     write_text_atomic(out / "throughput.csv", table.assign(**stamp).round(4).to_csv(index=False))
     if args.sweep:
-        print(f"Sweep throughput ({args.jobs} parallel jobs; {args.sweep_reps} sweeps per launcher, ABBA order):")
-        sweep = sweep_throughput(args.jobs, args.sweep_reps)
+        budget = Budget(args.sweep_precision, args.sweep_min_rounds, 0.0, args.sweep_max_seconds)
+        print(
+            f"Sweep throughput ({args.jobs} parallel jobs): each parallel sweep between two sequential ones, until"
+            f" the speedup's relative standard error is at most {budget.precision:g} (at least"
+            f" {budget.min_rounds} parallel sweeps, at most {budget.max_seconds:g} s); 95 % interval"
+        )
+        sweep = sweep_throughput(args.jobs, budget)
         print(sweep.round(2).to_string(index=False))
         write_text_atomic(out / "sweep.csv", sweep.assign(**stamp).round(3).to_csv(index=False))
     print(f"wrote {out}/")

@@ -164,7 +164,7 @@ def test_the_packing_benchmark_writes_its_table_with_the_machine_and_command(tmp
 
 
 def test_each_packed_block_is_compared_with_the_reference_blocks_right_before_and_after_it():
-    from benchmarks.packing import REFERENCE, bracketed_log_ratios
+    from benchmarks.ratios import REFERENCE, bracketed_log_ratios
 
     # the machine slows by 10 % a block: each block's time is its speed x the step's own cost
     costs = [(REFERENCE, 0.010), (4, 0.020), (REFERENCE, 0.010), (1, 0.010), (REFERENCE, 0.010), (8, 0.030)]
@@ -172,12 +172,15 @@ def test_each_packed_block_is_compared_with_the_reference_blocks_right_before_an
     logs = bracketed_log_ratios(sequence)
     assert sorted(logs) == [1, 4, 8]
     assert [round(math.exp(value), 9) for k in (4, 1, 8) for value in logs[k]] == [2.0, 1.0, round(8 / 3, 9)]
+    unweighted = bracketed_log_ratios(sequence, weighted=False)  # a plain ratio of times (the sweep bench)
+    assert [round(math.exp(value), 9) for k in (4, 1, 8) for value in unweighted[k]] == [0.5, 1.0, round(1 / 3, 9)]
     with pytest.raises(ValueError, match="block 1 of the sequence is not bracketed"):
         bracketed_log_ratios([(REFERENCE, 0.01), (4, 0.02), (4, 0.02)])
 
 
 def test_a_ratio_is_the_mean_log_ratio_with_its_t_interval_and_rounds_stop_at_the_precision_asked():
-    from benchmarks.packing import REFERENCE, Budget, Estimate, bracketed_rounds, cell_rows
+    from benchmarks.packing import cell_rows
+    from benchmarks.ratios import REFERENCE, Budget, Estimate, bracketed_rounds
 
     estimate = Estimate.of([math.log(2.0) + e for e in (-0.02, 0.0, 0.02)])
     assert estimate.ratio == pytest.approx(2.0) and estimate.rel_se == pytest.approx(0.02 / math.sqrt(3))
@@ -191,15 +194,11 @@ def test_a_ratio_is_the_mean_log_ratio_with_its_t_interval_and_rounds_stop_at_th
     assert not budget.done(2, 1.0, precise) and budget.done(3, 1.0, precise)  # at least min_rounds
     assert not budget.done(10, 59.0, loose) and budget.done(10, 60.0, loose)  # max_seconds ends it anyway
 
-    class Steady:  # a model whose every block steps in `seconds`: the log ratios do not vary
-        def __init__(self, seconds: float):
-            self.seconds = seconds
+    def steady(seconds: float):  # a model whose every block steps in `seconds`: the log ratios do not vary
+        return lambda: seconds
 
-        def block(self, steps: int) -> float:
-            return self.seconds
-
-    arms = {1: Steady(0.010), 4: Steady(0.025)}
-    sequence, rounds, _ = bracketed_rounds(Steady(0.010), arms, {REFERENCE: 2, 1: 2, 4: 1}, budget)
+    arms = {1: steady(0.010), 4: steady(0.025)}
+    sequence, rounds, _ = bracketed_rounds(steady(0.010), arms, budget)
     assert rounds == 3 and len(sequence) == 1 + 2 * len(arms) * rounds  # stopped as soon as allowed
     assert [arm for arm, _ in sequence[:5]] == [REFERENCE, 1, REFERENCE, 4, REFERENCE]
     rows = {row["K"]: row for row in cell_rows(sequence, budget.precision)}
@@ -223,19 +222,30 @@ def test_a_one_thread_cpu_step_is_timed_by_cpu_time_so_time_lost_to_other_work_i
     assert max(timed_steps(waiting, 3, cpu, CLOCKS["cpu"])) < 0.01
 
 
-def test_the_sweep_bench_runs_both_launchers_in_abba_order_and_prints_the_speedups_spread(monkeypatch, tmp_path):
+def test_the_sweep_bench_brackets_each_parallel_sweep_by_sequential_ones_until_the_speedup_is_precise(
+    monkeypatch, tmp_path
+):
     from benchmarks import throughput
-
-    assert throughput.abba(2) == ["sequential", "parallel", "parallel", "sequential"]
-    assert throughput.abba(3)[4:] == ["sequential", "parallel"]
-    speedup, spread = throughput.sweep_speedup({"sequential": [40.0, 44.0], "parallel": [30.0, 30.0]})
-    assert speedup == pytest.approx(84 / 60) and spread == pytest.approx((44 / 30 - 40 / 30) / (84 / 60))
+    from benchmarks.ratios import Budget
 
     launched = []
+    clock = iter(range(1000))  # perf_counter: each call one second later
+
+    def run(command, **kwargs):
+        launched.append(command)
+        for _ in range(29 if "hydra/launcher=parallel" in command else 39):  # 30 s parallel, 40 s sequential
+            next(clock)
+
     monkeypatch.setattr(throughput, "ROOT", tmp_path)
-    monkeypatch.setattr(throughput.subprocess, "run", lambda command, **kwargs: launched.append(command))
-    table = throughput.sweep_throughput(jobs=2, reps=2, study=("norm=bn,gn", "batch=8,16,32", "epochs=1"))
-    assert ["hydra/launcher=parallel" in command for command in launched] == [False, True, True, False]
+    monkeypatch.setattr(throughput.subprocess, "run", run)
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: float(next(clock)))
+    budget = Budget(precision=0.02, min_rounds=3, min_seconds=0.0, max_seconds=1e9)
+    table = throughput.sweep_throughput(jobs=2, budget=budget, study=("norm=bn,gn", "batch=8,16,32", "epochs=1"))
+    assert ["hydra/launcher=parallel" in command for command in launched] == [False, True] * 3 + [False]
     assert all("norm=bn,gn" in command and "batch=8,16,32" in command for command in launched)
-    assert table["launcher"].tolist() == ["sequential", "parallel"] and (table["runs"] == 6).all()
-    assert (table["reps"] == 2).all() and table["speedup"].iloc[0] == 1.0 and table["spread"].iloc[0] == 0.0
+    table = table.set_index("launcher")
+    assert (table["runs"] == 6).all() and table["sweeps"].tolist() == [4, 3]
+    assert table.loc["parallel", "speedup"] == pytest.approx(40 / 30, rel=1e-3)  # clock reads add ~1 s each
+    assert table.loc["parallel", "precision_met"] and table.loc["parallel", "rel_se"] < 0.02
+    assert table.loc["parallel", "ci95_low"] <= table.loc["parallel", "speedup"] <= table.loc["parallel", "ci95_high"]
+    assert table.loc["sequential", "speedup"] == 1.0 and table.loc["sequential", "rel_se"] == 0.0

@@ -1,0 +1,102 @@
+"""Ratios of two timed things on a machine whose speed drifts: bracketed blocks and their estimate.
+
+A *sequence* is the blocks of a measurement in the order they ran, each ``(arm, seconds)``. The
+``REFERENCE`` arm's blocks sit at the even positions, so every other arm's block is **bracketed** by two
+reference blocks. With ``t_ref`` the geometric mean of the two around it and ``t_arm`` its own time, a
+block's log ratio is ``log(w · t_ref / t_arm)``, with weight ``w`` the arm's label when the arm does ``w``
+times the reference's work per unit (K packed runs per step) and 1 otherwise. A drift of the machine's
+speed that is smooth over three blocks cancels to first order. An arm's ratio is ``exp(mean log ratio)``
+with a Student t interval over its blocks (:class:`Estimate`); rounds of blocks go on until every arm's
+relative standard error reaches a precision or a time budget runs out (:class:`Budget`,
+:func:`bracketed_rounds`). Used by :mod:`benchmarks.packing` (blocks of a fraction of a second) and the
+sweep bench of :mod:`benchmarks.throughput` (blocks of one whole sweep).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from scipy import stats
+
+REFERENCE = 0
+Sequence = list[tuple[int, float]]
+
+
+def bracketed_log_ratios(sequence: Sequence, weighted: bool = True) -> dict[int, list[float]]:
+    """Per arm, one value per block: ``log(w · t_ref / t_arm)``, ``t_arm`` the block's seconds and
+    ``t_ref`` the geometric mean of the reference blocks right before and after it; ``w`` is the arm's
+    label when ``weighted`` (K runs per packed step), else 1.
+
+    On this VM the machine's speed drifts by ~10 % from one second to the next, while blocks a fraction
+    of a second apart see nearly the same speed (their step times correlate at 0.9): bracketing cancels
+    the drift to first order, where comparing blocks far apart would carry it into the ratio."""
+    logs: dict[int, list[float]] = {}
+    for position in range(1, len(sequence) - 1, 2):
+        (before_arm, before), (arm, seconds), (after_arm, after) = sequence[position - 1 : position + 2]
+        if before_arm != REFERENCE or after_arm != REFERENCE or arm == REFERENCE:
+            raise ValueError(f"block {position} of the sequence is not bracketed by reference blocks")
+        weight = arm if weighted else 1
+        logs.setdefault(arm, []).append(math.log(weight * math.sqrt(before * after) / seconds))
+    return logs
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A ratio from an arm's log ratios: their mean's exponential, its 95 % confidence interval (Student
+    t over the blocks) and standard error (of the log: the ratio's relative error)."""
+
+    ratio: float
+    low: float
+    high: float
+    rel_se: float
+
+    @classmethod
+    def of(cls, logs: list[float]) -> Estimate:
+        if len(logs) < 2:
+            value = math.exp(logs[0]) if logs else math.nan
+            return cls(value, math.nan, math.nan, math.inf)
+        mean, se = statistics.fmean(logs), float(stats.sem(logs))
+        half = float(stats.t.ppf(0.975, len(logs) - 1)) * se
+        return cls(math.exp(mean), math.exp(mean - half), math.exp(mean + half), se)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When rounds stop: once every arm's ratio has a relative standard error ≤ ``precision`` after at
+    least ``min_rounds`` rounds and ``min_seconds``, or at ``max_seconds`` whatever it reached."""
+
+    precision: float = 0.01
+    min_rounds: int = 6
+    min_seconds: float = 10.0
+    max_seconds: float = 150.0
+
+    def done(self, rounds: int, seconds: float, estimates: Mapping[int, Estimate]) -> bool:
+        if rounds < self.min_rounds or seconds < self.min_seconds:
+            return False
+        met = all(estimate.rel_se <= self.precision for estimate in estimates.values())
+        return met or seconds >= self.max_seconds
+
+
+def bracketed_rounds(
+    reference: Callable[[], float], arms: Mapping[int, Callable[[], float]], budget: Budget, weighted: bool = True
+) -> tuple[Sequence, int, float]:
+    """Rounds of blocks until ``budget`` says done; ``reference`` and each arm run one block and return
+    its seconds. Each round, for every arm in turn, an arm block then a reference block (one reference
+    block opens the first round), so every arm block sits between two reference blocks. Returns the
+    sequence, the rounds and the seconds they took."""
+    started = time.perf_counter()
+    sequence: Sequence = [(REFERENCE, reference())]
+    rounds = 0
+    while True:
+        for arm, block in arms.items():
+            sequence.append((arm, block()))
+            sequence.append((REFERENCE, reference()))
+        rounds += 1
+        seconds = time.perf_counter() - started
+        logs = bracketed_log_ratios(sequence, weighted)
+        if budget.done(rounds, seconds, {arm: Estimate.of(values) for arm, values in logs.items()}):
+            return sequence, rounds, seconds
