@@ -1,6 +1,7 @@
 """Step time of normlab's training loop against a minimal hand-written PyTorch loop, and sweep throughput.
 
-    make bench                       # or: python -m benchmarks.throughput [--steps 30] [--compile] [--sweep]
+    make bench                       # or: python -m benchmarks.throughput [--steps 30] [--compile] [--no-sweep]
+    python -m benchmarks.throughput --no-embedded --no-resnet       # the sweep bench alone
 
 First, the issue's CPU target: the default run (small CNN, bn, the default embedded dataset), where the
 hand loop trains the same model on the same images (normalized once, held in memory, drawn in a
@@ -433,6 +434,9 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="also time torch.compile (default: on a GPU only)",
     )
+    parser.add_argument(
+        "--resnet", action=argparse.BooleanOptionalAction, default=True, help="the ResNet-20 step-time table"
+    )
     parser.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
         "--embedded",
@@ -484,10 +488,14 @@ def main(argv: list[str] | None = None) -> None:
         print(embedded.round(3).to_string(index=False))
         write_text_atomic(out / "embedded.csv", embedded.assign(**stamp).round(4).to_csv(index=False))
         torch.set_num_threads(max(threads))
-    print(f"ResNet-20 training step on {stamp['machine']} ({steps} timed steps per cell, {args.reps} interleaved reps)")
-    table = step_table(device, [int(b) for b in args.batches.split(",")], steps, compiled, args.reps)
-    print(table.round(3).to_string(index=False))
-    write_text_atomic(out / "throughput.csv", table.assign(**stamp).round(4).to_csv(index=False))
+    if args.resnet:
+        print(
+            f"ResNet-20 training step on {stamp['machine']}"
+            f" ({steps} timed steps per cell, {args.reps} interleaved reps)"
+        )
+        table = step_table(device, [int(b) for b in args.batches.split(",")], steps, compiled, args.reps)
+        print(table.round(3).to_string(index=False))
+        write_text_atomic(out / "throughput.csv", table.assign(**stamp).round(4).to_csv(index=False))
     if args.sweep:
         budget = Budget(args.sweep_precision, args.sweep_min_rounds, 0.0, args.sweep_max_seconds)
         print(

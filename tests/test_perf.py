@@ -231,7 +231,11 @@ def test_the_sweep_bench_brackets_each_parallel_sweep_by_sequential_ones_until_t
     launched = []
     clock = iter(range(1000))  # perf_counter: each call one second later
 
-    def run(command, **kwargs):
+    real_run = throughput.subprocess.run
+
+    def run(command, **kwargs):  # a training sweep is stubbed; anything else (uname -p, git) runs
+        if "src.train" not in command:
+            return real_run(command, **kwargs)
         launched.append(command)
         for _ in range(29 if "hydra/launcher=parallel" in command else 39):  # 30 s parallel, 40 s sequential
             next(clock)
@@ -249,3 +253,8 @@ def test_the_sweep_bench_brackets_each_parallel_sweep_by_sequential_ones_until_t
     assert table.loc["parallel", "precision_met"] and table.loc["parallel", "rel_se"] < 0.02
     assert table.loc["parallel", "ci95_low"] <= table.loc["parallel", "speedup"] <= table.loc["parallel", "ci95_high"]
     assert table.loc["sequential", "speedup"] == 1.0 and table.loc["sequential", "rel_se"] == 0.0
+
+    launched.clear()  # the sweep bench alone, from the command line
+    limits = ["--sweep-min-rounds", "2", "--sweep-max-seconds", "0"]
+    throughput.main(["--no-embedded", "--no-resnet", *limits, "--out", str(tmp_path / "bench")])
+    assert len(launched) == 5 and sorted(path.name for path in (tmp_path / "bench").iterdir()) == ["sweep.csv"]
