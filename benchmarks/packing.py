@@ -10,10 +10,15 @@ The design, because this VM's speed drifts by ~10 % from one second to the next:
 of blocks (each about ``--block`` seconds of one model's steps, a block's step the median of its steps)
 run as reference, K = 1, reference, K = 2, reference, K = 4, reference, K = 8, reference, ...: every
 packed block is **bracketed** by two reference blocks, and its ratio is taken against their geometric
-mean, so the drift cancels to first order. Each K's ratio is the mean of its blocks' log ratios, printed
+mean, so the drift cancels to first order. Other tenants of the VM also put it into a disturbed state for
+seconds at a time, which changes the ratio itself (a one-member step suffers more than a packed one):
+only blocks within ``--tolerance`` (15 %) of their model's fastest block count, so the ratio is the
+undisturbed machine's (:func:`benchmarks.ratios.undisturbed`; ``ratio_all_blocks`` is the ratio over every
+block, ``kept`` the blocks counted). Each K's ratio is the mean of its counted blocks' log ratios, printed
 with its 95 % interval; rounds go on until every K's relative standard error is at most ``--precision``
-(after ``--min-rounds`` and ``--min-seconds``), or ``--max-seconds`` (``precision_met`` says which). The
-K = 1 row is a second one-member model timed as the others are: the noise floor, 1 within its interval.
+from at least ``--min-rounds`` counted blocks (after ``--min-seconds``), or ``--max-seconds``
+(``precision_met`` says which). The K = 1 row is a second one-member model timed as the others are: the
+noise floor, 1 within its interval.
 On a CPU with one thread a step is timed by the process's CPU time (``--clock auto``,
 :mod:`benchmarks.timing`), so time the machine gives to other work counts on neither side; the table
 names its clock. ``python -m benchmarks.agreement first second`` prints how far two runs agree.
@@ -38,7 +43,15 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from benchmarks.ratios import REFERENCE, Budget, Estimate, Sequence, bracketed_log_ratios, bracketed_rounds
+from benchmarks.ratios import (
+    REFERENCE,
+    Budget,
+    Estimate,
+    Sequence,
+    bracketed_log_ratios,
+    bracketed_rounds,
+    undisturbed,
+)
 from benchmarks.timing import CLOCKS, Clock, per_step, step_clock, synchronize, timed_steps
 from src.atomic import write_text_atomic
 from src.pack import PackedNet
@@ -103,22 +116,33 @@ class Cell:
         return per_step(self.device, times, sum(times), steps)
 
 
-def cell_rows(sequence: Sequence, precision: float) -> list[dict[str, float | int | bool]]:
-    """One row per arm: its median step, the reference's, and the ratio with its interval and error."""
-    reference_ms = 1e3 * statistics.median(seconds for arm, seconds in sequence if arm == REFERENCE)
+def cell_rows(sequence: Sequence, precision: float, tolerance: float = math.inf) -> list[dict[str, float | int | bool]]:
+    """One row per arm: its median undisturbed step, the reference's, the ratio over the bracketed blocks
+    undisturbed within ``tolerance`` with its interval and error, how many counted, and the ratio over
+    every block."""
+    counted = undisturbed(sequence, tolerance)
+
+    def median_ms(which: int) -> float:
+        return round(
+            1e3 * statistics.median(s for (arm, s), ok in zip(sequence, counted, strict=True) if arm == which and ok), 3
+        )
+
+    every = bracketed_log_ratios(sequence)
     rows = []
-    for k, logs in bracketed_log_ratios(sequence).items():
+    for k, logs in bracketed_log_ratios(sequence, tolerance=tolerance).items():
         estimate = Estimate.of(logs)
         rows.append(
             {
                 "K": k,
-                "step_ms_packed": round(1e3 * statistics.median(s for arm, s in sequence if arm == k), 3),
-                "step_ms_one": round(reference_ms, 3),
+                "step_ms_packed": median_ms(k),
+                "step_ms_one": median_ms(REFERENCE),
                 "runs_per_hour_ratio": round(estimate.ratio, 3),
                 "ci95_low": round(estimate.low, 3),
                 "ci95_high": round(estimate.high, 3),
                 "rel_se": round(estimate.rel_se, 4),
                 "precision_met": estimate.rel_se <= precision,
+                "kept": estimate.n,
+                "ratio_all_blocks": round(Estimate.of(every[k]).ratio, 3),
             }
         )
     return rows
@@ -135,6 +159,7 @@ def packing_table(
     budget: Budget,
     block: float = 0.25,
     clock: str = "wall",
+    tolerance: float = math.inf,
 ) -> pd.DataFrame:
     """One row per (model, norm, batch, K): median step times and the runs-per-hour ratio with its 95 %
     interval and relative standard error.
@@ -143,8 +168,8 @@ def packing_table(
     one-member model: the noise floor) are built and warmed up; then rounds run until ``budget`` is met
     (:func:`bracketed_rounds`), each arm block of about ``block`` seconds (or ``steps`` steps) between two
     reference blocks; each block's step is the median of its steps on ``clock`` (``cpu`` or ``wall``,
-    :func:`benchmarks.timing.step_clock`) and each K's ratio the mean of its blocks' bracketed log ratios
-    (:func:`bracketed_log_ratios`)."""
+    :func:`benchmarks.timing.step_clock`) and each K's ratio the mean of the bracketed log ratios of its
+    blocks undisturbed within ``tolerance`` (:func:`bracketed_log_ratios`)."""
     rows = []
     for model in models:
         for norm in norms:
@@ -155,9 +180,9 @@ def packing_table(
                 counts = {k: steps or cell.calibrate(block, warmup) for k, cell in cells.items()}
                 blocks = {k: functools.partial(cell.block, counts[k]) for k, cell in arms.items()}
                 sequence, rounds, seconds = bracketed_rounds(
-                    functools.partial(reference.block, counts[REFERENCE]), blocks, budget
+                    functools.partial(reference.block, counts[REFERENCE]), blocks, budget, tolerance=tolerance
                 )
-                for row in cell_rows(sequence, budget.precision):
+                for row in cell_rows(sequence, budget.precision, tolerance):
                     k = int(row["K"])
                     rows.append(
                         {
@@ -173,8 +198,8 @@ def packing_table(
                         }
                     )
     columns = ["model", "norm", "batch", "K", "steps", "blocks", "seconds", "step_ms_packed", "step_ms_one"]
-    estimate = ["runs_per_hour_ratio", "ci95_low", "ci95_high", "rel_se", "precision_met"]
-    return pd.DataFrame(rows)[[*columns, "member_steps_per_s", *estimate, "clock"]]
+    estimate = ["runs_per_hour_ratio", "ci95_low", "ci95_high", "rel_se", "precision_met", "kept"]
+    return pd.DataFrame(rows)[[*columns, "member_steps_per_s", *estimate, "ratio_all_blocks", "clock"]]
 
 
 def machine(device: torch.device) -> str:
@@ -196,9 +221,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--block", type=float, default=0.25, help="seconds per block when --steps is unset")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warmup steps per model (at least 2)")
     parser.add_argument("--precision", type=float, default=0.01, help="relative standard error to reach per ratio")
-    parser.add_argument("--min-rounds", type=int, default=6)
+    parser.add_argument("--min-rounds", type=int, default=8, help="and counted blocks per K")
     parser.add_argument("--min-seconds", type=float, default=10.0, help="per model, norm and batch")
     parser.add_argument("--max-seconds", type=float, default=150.0, help="per model, norm and batch")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.15,
+        help="count only blocks within this fraction of their model's fastest (the undisturbed machine); inf: all",
+    )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: one run per core, as a sweep)")
     parser.add_argument(
         "--clock",
@@ -208,6 +239,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     )
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
     args = parser.parse_args(argv)
+    if not args.tolerance >= 0:
+        parser.error(f"--tolerance={args.tolerance}: allowed are numbers >= 0 (inf counts every block)")
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     steps = args.steps
@@ -223,6 +256,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         Budget(args.precision, args.min_rounds, args.min_seconds, args.max_seconds),
         args.block,
         clock,
+        args.tolerance,
     )
     name = machine(device)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -231,9 +265,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table["commit"] = git_commit(ignore=inside_project(Path(args.out)))  # its own table leaves it clean
     table["command"] = "python -m benchmarks.packing " + " ".join(sys.argv[1:] if argv is None else argv)
     block = f"{steps} steps" if steps else f"about {args.block:g} s"
+    counted = (
+        "every block" if math.isinf(args.tolerance) else f"blocks within {args.tolerance:.0%} of their model's fastest"
+    )
     print(
         f"packed runs per hour vs unpacked on {name}: blocks of {block}, each K's bracketed by blocks of a"
-        f" one-member reference, until each ratio's relative standard error is at most {args.precision:g}"
+        f" one-member reference, counting {counted}, until"
+        f" each ratio's relative standard error is at most {args.precision:g}"
         f" ({args.min_seconds:g}-{args.max_seconds:g} s per model, norm and batch); 95 % intervals; steps"
         f" timed by {'the process CPU time' if clock == 'cpu' else 'wall time'} ({stamp})"
     )

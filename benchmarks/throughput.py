@@ -398,7 +398,7 @@ def sweep_throughput(jobs: int, budget: Budget = SWEEP_BUDGET, study: tuple[str,
     rows = []
     for arm, launcher in ((SEQUENTIAL, "sequential"), (PARALLEL, "parallel")):
         seconds = statistics.median(took for which, took in sequence if which == arm)
-        speedup = estimate if arm == PARALLEL else Estimate(1.0, 1.0, 1.0, 0.0)
+        speedup = estimate if arm == PARALLEL else Estimate(1.0, 1.0, 1.0, 0.0, 0)
         rows.append(
             {
                 "launcher": launcher,

@@ -142,7 +142,7 @@ def test_hand_blocks_interleave_with_normlab_steps_and_leave_their_time_out_of_n
     assert [block_size(n) for n in (4, 40, 600)] == [1, 5, 10]
 
 
-def test_the_packing_benchmark_writes_its_table_with_the_machine_and_command(tmp_path):
+def test_the_packing_benchmark_writes_its_table_with_the_machine_and_command(tmp_path, capsys):
     """`make bench`'s packing table end to end with tiny step counts (no timing is asserted)."""
     import pandas as pd
 
@@ -150,14 +150,20 @@ def test_the_packing_benchmark_writes_its_table_with_the_machine_and_command(tmp
 
     argv = ["--models", "resnet8", "--norms", "bn", "--batches", "2", "--ks", "1,2", "--steps", "3"]
     budget = ["--min-rounds", "2", "--min-seconds", "0", "--max-seconds", "0"]  # stop after 2 rounds
-    packing.main([*argv, *budget, "--warmup", "0", "--device", "cpu", "--out", str(tmp_path)])
+    every = ["--tolerance", "inf"]  # two rounds are too few to tell the undisturbed state: count every block
+    packing.main([*argv, *budget, *every, "--warmup", "0", "--device", "cpu", "--out", str(tmp_path)])
     table = pd.read_csv(tmp_path / "packing.csv")
     assert list(table["K"]) == [1, 2] and (table["runs_per_hour_ratio"] > 0).all()
+    assert list(table["kept"]) == [2, 2] and (table["ratio_all_blocks"] == table["runs_per_hour_ratio"]).all()
     assert (table["ci95_low"] <= table["runs_per_hour_ratio"]).all()
     assert (table["runs_per_hour_ratio"] <= table["ci95_high"]).all() and (table["rel_se"] > 0).all()
     assert list(table["blocks"]) == [2, 2] and list(table["steps"]) == [3, 3]
     assert (table["clock"] == "cpu").all()  # one thread on a CPU: the process's CPU time
     assert table["command"].str.startswith("python -m benchmarks.packing").all() and table["machine"].notna().all()
+    with pytest.raises(SystemExit):  # refused before any model is built, one line naming the value
+        packing.main([*argv, "--tolerance", "-0.1", "--out", str(tmp_path / "refused")])
+    assert "--tolerance=-0.1: allowed are numbers >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
     cell = packing.Cell("resnet8", "bn", 2, 2, torch.device("cpu"))
     assert cell.calibrate(0.0, 0.0) == 1 and cell.calibrate_seconds > 0  # a block has at least one step
     assert cell.block(4) > 0  # a block's step: the median of its steps' own times
@@ -178,6 +184,40 @@ def test_each_packed_block_is_compared_with_the_reference_blocks_right_before_an
         bracketed_log_ratios([(REFERENCE, 0.01), (4, 0.02), (4, 0.02)])
 
 
+def test_a_disturbed_machine_does_not_move_a_ratio_counted_on_its_undisturbed_blocks():
+    from benchmarks.packing import cell_rows
+    from benchmarks.ratios import REFERENCE, bracketed_log_ratios, undisturbed
+
+    # two states of the machine, as this VM's: undisturbed, a one-member step 10 ms and a packed K = 8 step
+    # 40 ms (ratio 2.0); disturbed, 16 ms and 52 ms (ratio 2.46). Each block jitters by up to 4 %.
+    states = {False: {REFERENCE: 0.010, 8: 0.040}, True: {REFERENCE: 0.016, 8: 0.052}}
+    jitter = [1.00, 1.03, 0.99, 1.04, 1.01, 0.98, 1.02]
+
+    def run(disturbed_rounds: set[int], tolerance: float) -> dict:  # 24 rounds: a K = 8 block, a reference
+        sequence = []
+        for position in range(49):
+            arm = REFERENCE if position % 2 == 0 else 8
+            state = min(position // 2, 23) in disturbed_rounds
+            sequence.append((arm, states[state][arm] * jitter[position % len(jitter)]))
+        return {row["K"]: row for row in cell_rows(sequence, 0.01, tolerance)}[8]
+
+    calm_rounds, busy_rounds = set(range(0, 24, 6)), {r for r in range(24) if r % 4 < 2}  # 1/6 vs 1/2 disturbed
+    calm, busy = run(calm_rounds, 0.15), run(busy_rounds, 0.15)
+    assert calm["kept"] < 24 and busy["kept"] < calm["kept"]
+    assert calm["runs_per_hour_ratio"] == pytest.approx(2.0, rel=0.03)
+    assert busy["runs_per_hour_ratio"] == pytest.approx(calm["runs_per_hour_ratio"], rel=0.03)  # the state share
+    assert busy["ratio_all_blocks"] > calm["ratio_all_blocks"] > 2.02  # moves the ratio over every block
+    everything = run(busy_rounds, math.inf)
+    assert everything["kept"] == 24 and everything["runs_per_hour_ratio"] == everything["ratio_all_blocks"]
+
+    sequence = [(REFERENCE, 0.010), (8, 0.040), (REFERENCE, 0.016), (8, 0.041), (REFERENCE, 0.0105)]
+    assert undisturbed(sequence, 0.15) == [True, True, False, True, True]
+    assert undisturbed(sequence) == [True] * 5  # no tolerance: every block
+    assert bracketed_log_ratios(sequence, tolerance=0.15) == {8: []}  # both triples hold the disturbed block
+    with pytest.raises(ValueError, match=r"tolerance=-0\.1: allowed are numbers >= 0"):
+        undisturbed(sequence, -0.1)
+
+
 def test_a_ratio_is_the_mean_log_ratio_with_its_t_interval_and_rounds_stop_at_the_precision_asked():
     from benchmarks.packing import cell_rows
     from benchmarks.ratios import REFERENCE, Budget, Estimate, bracketed_rounds
@@ -190,8 +230,9 @@ def test_a_ratio_is_the_mean_log_ratio_with_its_t_interval_and_rounds_stop_at_th
     assert math.isinf(Estimate.of([0.1]).rel_se)  # one block: no error known, never precise enough
 
     budget = Budget(precision=0.01, min_rounds=3, min_seconds=0.0, max_seconds=60.0)
-    precise, loose = {2: Estimate(1.5, 1.4, 1.6, 0.005)}, {2: Estimate(1.5, 1.0, 2.0, 0.2)}
+    precise, loose = {2: Estimate(1.5, 1.4, 1.6, 0.005, 3)}, {2: Estimate(1.5, 1.0, 2.0, 0.2, 10)}
     assert not budget.done(2, 1.0, precise) and budget.done(3, 1.0, precise)  # at least min_rounds
+    assert not budget.done(10, 1.0, {2: Estimate(1.5, 1.4, 1.6, 0.005, 2)})  # and min_rounds counted blocks
     assert not budget.done(10, 59.0, loose) and budget.done(10, 60.0, loose)  # max_seconds ends it anyway
 
     def steady(seconds: float):  # a model whose every block steps in `seconds`: the log ratios do not vary
