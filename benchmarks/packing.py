@@ -116,10 +116,10 @@ class Cell:
         return per_step(self.device, times, sum(times), steps)
 
 
-def cell_rows(sequence: Sequence, precision: float, tolerance: float = math.inf) -> list[dict[str, float | int | bool]]:
+def cell_rows(sequence: Sequence, budget: Budget, tolerance: float = math.inf) -> list[dict[str, float | int | bool]]:
     """One row per arm: its median undisturbed step, the reference's, the ratio over the bracketed blocks
-    undisturbed within ``tolerance`` with its interval and error, how many counted, and the ratio over
-    every block."""
+    undisturbed within ``tolerance`` with its interval and error, whether that met ``budget``, how many
+    blocks counted, and the ratio over every block."""
     counted = undisturbed(sequence, tolerance)
 
     def median_ms(which: int) -> float:
@@ -140,7 +140,7 @@ def cell_rows(sequence: Sequence, precision: float, tolerance: float = math.inf)
                 "ci95_low": round(estimate.low, 3),
                 "ci95_high": round(estimate.high, 3),
                 "rel_se": round(estimate.rel_se, 4),
-                "precision_met": estimate.rel_se <= precision,
+                "precision_met": budget.met(estimate),
                 "kept": estimate.n,
                 "ratio_all_blocks": round(Estimate.of(every[k]).ratio, 3),
             }
@@ -182,7 +182,7 @@ def packing_table(
                 sequence, rounds, seconds = bracketed_rounds(
                     functools.partial(reference.block, counts[REFERENCE]), blocks, budget, tolerance=tolerance
                 )
-                for row in cell_rows(sequence, budget.precision, tolerance):
+                for row in cell_rows(sequence, budget, tolerance):
                     k = int(row["K"])
                     rows.append(
                         {

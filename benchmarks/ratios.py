@@ -105,11 +105,14 @@ class Budget:
     min_seconds: float = 10.0
     max_seconds: float = 150.0
 
+    def met(self, estimate: Estimate) -> bool:
+        """Whether ``estimate`` is precise enough: relative standard error and number of blocks."""
+        return estimate.rel_se <= self.precision and estimate.n >= self.min_rounds
+
     def done(self, rounds: int, seconds: float, estimates: Mapping[int, Estimate]) -> bool:
         if rounds < self.min_rounds or seconds < self.min_seconds:
             return False
-        met = all(e.rel_se <= self.precision and e.n >= self.min_rounds for e in estimates.values())
-        return met or seconds >= self.max_seconds
+        return all(map(self.met, estimates.values())) or seconds >= self.max_seconds
 
 
 def bracketed_rounds(

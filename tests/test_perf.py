@@ -186,7 +186,7 @@ def test_each_packed_block_is_compared_with_the_reference_blocks_right_before_an
 
 def test_a_disturbed_machine_does_not_move_a_ratio_counted_on_its_undisturbed_blocks():
     from benchmarks.packing import cell_rows
-    from benchmarks.ratios import REFERENCE, bracketed_log_ratios, undisturbed
+    from benchmarks.ratios import REFERENCE, Budget, bracketed_log_ratios, undisturbed
 
     # two states of the machine, as this VM's: undisturbed, a one-member step 10 ms and a packed K = 8 step
     # 40 ms (ratio 2.0); disturbed, 16 ms and 52 ms (ratio 2.46). Each block jitters by up to 4 %.
@@ -199,11 +199,12 @@ def test_a_disturbed_machine_does_not_move_a_ratio_counted_on_its_undisturbed_bl
             arm = REFERENCE if position % 2 == 0 else 8
             state = min(position // 2, 23) in disturbed_rounds
             sequence.append((arm, states[state][arm] * jitter[position % len(jitter)]))
-        return {row["K"]: row for row in cell_rows(sequence, 0.01, tolerance)}[8]
+        return {row["K"]: row for row in cell_rows(sequence, Budget(precision=0.01, min_rounds=3), tolerance)}[8]
 
     calm_rounds, busy_rounds = set(range(0, 24, 6)), {r for r in range(24) if r % 4 < 2}  # 1/6 vs 1/2 disturbed
     calm, busy = run(calm_rounds, 0.15), run(busy_rounds, 0.15)
-    assert calm["kept"] < 24 and busy["kept"] < calm["kept"]
+    assert calm["kept"] < 24 and busy["kept"] < calm["kept"] and calm["precision_met"]
+    assert not run(set(range(0, 24, 2)), 0.15)["precision_met"]  # every triple spans both states: none counted
     assert calm["runs_per_hour_ratio"] == pytest.approx(2.0, rel=0.03)
     assert busy["runs_per_hour_ratio"] == pytest.approx(calm["runs_per_hour_ratio"], rel=0.03)  # the state share
     assert busy["ratio_all_blocks"] > calm["ratio_all_blocks"] > 2.02  # moves the ratio over every block
@@ -242,7 +243,7 @@ def test_a_ratio_is_the_mean_log_ratio_with_its_t_interval_and_rounds_stop_at_th
     sequence, rounds, _ = bracketed_rounds(steady(0.010), arms, budget)
     assert rounds == 3 and len(sequence) == 1 + 2 * len(arms) * rounds  # stopped as soon as allowed
     assert [arm for arm, _ in sequence[:5]] == [REFERENCE, 1, REFERENCE, 4, REFERENCE]
-    rows = {row["K"]: row for row in cell_rows(sequence, budget.precision)}
+    rows = {row["K"]: row for row in cell_rows(sequence, budget)}
     assert rows[4]["runs_per_hour_ratio"] == 1.6 and rows[1]["runs_per_hour_ratio"] == 1.0
     assert rows[4]["precision_met"] and rows[4]["step_ms_packed"] == 25.0 and rows[4]["step_ms_one"] == 10.0
 
