@@ -83,7 +83,7 @@ GPU_PLAN = Plan(
     sweep_sane_error=80.0,
     parallel_jobs=8,
     bench_args=("--steps", "100", "--batches", "2,32,128", "--compile"),
-    packing_args=("--models", "resnet20", "--min-seconds", "5", "--max-seconds", "25", "--warmup", "1"),
+    packing_args=("--models", "resnet20", "--min-seconds", "20", "--max-seconds", "100", "--warmup", "1"),
     sweep_data=("dataset.train_size=10000",),
     sweep_model=(),
     sweep_epochs=2,

@@ -1,6 +1,6 @@
 """Runs per hour packed against unpacked: K runs of one configuration as one vmapped model (src/pack.py).
 
-    make bench                       # or: python -m benchmarks.packing [--precision 0.01] [--max-seconds 180]
+    make bench                       # or: python -m benchmarks.packing [--precision 0.01] [--max-seconds 1200]
 
 For each model, norm and batch it times a training step (forward, backward, SGD step on the stacked
 parameters: what :class:`src.pack.PackedClassifier` runs) of K packed members against a one-member
@@ -8,17 +8,19 @@ reference model, with random CIFAR-shaped data on the device. ``runs/hour ratio 
 
 The design, because this VM's speed drifts by ~10 % from one second to the next: after a warmup, rounds
 of blocks (each about ``--block`` seconds of one model's steps, a block's step the median of its steps)
-run as reference, K = 1, reference, K = 2, reference, K = 4, reference, K = 8, reference, ...: every
-packed block is **bracketed** by two reference blocks, and its ratio is taken against their geometric
-mean, so the drift cancels to first order. Other tenants of the VM also put it into a disturbed state for
-seconds at a time, which changes the ratio itself (a one-member step suffers more than a packed one):
+run as reference, K = 1, reference, K = 2, reference, K = 4, reference, K = 8, reference: every packed
+block is **bracketed** by two reference blocks, and its ratio is taken against their geometric mean, so
+the drift cancels to first order. Other tenants of the VM also put it into a disturbed state for seconds
+to minutes at a time, which changes the ratio itself (a one-member step suffers more than a packed one):
 only blocks within ``--tolerance`` (15 %) of their model's fastest block count, so the ratio is the
-undisturbed machine's (:func:`benchmarks.ratios.undisturbed`; ``ratio_all_blocks`` is the ratio over every
-block, ``kept`` the blocks counted). Each K's ratio is the mean of its counted blocks' log ratios, printed
-with its 95 % interval; rounds go on until every K's relative standard error is at most ``--precision``
-from at least ``--min-rounds`` counted blocks (after ``--min-seconds``), or ``--max-seconds``
-(``precision_met`` says which). The K = 1 row is a second one-member model timed as the others are: the
-noise floor, 1 within its interval.
+least disturbed machine's (:func:`benchmarks.ratios.undisturbed`; ``ratio_all_blocks`` is the ratio over
+every block, ``kept`` the blocks counted). The rounds **interleave every model, norm and batch**: one
+round of each in turn, then the next, so each ratio's blocks spread over the whole table's time
+(``--min-seconds`` 480 to ``--max-seconds`` 1200) and every cell sees the machine's least disturbed
+stretch of it, not a stretch of its own. Each K's ratio is the mean of its counted blocks' log ratios,
+printed with its 95 % interval; rounds go on until every ratio's relative standard error is at most
+``--precision`` from at least ``--min-rounds`` counted blocks (``precision_met`` says which). The K = 1
+row is a second one-member model timed as the others are: the noise floor, 1 within its interval.
 On a CPU with one thread a step is timed by the process's CPU time (``--clock auto``,
 :mod:`benchmarks.timing`), so time the machine gives to other work counts on neither side; the table
 names its clock. ``python -m benchmarks.agreement first second`` prints how far two runs agree.
@@ -29,11 +31,11 @@ from it.
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -48,8 +50,7 @@ from benchmarks.ratios import (
     Budget,
     Estimate,
     Sequence,
-    bracketed_log_ratios,
-    bracketed_rounds,
+    pooled_log_ratios,
     undisturbed,
 )
 from benchmarks.timing import CLOCKS, Clock, per_step, step_clock, synchronize, timed_steps
@@ -116,20 +117,23 @@ class Cell:
         return per_step(self.device, times, sum(times), steps)
 
 
-def cell_rows(sequence: Sequence, budget: Budget, tolerance: float = math.inf) -> list[dict[str, float | int | bool]]:
-    """One row per arm: its median undisturbed step, the reference's, the ratio over the bracketed blocks
-    undisturbed within ``tolerance`` with its interval and error, whether that met ``budget``, how many
-    blocks counted, and the ratio over every block."""
-    counted = undisturbed(sequence, tolerance)
+def cell_rows(
+    rounds: list[Sequence], budget: Budget, tolerance: float = math.inf
+) -> list[dict[str, float | int | bool]]:
+    """One row per arm of one model, norm and batch, from its ``rounds`` (each a bracketed sequence): its
+    median undisturbed step, the reference's, the ratio over the bracketed blocks undisturbed within
+    ``tolerance`` (:func:`pooled_log_ratios`) with its interval and error, whether that met ``budget``,
+    how many blocks counted, and the ratio over every block."""
+    blocks = [block for sequence in rounds for block in sequence]
+    counted = undisturbed(blocks, tolerance)
 
     def median_ms(which: int) -> float:
-        return round(
-            1e3 * statistics.median(s for (arm, s), ok in zip(sequence, counted, strict=True) if arm == which and ok), 3
-        )
+        kept = (s for (arm, s), ok in zip(blocks, counted, strict=True) if arm == which and ok)
+        return round(1e3 * statistics.median(kept), 3)
 
-    every = bracketed_log_ratios(sequence)
+    every = pooled_log_ratios(rounds)
     rows = []
-    for k, logs in bracketed_log_ratios(sequence, tolerance=tolerance).items():
+    for k, logs in pooled_log_ratios(rounds, tolerance=tolerance).items():
         estimate = Estimate.of(logs)
         rows.append(
             {
@@ -148,6 +152,29 @@ def cell_rows(sequence: Sequence, budget: Budget, tolerance: float = math.inf) -
     return rows
 
 
+@dataclass
+class Group:
+    """One model, norm and batch: a one-member reference model, one packed model per K (K = 1 a second
+    one-member model: the noise floor), each block's steps, and the rounds timed so far."""
+
+    model: str
+    norm: str
+    batch: int
+    reference: Cell
+    arms: dict[int, Cell]
+    steps: dict[int, int]
+    rounds: list[Sequence] = field(default_factory=list)
+
+    def run_round(self) -> None:
+        """One round: reference, K1, reference, K2, ..., reference; each arm block bracketed by two reference
+        blocks of the same round."""
+        sequence = [(REFERENCE, self.reference.block(self.steps[REFERENCE]))]
+        for k, cell in self.arms.items():
+            sequence.append((k, cell.block(self.steps[k])))
+            sequence.append((REFERENCE, self.reference.block(self.steps[REFERENCE])))
+        self.rounds.append(sequence)
+
+
 def packing_table(
     device: torch.device,
     models: list[str],
@@ -164,13 +191,14 @@ def packing_table(
     """One row per (model, norm, batch, K): median step times and the runs-per-hour ratio with its 95 %
     interval and relative standard error.
 
-    For each model, norm and batch, a one-member reference model and one model per K (K = 1 a second
-    one-member model: the noise floor) are built and warmed up; then rounds run until ``budget`` is met
-    (:func:`bracketed_rounds`), each arm block of about ``block`` seconds (or ``steps`` steps) between two
-    reference blocks; each block's step is the median of its steps on ``clock`` (``cpu`` or ``wall``,
-    :func:`benchmarks.timing.step_clock`) and each K's ratio the mean of the bracketed log ratios of its
-    blocks undisturbed within ``tolerance`` (:func:`bracketed_log_ratios`)."""
-    rows = []
+    Every model, norm and batch gets a :class:`Group` of models, built and warmed up before any timing;
+    then rounds run **over all groups in turn** until ``budget`` is met for every ratio of every group (so
+    each group's blocks spread over the whole table's time, not one stretch of it), each arm block of
+    about ``block`` seconds (or ``steps`` steps) between two reference blocks; each block's step is the
+    median of its steps on ``clock`` (``cpu`` or ``wall``, :func:`benchmarks.timing.step_clock`) and each
+    K's ratio the mean of the bracketed log ratios of its blocks undisturbed within ``tolerance``
+    (:func:`pooled_log_ratios`)."""
+    groups = []
     for model in models:
         for norm in norms:
             for batch in batches:
@@ -178,25 +206,37 @@ def packing_table(
                 arms = {k: Cell(model, norm, batch, k, device, CLOCKS[clock]) for k in ks}
                 cells = {REFERENCE: reference, **arms}
                 counts = {k: steps or cell.calibrate(block, warmup) for k, cell in cells.items()}
-                blocks = {k: functools.partial(cell.block, counts[k]) for k, cell in arms.items()}
-                sequence, rounds, seconds = bracketed_rounds(
-                    functools.partial(reference.block, counts[REFERENCE]), blocks, budget, tolerance=tolerance
-                )
-                for row in cell_rows(sequence, budget, tolerance):
-                    k = int(row["K"])
-                    rows.append(
-                        {
-                            "model": model,
-                            "norm": norm,
-                            "batch": batch,
-                            **row,
-                            "steps": counts[k],
-                            "blocks": rounds,
-                            "seconds": round(seconds, 1),
-                            "member_steps_per_s": round(1e3 * k / row["step_ms_packed"], 1),
-                            "clock": clock,
-                        }
-                    )
+                groups.append(Group(model, norm, batch, reference, arms, counts))
+    started, rounds = time.perf_counter(), 0
+    while True:
+        for group in groups:
+            group.run_round()
+        rounds += 1
+        seconds = time.perf_counter() - started
+        estimates = {
+            (id(group), k): Estimate.of(logs)
+            for group in groups
+            for k, logs in pooled_log_ratios(group.rounds, tolerance=tolerance).items()
+        }
+        if budget.done(rounds, seconds, estimates):
+            break
+    rows = []
+    for group in groups:
+        for row in cell_rows(group.rounds, budget, tolerance):
+            k = int(row["K"])
+            rows.append(
+                {
+                    "model": group.model,
+                    "norm": group.norm,
+                    "batch": group.batch,
+                    **row,
+                    "steps": group.steps[k],
+                    "blocks": rounds,
+                    "seconds": round(seconds, 1),
+                    "member_steps_per_s": round(1e3 * k / row["step_ms_packed"], 1),
+                    "clock": clock,
+                }
+            )
     columns = ["model", "norm", "batch", "K", "steps", "blocks", "seconds", "step_ms_packed", "step_ms_one"]
     estimate = ["runs_per_hour_ratio", "ci95_low", "ci95_high", "rel_se", "precision_met", "kept"]
     return pd.DataFrame(rows)[[*columns, "member_steps_per_s", *estimate, "ratio_all_blocks", "clock"]]
@@ -222,8 +262,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warmup steps per model (at least 2)")
     parser.add_argument("--precision", type=float, default=0.01, help="relative standard error to reach per ratio")
     parser.add_argument("--min-rounds", type=int, default=8, help="and counted blocks per K")
-    parser.add_argument("--min-seconds", type=float, default=10.0, help="per model, norm and batch")
-    parser.add_argument("--max-seconds", type=float, default=150.0, help="per model, norm and batch")
+    parser.add_argument("--min-seconds", type=float, default=480.0, help="of rounds, for the whole table")
+    parser.add_argument("--max-seconds", type=float, default=1200.0, help="of rounds, for the whole table")
     parser.add_argument(
         "--tolerance",
         type=float,
@@ -272,7 +312,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         f"packed runs per hour vs unpacked on {name}: blocks of {block}, each K's bracketed by blocks of a"
         f" one-member reference, counting {counted}, until"
         f" each ratio's relative standard error is at most {args.precision:g}"
-        f" ({args.min_seconds:g}-{args.max_seconds:g} s per model, norm and batch); 95 % intervals; steps"
+        f" ({args.min_seconds:g}-{args.max_seconds:g} s of rounds over every model, norm and batch in turn); 95 %"
+        f" intervals; steps"
         f" timed by {'the process CPU time' if clock == 'cpu' else 'wall time'} ({stamp})"
     )
     print(table.drop(columns=["machine", "date", "commit", "command"]).to_string(index=False))

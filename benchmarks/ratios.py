@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
 from scipy import stats
@@ -37,30 +37,41 @@ REFERENCE = 0
 Sequence = list[tuple[int, float]]
 
 
-def undisturbed(sequence: Sequence, tolerance: float = math.inf) -> list[bool]:
+def fastest_blocks(blocks: Iterable[tuple[int, float]]) -> dict[int, float]:
+    """Per arm, the seconds of its fastest block."""
+    fastest: dict[int, float] = {}
+    for arm, seconds in blocks:
+        fastest[arm] = min(seconds, fastest.get(arm, math.inf))
+    return fastest
+
+
+def undisturbed(
+    sequence: Sequence, tolerance: float = math.inf, fastest: Mapping[int, float] | None = None
+) -> list[bool]:
     """Per block of ``sequence``: whether its seconds are at most ``(1 + tolerance)`` × the fastest block
-    of its arm (every block when ``tolerance`` is infinite)."""
+    of its arm (in ``fastest``, by default in ``sequence``; every block when ``tolerance`` is infinite)."""
     if tolerance < 0:
         raise ValueError(f"tolerance={tolerance!r}: allowed are numbers >= 0 (inf keeps every block)")
-    fastest: dict[int, float] = {}
-    for arm, seconds in sequence:
-        fastest[arm] = min(seconds, fastest.get(arm, math.inf))
+    fastest = fastest_blocks(sequence) if fastest is None else fastest
     return [seconds <= (1 + tolerance) * fastest[arm] for arm, seconds in sequence]
 
 
 def bracketed_log_ratios(
-    sequence: Sequence, weighted: bool = True, tolerance: float = math.inf
+    sequence: Sequence,
+    weighted: bool = True,
+    tolerance: float = math.inf,
+    fastest: Mapping[int, float] | None = None,
 ) -> dict[int, list[float]]:
     """Per arm, one value per bracketed block whose three blocks are :func:`undisturbed` within
     ``tolerance``: ``log(w · t_ref / t_arm)``, ``t_arm`` the block's seconds and ``t_ref`` the geometric
     mean of the reference blocks right before and after it; ``w`` is the arm's label when ``weighted``
     (K runs per packed step), else 1. Every arm of the sequence has an entry, empty when no block of it
-    counts.
+    counts. ``fastest``: as for :func:`undisturbed`.
 
     On this VM the machine's speed drifts by ~10 % from one second to the next, while blocks a fraction
     of a second apart see nearly the same speed (their step times correlate at 0.9): bracketing cancels
     the drift to first order, where comparing blocks far apart would carry it into the ratio."""
-    counts = undisturbed(sequence, tolerance)
+    counts = undisturbed(sequence, tolerance, fastest)
     logs: dict[int, list[float]] = {}
     for position in range(1, len(sequence) - 1, 2):
         (before_arm, before), (arm, seconds), (after_arm, after) = sequence[position - 1 : position + 2]
@@ -71,6 +82,20 @@ def bracketed_log_ratios(
             weight = arm if weighted else 1
             values.append(math.log(weight * math.sqrt(before * after) / seconds))
     return logs
+
+
+def pooled_log_ratios(
+    rounds: list[Sequence], weighted: bool = True, tolerance: float = math.inf
+) -> dict[int, list[float]]:
+    """:func:`bracketed_log_ratios` of several bracketed sequences (rounds taken at different times, each
+    opening with its own reference block), pooled per arm; a block counts against its arm's fastest block
+    over all the rounds."""
+    fastest = fastest_blocks(block for sequence in rounds for block in sequence)
+    pooled: dict[int, list[float]] = {}
+    for sequence in rounds:
+        for arm, logs in bracketed_log_ratios(sequence, weighted, tolerance, fastest).items():
+            pooled.setdefault(arm, []).extend(logs)
+    return pooled
 
 
 @dataclass(frozen=True)
@@ -109,7 +134,7 @@ class Budget:
         """Whether ``estimate`` is precise enough: relative standard error and number of blocks."""
         return estimate.rel_se <= self.precision and estimate.n >= self.min_rounds
 
-    def done(self, rounds: int, seconds: float, estimates: Mapping[int, Estimate]) -> bool:
+    def done(self, rounds: int, seconds: float, estimates: Mapping[Hashable, Estimate]) -> bool:
         if rounds < self.min_rounds or seconds < self.min_seconds:
             return False
         return all(map(self.met, estimates.values())) or seconds >= self.max_seconds

@@ -148,16 +148,17 @@ def test_the_packing_benchmark_writes_its_table_with_the_machine_and_command(tmp
 
     from benchmarks import packing
 
-    argv = ["--models", "resnet8", "--norms", "bn", "--batches", "2", "--ks", "1,2", "--steps", "3"]
+    argv = ["--models", "resnet8", "--norms", "bn", "--batches", "2,4", "--ks", "1,2", "--steps", "3"]
     budget = ["--min-rounds", "2", "--min-seconds", "0", "--max-seconds", "0"]  # stop after 2 rounds
     every = ["--tolerance", "inf"]  # two rounds are too few to tell the undisturbed state: count every block
     packing.main([*argv, *budget, *every, "--warmup", "0", "--device", "cpu", "--out", str(tmp_path)])
     table = pd.read_csv(tmp_path / "packing.csv")
-    assert list(table["K"]) == [1, 2] and (table["runs_per_hour_ratio"] > 0).all()
-    assert list(table["kept"]) == [2, 2] and (table["ratio_all_blocks"] == table["runs_per_hour_ratio"]).all()
+    assert list(table["K"]) == [1, 2, 1, 2] and list(table["batch"]) == [2, 2, 4, 4]
+    assert (table["runs_per_hour_ratio"] > 0).all() and table["seconds"].nunique() == 1  # one window for all
+    assert list(table["kept"]) == [2] * 4 and (table["ratio_all_blocks"] == table["runs_per_hour_ratio"]).all()
     assert (table["ci95_low"] <= table["runs_per_hour_ratio"]).all()
     assert (table["runs_per_hour_ratio"] <= table["ci95_high"]).all() and (table["rel_se"] > 0).all()
-    assert list(table["blocks"]) == [2, 2] and list(table["steps"]) == [3, 3]
+    assert list(table["blocks"]) == [2] * 4 and list(table["steps"]) == [3] * 4
     assert (table["clock"] == "cpu").all()  # one thread on a CPU: the process's CPU time
     assert table["command"].str.startswith("python -m benchmarks.packing").all() and table["machine"].notna().all()
     with pytest.raises(SystemExit):  # refused before any model is built, one line naming the value
@@ -199,7 +200,7 @@ def test_a_disturbed_machine_does_not_move_a_ratio_counted_on_its_undisturbed_bl
             arm = REFERENCE if position % 2 == 0 else 8
             state = min(position // 2, 23) in disturbed_rounds
             sequence.append((arm, states[state][arm] * jitter[position % len(jitter)]))
-        return {row["K"]: row for row in cell_rows(sequence, Budget(precision=0.01, min_rounds=3), tolerance)}[8]
+        return {row["K"]: row for row in cell_rows([sequence], Budget(precision=0.01, min_rounds=3), tolerance)}[8]
 
     calm_rounds, busy_rounds = set(range(0, 24, 6)), {r for r in range(24) if r % 4 < 2}  # 1/6 vs 1/2 disturbed
     calm, busy = run(calm_rounds, 0.15), run(busy_rounds, 0.15)
@@ -217,6 +218,30 @@ def test_a_disturbed_machine_does_not_move_a_ratio_counted_on_its_undisturbed_bl
     assert bracketed_log_ratios(sequence, tolerance=0.15) == {8: []}  # both triples hold the disturbed block
     with pytest.raises(ValueError, match=r"tolerance=-0\.1: allowed are numbers >= 0"):
         undisturbed(sequence, -0.1)
+
+
+def test_rounds_of_every_cell_run_in_turn_and_count_against_the_fastest_block_of_all_rounds(monkeypatch):
+    from benchmarks import packing
+    from benchmarks.ratios import REFERENCE, Budget, pooled_log_ratios
+
+    # a calm round, then a disturbed one: its blocks are slow against the calm round's, so none counts
+    calm, disturbed = (
+        [(REFERENCE, 0.010), (8, 0.040), (REFERENCE, 0.010)],
+        [(REFERENCE, 0.015), (8, 0.05), (REFERENCE, 0.015)],
+    )
+    assert [round(math.exp(v), 6) for v in pooled_log_ratios([calm, disturbed], tolerance=0.15)[8]] == [2.0]
+    assert [round(math.exp(v), 6) for v in pooled_log_ratios([calm, disturbed])[8]] == [2.0, 2.4]
+
+    order = []  # which cell each round timed, in order
+    monkeypatch.setattr(packing.Cell, "calibrate", lambda cell, seconds, warmup: 1)
+    monkeypatch.setattr(
+        packing.Group, "run_round", lambda group: order.append(group.batch) or group.rounds.append(calm)
+    )
+    budget = Budget(precision=0.01, min_rounds=3, min_seconds=0.0, max_seconds=60.0)
+    device = torch.device("cpu")
+    table = packing.packing_table(device, ["resnet8"], ["bn"], [2, 4], [8], None, 0.0, budget, tolerance=0.15)
+    assert order == [2, 4, 2, 4, 2, 4]  # one round of each cell in turn, until every ratio met the budget
+    assert list(table["runs_per_hour_ratio"]) == [2.0, 2.0] and table["precision_met"].all()
 
 
 def test_a_ratio_is_the_mean_log_ratio_with_its_t_interval_and_rounds_stop_at_the_precision_asked():
@@ -243,7 +268,7 @@ def test_a_ratio_is_the_mean_log_ratio_with_its_t_interval_and_rounds_stop_at_th
     sequence, rounds, _ = bracketed_rounds(steady(0.010), arms, budget)
     assert rounds == 3 and len(sequence) == 1 + 2 * len(arms) * rounds  # stopped as soon as allowed
     assert [arm for arm, _ in sequence[:5]] == [REFERENCE, 1, REFERENCE, 4, REFERENCE]
-    rows = {row["K"]: row for row in cell_rows(sequence, budget)}
+    rows = {row["K"]: row for row in cell_rows([sequence], budget)}
     assert rows[4]["runs_per_hour_ratio"] == 1.6 and rows[1]["runs_per_hour_ratio"] == 1.0
     assert rows[4]["precision_met"] and rows[4]["step_ms_packed"] == 25.0 and rows[4]["step_ms_one"] == 10.0
 
