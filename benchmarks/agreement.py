@@ -8,7 +8,9 @@ column; a ratio *agrees* when ``|rel_diff| ≤ within`` (default 5 %). The refer
 sweep (1 by definition), is left out; packing's K = 1 row is compared (a second one-member model timed
 as the packed ones are: the noise floor). Each run's own precision is shown beside its ratio where its
 table records one: ``spread``, the (max − min) / median of the repetitions' ratios, or ``rel_se``, the
-ratio's relative standard error; two runs can only agree to about that.
+ratio's relative standard error; two runs can only agree to about that. ``--packing-ratio
+ratio_all_blocks`` compares packing's ratio over every block (what a run with ``--tolerance`` also
+records) instead of its ``runs_per_hour_ratio``.
 """
 
 from __future__ import annotations
@@ -66,10 +68,22 @@ def table_kind(frame: pd.DataFrame) -> str | None:
     return None
 
 
-def compare_folders(first: Path, second: Path, within: float = 0.05) -> dict[str, pd.DataFrame]:
+PACKING_RATIOS = ("runs_per_hour_ratio", "ratio_all_blocks")
+
+
+def table_spec(name: str, packing_ratio: str = PACKING_RATIOS[0]) -> tuple[list[str], str, dict[str, object]]:
+    """:data:`TABLES`' entry for ``name``, packing's ratio column replaced by ``packing_ratio``."""
+    keys, ratio, reference = TABLES[name]
+    return keys, packing_ratio if name == "packing.csv" else ratio, reference
+
+
+def compare_folders(
+    first: Path, second: Path, within: float = 0.05, packing_ratio: str = PACKING_RATIOS[0]
+) -> dict[str, pd.DataFrame]:
     """:func:`agreement` for every table of :data:`TABLES` found in both folders."""
     found = {}
-    for name, (keys, ratio, reference) in TABLES.items():
+    for name in TABLES:
+        keys, ratio, reference = table_spec(name, packing_ratio)
         if (first / name).exists() and (second / name).exists():
             frames = pd.read_csv(first / name), pd.read_csv(second / name)
             found[name] = agreement(*frames, keys, ratio, within, reference)
@@ -93,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     parser.add_argument("first", type=Path, help="a make bench output folder (or one of its CSV files)")
     parser.add_argument("second", type=Path, help="another run's folder (or the matching CSV file)")
     parser.add_argument("--within", type=float, default=0.05, help="relative agreement asked for (default 0.05)")
+    parser.add_argument("--packing-ratio", choices=PACKING_RATIOS, default=PACKING_RATIOS[0])
     parser.add_argument("--out", type=Path, default=None, help="also write the text to this file")
     args = parser.parse_args(argv)
     if args.first.is_file() and args.second.is_file():
@@ -100,10 +115,10 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         kind = table_kind(first)
         if kind is None:
             parser.error(f"{args.first} is none of the bench tables ({', '.join(TABLES)}): no key and ratio columns")
-        keys, ratio, reference = TABLES[kind]
+        keys, ratio, reference = table_spec(kind, args.packing_ratio)
         tables = {args.first.name: agreement(first, second, keys, ratio, args.within, reference)}
     else:
-        tables = compare_folders(args.first, args.second, args.within)
+        tables = compare_folders(args.first, args.second, args.within, args.packing_ratio)
     if not tables:
         parser.error(f"no table of {', '.join(TABLES)} is in both {args.first} and {args.second}")
     text = render(tables, args.within)

@@ -54,3 +54,16 @@ def test_two_files_are_compared_whatever_they_are_called(tmp_path: Path, capsys)
     packing([1.0, 1.4, 1.8, 2.0]).to_csv(tmp_path / "packing.csv", index=False)
     agreement_main([str(tmp_path / "packing_first_run.csv"), str(tmp_path / "packing.csv")])
     assert "all tables: 4 of 4 ratios agree within ±5 %" in capsys.readouterr().out
+
+
+def test_packing_can_be_compared_on_its_ratio_over_every_block(tmp_path: Path, capsys):
+    for name, counted, every in (
+        ("a.csv", [1.0, 1.4, 1.8, 2.0], [1.0, 1.4, 1.8, 2.1]),
+        ("b.csv", [1.0, 1.3, 1.8, 2.2], [1.0, 1.4, 1.8, 2.1]),
+    ):
+        packing(counted).assign(ratio_all_blocks=every).to_csv(tmp_path / name, index=False)
+    files = [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
+    agreement_main(files)
+    assert "all tables: 2 of 4 ratios agree within ±5 %" in capsys.readouterr().out  # the counted blocks' ratio
+    agreement_main([*files, "--packing-ratio", "ratio_all_blocks"])
+    assert "all tables: 4 of 4 ratios agree within ±5 %" in capsys.readouterr().out
