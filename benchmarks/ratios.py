@@ -20,7 +20,9 @@ window (2.28 vs 2.03 in two consecutive runs). With a ``tolerance`` the ratio is
 **undisturbed machine** only: a block counts when its time is at most ``(1 + tolerance)`` × its arm's
 fastest block (:func:`undisturbed`), and a bracketed triple when all three of its blocks count. This is
 the rule of :mod:`timeit`, whose minimum is the machine's speed without interference, applied to a
-state rather than to one timing.
+state rather than to one timing. It keeps few blocks (4-17 of ~50 in 20 minutes), so the packing bench
+leaves it off by default and repeats instead by interleaving its cells over one long window
+(:func:`pooled_log_ratios` pools each cell's rounds).
 """
 
 from __future__ import annotations
