@@ -147,10 +147,9 @@ def bracketed_rounds(
     arms: Mapping[int, Callable[[], float]],
     budget: Budget,
     weighted: bool = True,
-    tolerance: float = math.inf,
 ) -> tuple[Sequence, int, float]:
     """Rounds of blocks until ``budget`` says done of the ratios of :func:`bracketed_log_ratios` (with
-    ``weighted`` and ``tolerance``); ``reference`` and each arm run one block and return its seconds.
+    ``weighted``); ``reference`` and each arm run one block and return its seconds.
     Each round, for every arm in turn, an arm block then a reference block (one reference block opens
     the first round), so every arm block sits between two reference blocks. Returns the sequence, the
     rounds and the seconds they took."""
@@ -163,6 +162,6 @@ def bracketed_rounds(
             sequence.append((REFERENCE, reference()))
         rounds += 1
         seconds = time.perf_counter() - started
-        logs = bracketed_log_ratios(sequence, weighted, tolerance)
+        logs = bracketed_log_ratios(sequence, weighted)
         if budget.done(rounds, seconds, {arm: Estimate.of(values) for arm, values in logs.items()}):
             return sequence, rounds, seconds
