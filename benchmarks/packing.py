@@ -35,6 +35,7 @@ from it.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
@@ -54,6 +55,7 @@ from benchmarks.ratios import (
     Budget,
     Estimate,
     Sequence,
+    extend_round,
     pooled_log_ratios,
     undisturbed,
 )
@@ -172,10 +174,11 @@ class Group:
     def run_round(self) -> None:
         """One round: reference, K1, reference, K2, ..., reference; each arm block bracketed by two reference
         blocks of the same round."""
-        sequence = [(REFERENCE, self.reference.block(self.steps[REFERENCE]))]
-        for k, cell in self.arms.items():
-            sequence.append((k, cell.block(self.steps[k])))
-            sequence.append((REFERENCE, self.reference.block(self.steps[REFERENCE])))
+        reference = functools.partial(self.reference.block, self.steps[REFERENCE])
+        sequence = [(REFERENCE, reference())]
+        extend_round(
+            sequence, reference, {k: functools.partial(cell.block, self.steps[k]) for k, cell in self.arms.items()}
+        )
         self.rounds.append(sequence)
 
 

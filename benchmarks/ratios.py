@@ -142,6 +142,14 @@ class Budget:
         return all(map(self.met, estimates.values())) or seconds >= self.max_seconds
 
 
+def extend_round(sequence: Sequence, reference: Callable[[], float], arms: Mapping[int, Callable[[], float]]) -> None:
+    """Append one round to ``sequence`` (which ends with a reference block): for every arm in turn, an arm
+    block then a reference block, so every arm block sits between two reference blocks."""
+    for arm, block in arms.items():
+        sequence.append((arm, block()))
+        sequence.append((REFERENCE, reference()))
+
+
 def bracketed_rounds(
     reference: Callable[[], float],
     arms: Mapping[int, Callable[[], float]],
@@ -157,9 +165,7 @@ def bracketed_rounds(
     sequence: Sequence = [(REFERENCE, reference())]
     rounds = 0
     while True:
-        for arm, block in arms.items():
-            sequence.append((arm, block()))
-            sequence.append((REFERENCE, reference()))
+        extend_round(sequence, reference, arms)
         rounds += 1
         seconds = time.perf_counter() - started
         logs = bracketed_log_ratios(sequence, weighted)
