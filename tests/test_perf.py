@@ -311,8 +311,13 @@ def test_the_sweep_bench_brackets_each_parallel_sweep_by_sequential_ones_until_t
     monkeypatch.setattr(throughput.subprocess, "run", run)
     monkeypatch.setattr(throughput.time, "perf_counter", lambda: float(next(clock)))
     budget = Budget(precision=0.02, min_rounds=3, min_seconds=0.0, max_seconds=1e9)
-    table = throughput.sweep_throughput(jobs=2, budget=budget, study=("norm=bn,gn", "batch=8,16,32", "epochs=1"))
+    table, blocks = throughput.sweep_throughput(
+        jobs=2, budget=budget, study=("norm=bn,gn", "batch=8,16,32", "epochs=1")
+    )
     assert ["hydra/launcher=parallel" in command for command in launched] == [False, True] * 3 + [False]
+    assert blocks["launcher"].tolist() == ["sequential", "parallel"] * 3 + ["sequential"]
+    assert blocks["seconds"].tolist() == [40.0, 30.0] * 3 + [40.0]  # in the order they ran
+    assert (blocks["cpu_seconds"] >= 0).all() and blocks["block"].tolist() == list(range(7))
     assert all("norm=bn,gn" in command and "batch=8,16,32" in command for command in launched)
     table = table.set_index("launcher")
     assert (table["runs"] == 6).all() and table["sweeps"].tolist() == [4, 3]
@@ -320,8 +325,10 @@ def test_the_sweep_bench_brackets_each_parallel_sweep_by_sequential_ones_until_t
     assert table.loc["parallel", "precision_met"] and table.loc["parallel", "rel_se"] < 0.02
     assert table.loc["parallel", "ci95_low"] <= table.loc["parallel", "speedup"] <= table.loc["parallel", "ci95_high"]
     assert table.loc["sequential", "speedup"] == 1.0 and table.loc["sequential", "rel_se"] == 0.0
+    assert table.loc["parallel", ["seconds", "seconds_min", "seconds_max"]].tolist() == [30.0] * 3
 
     launched.clear()  # the sweep bench alone, from the command line
     limits = ["--sweep-min-rounds", "2", "--sweep-max-seconds", "0"]
     throughput.main(["--no-embedded", "--no-resnet", *limits, "--out", str(tmp_path / "bench")])
-    assert len(launched) == 5 and sorted(path.name for path in (tmp_path / "bench").iterdir()) == ["sweep.csv"]
+    assert len(launched) == 5  # the default 900 s window is capped by --sweep-max-seconds
+    assert sorted(path.name for path in (tmp_path / "bench").iterdir()) == ["sweep.csv", "sweep_blocks.csv"]
