@@ -7,7 +7,8 @@ parameters: what :class:`src.pack.PackedClassifier` runs) of K packed members ag
 reference model, with random CIFAR-shaped data on the device. ``runs/hour ratio = K × t(1) / t(K)``.
 
 The design, because this VM's speed drifts by ~10 % from one second to the next: after a warmup, rounds
-of blocks (each about ``--block`` seconds of one model's steps, a block's step the median of its steps)
+of blocks (each about ``--block`` seconds of one model's steps and at least ``--min-block-steps``, 3: a
+block's step is the median of its steps, so one slow step does not move it)
 run as reference, K = 1, reference, K = 2, reference, K = 4, reference, K = 8, reference: every packed
 block is **bracketed** by two reference blocks, and its ratio is taken against their geometric mean, so
 the drift cancels to first order. Other tenants of the VM also put it into a disturbed state for seconds
@@ -103,9 +104,9 @@ class Cell:
         loss.backward()
         self.optimizer.step()
 
-    def calibrate(self, seconds: float, warmup: float) -> int:
-        """Steps in a block of about ``seconds`` (at least 1), from the mean step of a warmup: one step,
-        then steps until ``warmup`` seconds (and at least 2 steps) have passed."""
+    def calibrate(self, seconds: float, warmup: float, min_steps: int = 1) -> int:
+        """Steps in a block of about ``seconds`` (at least ``min_steps``), from the mean step of a warmup:
+        one step, then steps until ``warmup`` seconds (and at least 2 steps) have passed."""
         self.step()
         synchronize(self.device)
         started, steps = time.perf_counter(), 0
@@ -114,7 +115,7 @@ class Cell:
             steps += 1
             synchronize(self.device)
         self.calibrate_seconds = (time.perf_counter() - started) / steps
-        return max(1, math.ceil(seconds / self.calibrate_seconds))
+        return max(min_steps, math.ceil(seconds / self.calibrate_seconds))
 
     def block(self, steps: int) -> float:
         """Seconds per step of a block of ``steps`` steps (:func:`benchmarks.timing.per_step`: on a CPU the
@@ -194,6 +195,7 @@ def packing_table(
     block: float = 0.25,
     clock: str = "wall",
     tolerance: float = math.inf,
+    min_steps: int = 3,
 ) -> pd.DataFrame:
     """One row per (model, norm, batch, K): median step times and the runs-per-hour ratio with its 95 %
     interval and relative standard error.
@@ -201,9 +203,10 @@ def packing_table(
     Every model, norm and batch gets a :class:`Group` of models, built and warmed up before any timing;
     then rounds run **over all groups in turn** until ``budget`` is met for every ratio of every group (so
     each group's blocks spread over the whole table's time, not one stretch of it), each arm block of
-    about ``block`` seconds (or ``steps`` steps) between two reference blocks; each block's step is the
-    median of its steps on ``clock`` (``cpu`` or ``wall``, :func:`benchmarks.timing.step_clock`) and each
-    K's ratio the mean of the bracketed log ratios of its blocks undisturbed within ``tolerance``
+    about ``block`` seconds and at least ``min_steps`` steps (or ``steps`` steps) between two reference
+    blocks; each block's step is the median of its steps on ``clock`` (``cpu`` or ``wall``,
+    :func:`benchmarks.timing.step_clock`) and each K's ratio the mean of the bracketed log ratios of its
+    blocks undisturbed within ``tolerance``
     (:func:`pooled_log_ratios`)."""
     groups = []
     for model in models:
@@ -212,7 +215,7 @@ def packing_table(
                 reference = Cell(model, norm, batch, 1, device, CLOCKS[clock])
                 arms = {k: Cell(model, norm, batch, k, device, CLOCKS[clock]) for k in ks}
                 cells = {REFERENCE: reference, **arms}
-                counts = {k: steps or cell.calibrate(block, warmup) for k, cell in cells.items()}
+                counts = {k: steps or cell.calibrate(block, warmup, min_steps) for k, cell in cells.items()}
                 groups.append(Group(model, norm, batch, reference, arms, counts))
     started, rounds = time.perf_counter(), 0
     while True:
@@ -266,6 +269,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--ks", default="1,2,4,8")
     parser.add_argument("--steps", type=int, default=None, help="steps per block (default: --block's worth)")
     parser.add_argument("--block", type=float, default=0.25, help="seconds per block when --steps is unset")
+    parser.add_argument(
+        "--min-block-steps",
+        type=int,
+        default=3,
+        help="steps per block, at least (its step is their median: one slow step does not move it)",
+    )
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warmup steps per model (at least 2)")
     parser.add_argument("--precision", type=float, default=0.01, help="relative standard error to reach per ratio")
     parser.add_argument("--min-rounds", type=int, default=8, help="and counted blocks per K")
@@ -288,6 +297,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = parser.parse_args(argv)
     if not args.tolerance >= 0:
         parser.error(f"--tolerance={args.tolerance}: allowed are numbers >= 0 (inf counts every block)")
+    if args.min_block_steps < 1:
+        parser.error(f"--min-block-steps={args.min_block_steps}: allowed are integers >= 1")
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     steps = args.steps
@@ -304,6 +315,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         args.block,
         clock,
         args.tolerance,
+        args.min_block_steps,
     )
     name = machine(device)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -311,7 +323,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table["date"] = stamp
     table["commit"] = git_commit(ignore=inside_project(Path(args.out)))  # its own table leaves it clean
     table["command"] = "python -m benchmarks.packing " + " ".join(sys.argv[1:] if argv is None else argv)
-    block = f"{steps} steps" if steps else f"about {args.block:g} s"
+    block = f"{steps} steps" if steps else f"about {args.block:g} s (at least {args.min_block_steps} steps)"
     counted = (
         "every block" if math.isinf(args.tolerance) else f"blocks within {args.tolerance:.0%} of their model's fastest"
     )

@@ -167,6 +167,10 @@ def test_the_packing_benchmark_writes_its_table_with_the_machine_and_command(tmp
     assert not (tmp_path / "refused").exists()
     cell = packing.Cell("resnet8", "bn", 2, 2, torch.device("cpu"))
     assert cell.calibrate(0.0, 0.0) == 1 and cell.calibrate_seconds > 0  # a block has at least one step
+    assert cell.calibrate(0.0, 0.0, min_steps=3) == 3  # the bench's default: a median of three steps
+    with pytest.raises(SystemExit):
+        packing.main([*argv, "--min-block-steps", "0", "--out", str(tmp_path / "refused")])
+    assert "--min-block-steps=0: allowed are integers >= 1" in capsys.readouterr().err
     assert cell.block(4) > 0  # a block's step: the median of its steps' own times
 
 
@@ -233,7 +237,7 @@ def test_rounds_of_every_cell_run_in_turn_and_count_against_the_fastest_block_of
     assert [round(math.exp(v), 6) for v in pooled_log_ratios([calm, disturbed])[8]] == [2.0, 2.4]
 
     order = []  # which cell each round timed, in order
-    monkeypatch.setattr(packing.Cell, "calibrate", lambda cell, seconds, warmup: 1)
+    monkeypatch.setattr(packing.Cell, "calibrate", lambda cell, seconds, warmup, min_steps: 1)
     monkeypatch.setattr(
         packing.Group, "run_round", lambda group: order.append(group.batch) or group.rounds.append(calm)
     )
