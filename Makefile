@@ -78,7 +78,7 @@ report: setup  ## tables for multirun/$(STUDY) into $(REPORT_OUT)/$(STUDY)/; WAN
 wandb-sync: setup  ## upload every offline W&B run of multirun/$(STUDY)/ (training runs and report) and print where
 	$(RUN) -m src.wandb_sync $(STUDY)
 
-bench: setup  ## step time of normlab's loop vs a hand loop, sweep throughput, packed vs unpacked runs per hour (about 30 min on 2 cores); writes results/bench/
+bench: setup  ## step time of normlab's loop vs a hand loop, sweep throughput, packed vs unpacked runs per hour (about 45 min on 2 cores); writes results/bench/
 	$(RUN) -m benchmarks.throughput $(ARGS)
 	$(RUN) -m benchmarks.packing
 

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 #: pack sizes by device type and batch, from ``make bench`` (runs per hour packed / unpacked;
 #: results/bench/packing.csv and first_run/): on this project's 2-core CPU, one thread, at batch 2 K = 8
-#: gives 1.84-2.09× (K = 4 1.59-1.80×) and at batch 32 nothing (0.91-1.04×): 8 at batch ≤ 2, off above
+#: gives 1.68-1.99× (K = 4 1.48-1.78×) and at batch 32 nothing (0.86-1.03×): 8 at batch ≤ 2, off above
 #: (batches between 2 and 32 were not measured). On an H100
 #: (results/gpu_check/h100_2026-11-26/packing.csv) 8 packed ResNet-20 runs gave 5.5-7.3× at batch 2
 #: and 32; larger batches were not measured: off.
