@@ -426,16 +426,17 @@ def sweep_throughput(
     rows = []
     for arm, launcher in launchers.items():
         mine = blocks[blocks["launcher"] == launcher]
+        median = mine["seconds"].median()
         speedup = estimate if arm == PARALLEL else Estimate(1.0, 1.0, 1.0, 0.0, 0)
         rows.append(
             {
                 "launcher": launcher,
                 "runs": runs,
                 "sweeps": len(mine),
-                "seconds": mine["seconds"].median(),
+                "seconds": median,
                 "seconds_min": mine["seconds"].min(),
                 "seconds_max": mine["seconds"].max(),
-                "runs_per_hour": runs * 3600 / mine["seconds"].median(),
+                "runs_per_hour": runs * 3600 / median,
                 "speedup": speedup.ratio,
                 "ci95_low": speedup.low,
                 "ci95_high": speedup.high,
