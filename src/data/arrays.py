@@ -254,7 +254,7 @@ class ArrayDataModule(pl.LightningDataModule):
         images, labels = batch
         images = images.float().div_(255.0)
         if self.augment is not None and self.trainer is not None and self.trainer.training:
-            images = self.augment(images)
+            images = self.augment(images, mean=self.mean)
         images = (images - self.mean.to(images.device)) / self.std.to(images.device)
         return [images, labels]
 
