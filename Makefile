@@ -11,6 +11,8 @@ endif
 PY ?=
 STUDY ?= demo
 ARGS ?=
+PILOT ?=
+SD ?=
 PYTEST_ARGS ?=
 REPORT_OUT ?= results
 OUT ?= gpu_check
@@ -28,7 +30,7 @@ endif
 STAMP := $(STAMP_DIR)/.installed-$(SPEC_KEY)
 SHOW_TORCH := import torch; cuda = torch.cuda.is_available(); print(f"torch {torch.__version__}: " + (f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build") + (f", GPU {torch.cuda.get_device_name(0)}" if cuda else ", no GPU visible"))
 
-.PHONY: help setup demo test test-all lint sweep report wandb-sync bench gpu-check clean
+.PHONY: help setup demo test test-all lint sweep report plan wandb-sync bench gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -74,6 +76,9 @@ sweep: setup  ## run the study conf/experiment/$(STUDY).yaml (via sweeps/$(STUDY
 
 report: setup  ## tables for multirun/$(STUDY) into $(REPORT_OUT)/$(STUDY)/; WANDB=1 also publishes them as a W&B run
 	$(RUN) -m src.report multirun/$(STUDY) --out $(REPORT_OUT) $(if $(WANDB),--wandb)
+
+plan: setup  ## seeds per cell each claim of conf/experiment/$(STUDY).yaml needs for report.power (80 %), from PILOT=<run dirs> or SD=<points>; ARGS='--metric val_error --where k=v --out DIR'
+	$(RUN) -m src.report --plan conf/experiment/$(STUDY).yaml $(if $(PILOT),--pilot $(PILOT)) $(if $(SD),--sd $(SD)) $(ARGS)
 
 wandb-sync: setup  ## upload every offline W&B run of multirun/$(STUDY)/ (training runs and report) and print where
 	$(RUN) -m src.wandb_sync $(STUDY)

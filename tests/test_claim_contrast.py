@@ -52,7 +52,7 @@ NOISE = [-0.2, 0.0, 0.2]
 def test_a_gap_that_clearly_shrinks_is_reproduced_with_its_direction(tmp_path):
     errors = {("gn", 12): 24.0, ("bn", 12): 20.0, ("gn", 24): 19.0, ("bn", 24): 18.0}  # gaps 4 → 1
     runs = schedules({key: [value + e for e in NOISE] for key, value in errors.items()}, tmp_path)
-    [result] = evaluate_claims(runs, {"claims": [claim(at_least=1.0)]})
+    [result] = evaluate_claims(runs, {"budget": "fixed", "claims": [claim(at_least=1.0)]})
     assert result.verdict == REPRODUCED and result.direction.verdict == REPRODUCED
     assert result.kind == "contrast" and result.estimate.value == pytest.approx(3.0)
     test = result.sizes[0]
@@ -65,28 +65,28 @@ def test_a_gap_that_clearly_shrinks_is_reproduced_with_its_direction(tmp_path):
     assert result.model_df == 12 - 4
     # the same contrast the other way round, bounded above: reproduced with θ < 0 as its direction
     flipped = {**claim(at_most=-1.0), "weights": [-w for w in SHRINKS]}
-    [result] = evaluate_claims(runs, {"claims": [flipped]})
+    [result] = evaluate_claims(runs, {"budget": "fixed", "claims": [flipped]})
     assert result.verdict == REPRODUCED and result.direction.verdict == REPRODUCED
     assert result.estimate.value == pytest.approx(-3.0) and result.direction.estimate.value == pytest.approx(3.0)
     # and a claim that it shrinks by 5 or more is contradicted
-    assert evaluate_claims(runs, {"claims": [claim(at_least=5.0)]})[0].verdict == NOT_REPRODUCED
+    assert evaluate_claims(runs, {"budget": "fixed", "claims": [claim(at_least=5.0)]})[0].verdict == NOT_REPRODUCED
 
 
 def test_a_gap_that_stays_the_same_is_shown_equivalent_to_zero(tmp_path):
     errors = {("gn", 12): 24.0, ("bn", 12): 22.0, ("gn", 24): 20.05, ("bn", 24): 18.0}  # gaps 2 → 2.05
     runs = schedules({key: [value + e / 2 for e in NOISE] for key, value in errors.items()}, tmp_path)
-    [result] = evaluate_claims(runs, {"claims": [claim(within=1.0)]})
+    [result] = evaluate_claims(runs, {"budget": "fixed", "claims": [claim(within=1.0)]})
     assert result.verdict == REPRODUCED and result.direction is None
     assert result.estimate.value == pytest.approx(-0.05)
     assert result.statement.endswith("within ±1 (equivalence, TOST)")
-    assert evaluate_claims(runs, {"claims": [claim(at_least=1.0)]})[0].verdict == NOT_REPRODUCED
+    assert evaluate_claims(runs, {"budget": "fixed", "claims": [claim(at_least=1.0)]})[0].verdict == NOT_REPRODUCED
 
 
 def test_a_noisy_interaction_is_undecided_and_says_how_many_seeds_would_decide_it(tmp_path):
     spread = [-3.0, 0.0, 3.0]
     errors = {("gn", 12): 24.0, ("bn", 12): 20.0, ("gn", 24): 21.0, ("bn", 24): 18.5}  # gaps 4 → 2.5
     runs = schedules({key: [value + e for e in spread] for key, value in errors.items()}, tmp_path)
-    [result] = evaluate_claims(runs, {"claims": [claim(at_least=0.5)]})
+    [result] = evaluate_claims(runs, {"budget": "fixed", "claims": [claim(at_least=0.5)]})
     assert result.verdict == UNDECIDED and result.direction.verdict == UNDECIDED
     assert result.estimate.value == pytest.approx(1.5)
     assert result.seeds and result.seeds > 3
@@ -95,7 +95,7 @@ def test_a_noisy_interaction_is_undecided_and_says_how_many_seeds_would_decide_i
 
 def test_a_contrast_with_missing_cells_has_no_data(tmp_path):
     runs = schedules({("gn", 12): [24.0, 24.2], ("bn", 12): [20.0, 20.2]}, tmp_path)
-    [result] = evaluate_claims(runs, {"claims": [claim(at_least=1.0)]})
+    [result] = evaluate_claims(runs, {"budget": "fixed", "claims": [claim(at_least=1.0)]})
     assert result.verdict == "no data" and any("missing runs for" in note for note in result.notes)
 
 
@@ -121,7 +121,10 @@ def test_a_contrast_with_missing_cells_has_no_data(tmp_path):
             {"cells": [*CELLS[:3], {"epochs": [1]}]},
             "report.claims[0] (gap_shrinks).cells[3].epochs = [1]: must be a single",
         ),
-        ({"margin": 1}, "report.claims[0] (gap_shrinks).margin = 1: unknown key; allowed: at_least, at_most, cells"),
+        (
+            {"margin": 1},
+            "report.claims[0] (gap_shrinks).margin = 1: unknown key; allowed: at_least, at_most, budget, cells",
+        ),
         ({"within": 1.0, "at_least": 1.0}, "report.claims[0] (gap_shrinks).within = 1.0: a contrast is either bounded"),
     ],
 )
@@ -129,11 +132,11 @@ def test_a_bad_contrast_fails_with_one_line(change, message, tmp_path):
     runs = schedules({("gn", 12): [24.0, 24.2], ("bn", 12): [20.0, 20.2]}, tmp_path)
     spec = {**claim(at_least=1.0), **change}
     with pytest.raises(SpecError) as error:
-        evaluate_claims(runs, {"claims": [spec]})
+        evaluate_claims(runs, {"budget": "fixed", "claims": [spec]})
     assert str(error.value).startswith(message) and "\n" not in str(error.value), str(error.value)
 
 
 def test_a_contrast_needs_a_bound(tmp_path):
     runs = schedules({("gn", 12): [24.0, 24.2], ("bn", 12): [20.0, 20.2]}, tmp_path)
     with pytest.raises(SpecError, match=r"^report.claims\[0\] \(gap_shrinks\).at_least = None: a contrast claim needs"):
-        evaluate_claims(runs, {"claims": [claim()]})
+        evaluate_claims(runs, {"budget": "fixed", "claims": [claim()]})

@@ -7,9 +7,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 
 from src.records import RECORD_FILE, RUNS_FILE
 from src.report.__main__ import main as report_main
@@ -27,11 +29,12 @@ CLOSE = {"id": "bn_close_to_gn", "kind": "equivalent", "norms": ["bn", "gn"], "b
 def test_a_rise_of_one_point_reads_direction_reproduced_and_size_not_reproduced(tmp_path):
     """BN rises by 1 ± 0.3 (sd of the runs): clearly above 0, clearly below the 2-point threshold."""
     errors = {("bn", 2): [11.3, 10.7, 11.0, 11.4, 10.6], ("bn", 32): [10.0, 10.3, 9.7, 9.6, 10.4]}
-    [result] = evaluate_claims(runs_of(grid("s", errors), tmp_path), {"claims": [RISES]})
+    [result] = evaluate_claims(runs_of(grid("s", errors), tmp_path), {"budget": "fixed", "claims": [RISES]})
     assert result.direction.verdict == REPRODUCED
     assert result.verdict == NOT_REPRODUCED and result.sizes[0].verdict == NOT_REPRODUCED
     assert result.estimate.value == pytest.approx(1.0)
-    assert result.model_df == 8 and result.estimate.df == 8
+    welch = stats.ttest_ind(errors[("bn", 2)], errors[("bn", 32)], equal_var=False)
+    assert result.model_df == 8 and result.estimate.df == pytest.approx(welch.df)
     row = result.as_row()
     assert (row["direction_verdict"], row["size_verdict"], row["verdict"]) == (
         REPRODUCED,
@@ -40,55 +43,59 @@ def test_a_rise_of_one_point_reads_direction_reproduced_and_size_not_reproduced(
     )
 
 
-def test_the_interval_pools_the_variance_of_every_cell_of_the_study(tmp_path):
+def test_the_interval_uses_each_cells_own_variance_and_the_pooled_model_is_the_robustness_column(tmp_path):
     errors = {
         ("bn", 2): [11.0, 12.0],
         ("bn", 32): [10.0, 10.5],
         ("gn", 2): [10.2, 10.9, 10.4],
         ("gn", 32): [10.1, 10.6, 10.3],
     }
-    [result] = evaluate_claims(runs_of(grid("s", errors), tmp_path), {"claims": [RISES]})
+    [result] = evaluate_claims(runs_of(grid("s", errors), tmp_path), {"budget": "fixed", "claims": [RISES]})
     model = CellModel({key: values for key, values in errors.items()})
-    expected = model.contrast({("bn", 2): 1, ("bn", 32): -1})
-    assert result.model_df == 10 - 4
-    assert (result.estimate.low, result.estimate.high) == pytest.approx((expected.low, expected.high))
-    assert result.sizes[0].welch.df == pytest.approx(1.0, abs=0.5)  # the per-pair Welch column: ~1 df
+    own = model.welch_contrast({("bn", 2): 1, ("bn", 32): -1})
+    pooled = model.contrast({("bn", 2): 1, ("bn", 32): -1})
+    assert (result.estimate.low, result.estimate.high) == pytest.approx((own.low, own.high))
+    assert result.estimate.method == "welch" and result.estimate.df == pytest.approx(1.0, abs=0.5)
+    assert result.model_df == 10 - 4 and result.sizes[0].pooled.df == 6
+    assert (result.sizes[0].pooled.low, result.sizes[0].pooled.high) == pytest.approx((pooled.low, pooled.high))
 
 
 def test_equivalence_is_two_sided_so_a_far_worse_gn_is_not_as_good_as_bn(tmp_path):
     errors = {("bn", 32): [38.0, 39.0, 38.5], ("gn", 32): [51.0, 52.0, 51.5]}
     runs = runs_of(grid("s", errors), tmp_path)
     # no train-loss gap, so the gate does not hide the verdict
-    [result] = evaluate_claims(runs, {"claims": [CLOSE]})
+    [result] = evaluate_claims(runs, {"budget": "fixed", "claims": [CLOSE]})
     assert result.verdict == NOT_REPRODUCED
     same = runs_of(
         grid("s", {("bn", 32): [20.0, 20.2, 20.1, 19.9], ("gn", 32): [20.1, 20.0, 20.2, 20.1]}), tmp_path / "b"
     )
-    assert evaluate_claims(same, {"claims": [CLOSE]})[0].verdict == REPRODUCED
+    assert evaluate_claims(same, {"budget": "fixed", "claims": [CLOSE]})[0].verdict == REPRODUCED
 
 
-def test_flatness_is_two_prespecified_equivalence_tests(tmp_path):
+def test_flatness_is_a_tost_of_every_batch_against_the_largest(tmp_path):
     batches = [2, 4, 8, 16, 32]
     noise = [-0.15, 0.0, 0.15]
     flat = {("gn", b): [20.0 + e + 0.05 * i for e in noise] for i, b in enumerate(batches)}
-    claim = {"kind": "flat", "norm": "gn", "within": 1.0, "slope_within": 0.25}
-    [result] = evaluate_claims(runs_of(grid("s", flat), tmp_path / "a"), {"claims": [claim]})
-    assert result.verdict == REPRODUCED and [t.test for t in result.sizes] == ["within", "within"]
-    assert result.sizes[1].estimate.value == pytest.approx(0.05)  # error vs log2(batch): +0.05 per doubling
-    trend = {("gn", b): [20.0 + e + 0.6 * (4 - i) for e in noise] for i, b in enumerate(batches)}
-    [result] = evaluate_claims(runs_of(grid("s", trend), tmp_path / "b"), {"claims": [claim]})
-    assert result.verdict == NOT_REPRODUCED and result.sizes[1].verdict == NOT_REPRODUCED
+    claim = {"kind": "flat", "norm": "gn", "within": 1.0}
+    [result] = evaluate_claims(runs_of(grid("s", flat), tmp_path / "a"), {"budget": "fixed", "claims": [claim]})
+    assert result.verdict == REPRODUCED and [t.test for t in result.sizes] == ["within"] * 4
+    assert [t.label for t in result.sizes] == [f"gn@{b} − gn@32" for b in (2, 4, 8, 16)]
+    assert result.sizes[0].estimate.value == pytest.approx(-0.2)
+    # only the middle batch is off: a slope or an endpoint test would miss it, a test per batch does not
+    bump = {**flat, ("gn", 8): [23.0 + e for e in noise]}
+    [result] = evaluate_claims(runs_of(grid("s", bump), tmp_path / "b"), {"budget": "fixed", "claims": [claim]})
+    assert result.verdict == NOT_REPRODUCED and result.sizes[2].verdict == NOT_REPRODUCED
     assert any("Holm" in note for note in result.notes)
 
 
 def test_an_undecided_claim_gives_the_seeds_per_cell_that_would_decide_it(tmp_path):
     errors = {("gn", 2): [10.0, 11.0, 10.2], ("bn", 2): [10.6, 11.5, 10.9]}
     less = {"kind": "less", "norms": ["gn", "bn"], "batch": 2}
-    [result] = evaluate_claims(runs_of(grid("s", errors), tmp_path), {"claims": [less]})
+    [result] = evaluate_claims(runs_of(grid("s", errors), tmp_path), {"budget": "fixed", "claims": [less]})
     assert result.verdict == UNDECIDED
-    model = CellModel({key: values for key, values in errors.items()})
+    sd = math.sqrt((np.var(errors[("gn", 2)], ddof=1) + np.var(errors[("bn", 2)], ddof=1)) / 2)
     effect = result.direction.estimate.value
-    expected = seeds_needed(lambda n: power_one_sided(effect, model.sd, 2.0, n, 2, 0.025))
+    expected = seeds_needed(lambda n: power_one_sided(effect, sd, 2.0, n, 2, 0.025))
     assert result.seeds == expected and expected > 3
     assert result.as_row()["seeds_per_cell_needed"] == expected
 
@@ -125,36 +132,111 @@ def gated_study(root: Path, curves: bool = True) -> Path:
     return root
 
 
-def test_an_undertrained_gn_is_not_assessable_never_reproduced(tmp_path):
+def test_the_per_cell_level_check_is_shown_but_never_gates(tmp_path):
     run_set = load_run_set([gated_study(tmp_path / "m")])
     assert len(run_set.curves) == 6
-    one_sided = {"kind": "difference", "norms": ["bn", "gn"], "batch": 32, "at_most": 1.0}
-    results = evaluate_claims(run_set.runs, {"claims": [CLOSE, one_sided]}, run_set.curves, run_set.skipped)
-    for result in results:
-        assert result.verdict == NOT_ASSESSABLE and result.verdict_text == "not assessable: gn undertrained"
-        assert result.gate.undertrained == ["gn@32"]
-        text = " ".join(result.gate.lines)
-        assert "gn@32: validation error fell +8.00 over the last 3 epochs (> 0.5: still improving)" in text
-        assert "gn@32: final train loss 0.600, 2.00× the lowest other norm's (0.300) (> 1.25×)" in text
-        assert "bn@32: validation error fell +0.30 over the last 3 epochs" in text
-        assert any("epochs for its curve to flatten" in line for line in result.gate.epochs)
-    # without the gate, the equivalence would have read reproduced: the gate is what stops it
-    ungated = evaluate_claims(
-        run_set.runs, {"claims": [{**CLOSE, "convergence": {"max_val_drop": 100, "max_train_loss_ratio": 100}}]}
+    spec = {"budget": "fixed", "claims": [CLOSE]}
+    [result] = evaluate_claims(run_set.runs, spec, run_set.curves, run_set.skipped)
+    assert result.verdict == REPRODUCED and result.gate.undertrained == ["gn@32"]
+    text = " ".join(result.gate.lines)
+    assert "gn@32: validation error fell +8.00 over the last 3 epochs (> 0.5: still improving)" in text
+    assert result.as_row()["level_check"] == "failed" and result.as_row()["stability"] == "fixed budget"
+    assert result.verdict_shown == "reproduced at 2 epochs (fixed budget)"
+
+
+def schedules(errors: dict[tuple[str, int, int], list[float]]) -> list[dict]:
+    """Records for {(norm, batch, epochs): [error per seed]}."""
+    records = []
+    for (norm, batch, epochs), values in errors.items():
+        for seed, error in enumerate(values):
+            record = make_record("g", norm, batch, seed, error, epochs=epochs)
+            record["config"]["epochs"] = epochs
+            record["overrides"].append(f"epochs={epochs}")
+            records.append(record)
+    return records
+
+
+NOISE = [-0.2, -0.1, 0.0, 0.1, 0.2, -0.15, 0.15, 0.05]
+LESS = {"id": "gn_beats_bn", "kind": "less", "norms": ["gn", "bn"], "batch": 2, "where": {"epochs": 16}}
+
+
+def gap(at16: float, at8: float, noise: list[float] = NOISE) -> dict[tuple[str, int, int], list[float]]:
+    return {
+        ("bn", 2, 16): [30.0 + e for e in noise],
+        ("gn", 2, 16): [30.0 - at16 + e for e in noise],
+        ("bn", 2, 8): [35.0 + e for e in noise],
+        ("gn", 2, 8): [35.0 - at8 + e for e in noise],
+    }
+
+
+def test_the_stability_gate_passes_a_contrast_that_no_longer_moves(tmp_path):
+    [result] = evaluate_claims(runs_of(schedules(gap(3.0, 2.8)), tmp_path), {"claims": [LESS]})
+    assert result.stability.status == "passed" and result.verdict == REPRODUCED
+    assert "θ(16) − θ(8) = +0.20" in result.stability.lines[0]
+
+
+def test_the_stability_gate_fails_a_contrast_still_moving_by_more_than_its_margin(tmp_path):
+    [result] = evaluate_claims(runs_of(schedules(gap(3.0, 0.5)), tmp_path), {"claims": [LESS]})
+    assert result.stability.status == "failed" and result.verdict == NOT_ASSESSABLE
+    assert result.verdict_text == "not assessable: contrast still moving between 8 and 16 epochs"
+    assert result.size_verdict == REPRODUCED  # what the test alone said: the gate is what stops it
+
+
+def test_the_stability_gate_is_unsettled_with_too_few_seeds_and_says_how_many(tmp_path):
+    wide = [-2.0, 1.5, 0.5]
+    [result] = evaluate_claims(runs_of(schedules(gap(5.0, 5.0, wide)), tmp_path), {"claims": [LESS]})
+    assert result.stability.status == "unsettled" and result.verdict == NOT_ASSESSABLE
+    assert result.stability.seeds and result.stability.seeds > 3 and result.seeds >= result.stability.seeds
+
+
+def test_a_missing_half_length_arm_blocks_the_verdict_and_single_norm_claims_are_gated_too(tmp_path):
+    errors = {key: values for key, values in gap(3.0, 3.0).items() if key[2] == 16}
+    rises = {"kind": "difference", "norm": "bn", "batches": [2, 2], "at_least": 0.0, "where": {"epochs": 16}}
+    results = evaluate_claims(runs_of(schedules(errors), tmp_path), {"claims": [LESS, rises]})
+    assert [r.stability.status for r in results] == ["missing arm", "missing arm"]
+    assert all(r.verdict == NOT_ASSESSABLE for r in results)
+    assert results[0].verdict_text == "not assessable: no 8-epoch arm to check the contrast's stability"
+
+
+def test_a_claim_may_waive_the_stability_gate_with_a_reason(tmp_path):
+    waived = {**LESS, "convergence": {"waived": "a claim about training speed"}}
+    [result] = evaluate_claims(runs_of(schedules(gap(3.0, 0.5)), tmp_path), {"claims": [waived]})
+    assert result.stability.status == "waived" and result.verdict == REPRODUCED
+
+
+def test_worst_compares_the_norm_with_every_other(tmp_path):
+    errors = {("bn", 32): [20.0, 20.2, 20.1], ("gn", 32): [20.5, 20.4, 20.6], ("in", 32): [25.0, 25.2, 25.1]}
+    worst = {"kind": "worst", "norm": "in", "batch": 32}
+    [result] = evaluate_claims(runs_of(grid("s", errors), tmp_path / "a"), {"budget": "fixed", "claims": [worst]})
+    assert result.verdict == REPRODUCED and [t.label for t in result.sizes] == ["in@32 − bn@32", "in@32 − gn@32"]
+    errors[("ln", 32)] = [26.0, 26.2, 26.1]  # IN is not the worst once LN is worse
+    [result] = evaluate_claims(runs_of(grid("s", errors), tmp_path / "b"), {"budget": "fixed", "claims": [worst]})
+    assert result.verdict == NOT_REPRODUCED and result.sizes[-1].verdict == "reversed"
+
+
+def test_holm_across_a_studys_claims_can_undo_a_marginal_reproduced(tmp_path):
+    errors = {("bn", 2): [11.2, 10.4, 12.1, 11.2], ("bn", 32): [10.0, 9.6, 10.4, 9.8]}
+    rises = {"id": "a", "kind": "difference", "norm": "bn", "batches": [2, 32], "at_least": 0.0}
+    alone = evaluate_claims(runs_of(grid("s", errors), tmp_path / "a"), {"budget": "fixed", "claims": [rises]})
+    assert alone[0].verdict == REPRODUCED and alone[0].p_study == pytest.approx(alone[0].p)
+    others = [{**rises, "id": f"x{i}", "at_least": 1.0 + 0.1 * i} for i in range(3)]  # undecided: large p
+    family = evaluate_claims(
+        runs_of(grid("s", errors), tmp_path / "b"), {"budget": "fixed", "claims": [rises, *others]}
     )
-    assert ungated[0].verdict == REPRODUCED
+    p = family[0].p
+    assert 0.025 / 4 < p < 0.025, p  # the data make this claim marginal by construction
+    assert family[0].verdict == UNDECIDED and family[0].p_study == pytest.approx(min(1.0, 4 * p))
+    assert any("Holm's correction across the study's 4 claims" in note for note in family[0].notes)
 
 
-def test_without_curves_the_gate_says_it_could_not_check_flatness(tmp_path):
-    run_set = load_run_set([gated_study(tmp_path / "m", curves=False)])
-    assert run_set.curves == {}
-    [result] = evaluate_claims(run_set.runs, {"claims": [CLOSE]}, run_set.curves)
-    assert result.verdict == NOT_ASSESSABLE  # the train-loss check alone fails it
-    assert any("no per-epoch curve recorded" in line for line in result.gate.lines)
-    assert any("no curve recorded to size a schedule" in line for line in result.gate.epochs)
-    same_loss = runs_of(grid("s", {("bn", 32): [20.0, 20.2, 20.1], ("gn", 32): [20.1, 20.0, 20.2]}), tmp_path / "b")
-    [result] = evaluate_claims(same_loss, {"claims": [CLOSE]})
-    assert result.gate.status == "partly checked" and result.verdict != NOT_ASSESSABLE
+def test_a_duplicate_claim_kind_name_raises():
+    from src.report.kinds import ClaimKind, register
+
+    with pytest.raises(ValueError, match="'flat' is already registered"):
+
+        @register("flat")
+        class Another(ClaimKind):
+            pass
 
 
 # --------------------------------------------------------------------------- runs not counted, archives
@@ -162,7 +244,9 @@ def test_without_curves_the_gate_says_it_could_not_check_flatness(tmp_path):
 
 def test_diverged_runs_are_counted_in_the_claims_of_their_cells(tmp_path):
     root = tmp_path / "m"
-    records = grid("dv", {("bn", 2): [11.0, 11.4], ("bn", 32): [10.0, 10.2]}, report={"claims": [RISES]})
+    records = grid(
+        "dv", {("bn", 2): [11.0, 11.4], ("bn", 32): [10.0, 10.2]}, report={"budget": "fixed", "claims": [RISES]}
+    )
     records.append(make_record("dv", "bn", 2, 7, 0.0, status="diverged", error="loss is nan at step 9"))
     write_records(root, records)
     out = tmp_path / "results"
@@ -176,7 +260,7 @@ def test_diverged_runs_are_counted_in_the_claims_of_their_cells(tmp_path):
 
 def test_kept_records_regenerate_the_same_tables_and_runs_csv_reports_say_so(tmp_path):
     root = gated_study(tmp_path / "m")
-    spec = {"claims": [CLOSE, RISES], "median_last": 5}
+    spec = {"budget": "fixed", "claims": [CLOSE, RISES], "median_last": 5}
     for path in root.rglob(RECORD_FILE):
         record = json.loads(path.read_text())
         record["config"]["report"] = spec
@@ -253,7 +337,7 @@ def test_a_claim_cell_may_name_any_recorded_column(tmp_path):
         "at_least": 1.0,
     }
     deeper = {"kind": "less", "a": {"model": "resnet56", "norm": "bn"}, "b": {"model": "resnet20", "norm": "bn"}}
-    results = evaluate_claims(runs, {"claims": [longer, warmup, deeper]})
+    results = evaluate_claims(runs, {"budget": "fixed", "claims": [longer, warmup, deeper]})
     sliced = [r for r in results if r.model == "small_cnn"]  # the slice the gn runs are in
     assert sliced[0].statement == "gn@8 epochs=24 < gn@8 epochs=12" and sliced[0].verdict == REPRODUCED
     [warm] = [r for r in sliced if r.kind == "difference"]
@@ -261,16 +345,20 @@ def test_a_claim_cell_may_name_any_recorded_column(tmp_path):
     [depth] = [r for r in results if r.model == "(all)"]  # names the model: compared across slices
     assert depth.verdict == REPRODUCED and depth.direction.estimate.value == pytest.approx(20.1 - 18.133333, abs=1e-4)
     # the shorthands still mean (norm, batch) cells, and their model is today's
-    shorthand = evaluate_claims(runs, {"claims": [{"kind": "less", "norms": ["bn", "gn"], "batch": 8}]})
+    shorthand = evaluate_claims(
+        runs, {"budget": "fixed", "claims": [{"kind": "less", "norms": ["bn", "gn"], "batch": 8}]}
+    )
     assert all(str(c) in ("bn@8", "gn@8") for r in shorthand for t in r.tests for c in t.weights)
 
 
 def test_a_bad_claim_cell_fails_with_one_line(tmp_path):
     runs = runs_of(grid("s", {("bn", 2): [30.0, 31.0], ("bn", 32): [20.0, 21.0]}), tmp_path)
     with pytest.raises(SpecError, match=r"report.claims\[0\].a.epochs = \[1, 2\]: must be a single value"):
-        evaluate_claims(runs, {"claims": [{"kind": "less", "a": {"epochs": [1, 2]}, "b": {"epochs": 3}}]})
+        evaluate_claims(
+            runs, {"budget": "fixed", "claims": [{"kind": "less", "a": {"epochs": [1, 2]}, "b": {"epochs": 3}}]}
+        )
     with pytest.raises(SpecError, match=r"report.claims\[0\].where = 3: must be a mapping column"):
-        evaluate_claims(runs, {"claims": [{"kind": "flat", "norm": "bn", "within": 1, "where": 3}]})
+        evaluate_claims(runs, {"budget": "fixed", "claims": [{"kind": "flat", "norm": "bn", "within": 1, "where": 3}]})
 
 
 def test_report_where_judges_every_claim_on_the_studys_main_arm(tmp_path):
@@ -293,7 +381,7 @@ def test_report_where_judges_every_claim_on_the_studys_main_arm(tmp_path):
     assert main_arm.estimate.value == pytest.approx(1.0) and "epochs=16" in main_arm.statement
     [own] = evaluate_claims(runs, {"where": {"epochs": 16}, "claims": [{**claim, "where": {"epochs": 8}}]})
     assert own.estimate.value == pytest.approx(5.0)  # the claim's own where wins
-    [pooled] = evaluate_claims(runs, {"claims": [claim]})
+    [pooled] = evaluate_claims(runs, {"budget": "fixed", "claims": [claim]})
     assert pooled.estimate.value == pytest.approx(3.0)
     with pytest.raises(SpecError, match=r"^report.where = \[16\]: must be a mapping"):
         evaluate_claims(runs, {"where": [16], "claims": [claim]})

@@ -23,15 +23,18 @@ from .conftest import CONF, ROOT
 
 SWEEPS = ROOT / "sweeps"
 STUDIES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
-# config_hash of each study's default composition, as composed from the study files before this move
+# config_hash of each study's default composition, as composed from the study files before this move;
+# small_batch_cifar10 and norm_compare_cifar10 changed recipe on purpose (issue 29: reflection padding,
+# dataset.augment=crop_flip_reflect; their old default composition's hash is recipe_pilot_stage3's)
 PINNED = {
     "demo": "37a646698cb000f4",
     "ln_after_conv": "8b7d49a545bb6518",
     "norm_compare": "a05c2337b857dc40",
-    "norm_compare_cifar10": "3dbf5fd7711c3721",
+    "norm_compare_cifar10": "dff47cf1bb054cb1",
     "recipe_pilot": "68d0c7922078b3c4",
     "small_batch": "a05c2337b857dc40",
-    "small_batch_cifar10": "3dbf5fd7711c3721",
+    "recipe_pilot_stage3": "3dbf5fd7711c3721",
+    "small_batch_cifar10": "dff47cf1bb054cb1",
     "small_batch_cifar10_cpu": "eff535db51024b2f",
     "small_batch_cifar10_gpu": "86eda8ef0e024ebf",
     "switchable": "b56f3613ea5886c7",

@@ -105,7 +105,8 @@ def runs_of(records: list[dict[str, Any]], tmp_path: Path) -> pd.DataFrame:
 
 
 def verdicts(runs: pd.DataFrame, *claims: dict[str, Any]) -> list[str]:
-    return [result.verdict for result in evaluate_claims(runs, {"claims": list(claims)})]
+    """Each claim's verdict judged alone (a family of one: no Holm correction across claims)."""
+    return [evaluate_claims(runs, {"budget": "fixed", "claims": [claim]})[0].verdict for claim in claims]
 
 
 # --------------------------------------------------------------------------- statistics
@@ -204,7 +205,7 @@ def test_difference_claim_verdicts(tmp_path):
     noisy = runs_of(grid("s", {("bn", 2): [18.0, 26.0, 22.0], ("bn", 32): [20.0, 20.5, 19.5]}), tmp_path / "c")
     assert verdicts(noisy, DEGRADES) == [INCONCLUSIVE]
     single = runs_of(grid("s", {("bn", 2): [40.0], ("bn", 32): [20.0]}), tmp_path / "d")
-    [result] = evaluate_claims(single, {"claims": [DEGRADES]})
+    [result] = evaluate_claims(single, {"budget": "fixed", "claims": [DEGRADES]})
     assert result.verdict == INCONCLUSIVE and not result.estimate.defined
     assert any("single run" in note for note in result.notes) and any("agrees" in note for note in result.notes)
     missing = runs_of(grid("s", {("bn", 2): [30.0, 31.0]}), tmp_path / "e")
@@ -236,13 +237,13 @@ def test_flat_less_greater_and_order_claims(tmp_path):
         REPRODUCED,
         NOT_REPRODUCED,
     ]
-    [result] = evaluate_claims(runs, {"claims": [order]})
+    [result] = evaluate_claims(runs, {"budget": "fixed", "claims": [order]})
     assert [c.verdict for c in result.sizes] == [REPRODUCED] * 3
     assert [c.test for c in result.sizes] == ["within", "direction", "direction"]  # ≲ is an equivalence test
     assert result.sizes[0].claim == "within ±1.5"
     strict = {"kind": "order", "batch": 32, "order": "gn < bn"}  # gn is worse by ~0.9: contradicted
     assert verdicts(runs, strict) == [NOT_REPRODUCED]
-    [reversed_] = evaluate_claims(runs, {"claims": [strict]})
+    [reversed_] = evaluate_claims(runs, {"budget": "fixed", "claims": [strict]})
     assert reversed_.sizes[0].verdict == "reversed"
 
 
@@ -265,7 +266,7 @@ def test_switchable_weight_claim_reads_norm_state(tmp_path):
     }
     assert verdicts(runs, claim) == [REPRODUCED]
     no_state = runs_of(grid("sw", {("switchable", 2): [20.0, 21.0], ("switchable", 32): [20.0, 21.0]}), tmp_path / "x")
-    [result] = evaluate_claims(no_state, {"claims": [claim]})
+    [result] = evaluate_claims(no_state, {"budget": "fixed", "claims": [claim]})
     assert result.verdict == NO_DATA and any("state_weight_bn" in note for note in result.notes)
 
 
@@ -294,12 +295,15 @@ def test_a_bad_report_block_fails_with_one_line_naming_key_value_and_what_is_all
     }
     for message, claim in bad.items():
         with pytest.raises(SpecError) as error:
-            evaluate_claims(runs, {"claims": [claim]})
+            evaluate_claims(runs, {"budget": "fixed", "claims": [claim]})
         assert str(error.value).startswith(message) and "\n" not in str(error.value), str(error.value)
     with pytest.raises(SpecError, match=r"report.convergence.max_train_loss_ratio = 0.5: must be a number ≥ 1"):
-        evaluate_claims(runs, {"claims": [DEGRADES], "convergence": {"max_train_loss_ratio": 0.5}})
+        evaluate_claims(runs, {"budget": "fixed", "claims": [DEGRADES], "convergence": {"max_train_loss_ratio": 0.5}})
 
-    write_records(tmp_path / "m", grid("bad", {("bn", 2): [30.0, 31.0]}, report={"claims": [{"kind": "sideways"}]}))
+    write_records(
+        tmp_path / "m",
+        grid("bad", {("bn", 2): [30.0, 31.0]}, report={"budget": "fixed", "claims": [{"kind": "sideways"}]}),
+    )
     process = subprocess.run(
         [sys.executable, "-m", "src.report", str(tmp_path / "m"), "--out", str(tmp_path / "out")],
         cwd=ROOT,
@@ -423,6 +427,7 @@ def test_no_completed_runs_is_an_error_exit_that_writes_nothing(tmp_path):
 
 SPEC = {
     "title": "Does BN degrade?",
+    "budget": "fixed",
     "bar_batch": 2,
     "references": [
         {
@@ -481,7 +486,7 @@ def test_report_writes_every_file_with_provenance_and_indexes_studies(tmp_path):
 def test_claims_come_from_a_study_file_when_the_records_have_none(tmp_path):
     write_records(tmp_path / "m", grid("gamma", {("bn", 2): [30.0, 31.0], ("bn", 32): [20.0, 20.5]}))
     study_file = tmp_path / "gamma.yaml"
-    study_file.write_text(yaml.safe_dump({"defaults": ["train"], "report": {"claims": [DEGRADES]}}))
+    study_file.write_text(yaml.safe_dump({"defaults": ["train"], "report": {"budget": "fixed", "claims": [DEGRADES]}}))
     out = tmp_path / "results"
     assert report_main([str(tmp_path / "m"), "--out", str(out), "--claims", str(study_file)]) == 0
     claims = (out / "gamma" / "claims.md").read_text()
@@ -492,10 +497,12 @@ def test_claims_come_from_a_study_file_when_the_records_have_none(tmp_path):
 def test_a_results_folder_rebuilds_with_the_claims_file_of_its_last_report(tmp_path):
     """The records carry the claims they were run with; a report given --claims judges others, and its
     meta.json names that file, so rebuilding the committed folder without --claims judges the same."""
-    records = grid("delta", {("bn", 2): [30.0, 31.0], ("bn", 32): [20.0, 20.5]}, report={"claims": []})
+    records = grid(
+        "delta", {("bn", 2): [30.0, 31.0], ("bn", 32): [20.0, 20.5]}, report={"budget": "fixed", "claims": []}
+    )
     write_records(tmp_path / "m", records)
     study_file = tmp_path / "delta.yaml"
-    study_file.write_text(yaml.safe_dump({"report": {"claims": [DEGRADES]}}))
+    study_file.write_text(yaml.safe_dump({"report": {"budget": "fixed", "claims": [DEGRADES]}}))
     first, second = tmp_path / "r1", tmp_path / "r2"
     assert report_main([str(tmp_path / "m"), "--out", str(first), "--claims", str(study_file)]) == 0
     assert report_main([str(first / "delta"), "--out", str(second)]) == 0
@@ -565,7 +572,7 @@ def test_report_on_a_real_tiny_multirun(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     study_file = tmp_path / "tiny.yaml"
     claim = {"id": "gn_flat", "claim": "GN is flat", "kind": "flat", "norm": "gn", "at_most": 5.0}
-    study_file.write_text(yaml.safe_dump({"report": {"claims": [claim, DEGRADES]}}))
+    study_file.write_text(yaml.safe_dump({"report": {"budget": "fixed", "claims": [claim, DEGRADES]}}))
     out = tmp_path / "results"
     assert report_main([str(sweep), "--out", str(out), "--claims", str(study_file)]) == 0
     runs = pd.read_csv(out / "tiny" / "runs.csv")
@@ -670,6 +677,7 @@ def test_a_claim_may_name_a_config_key_that_has_not_varied_yet(tmp_path):
     for record in records:
         record["config"]["standardize_weights"] = True
     spec = {
+        "budget": "fixed",
         "claims": [
             {
                 "id": "c",
@@ -680,7 +688,7 @@ def test_a_claim_may_name_a_config_key_that_has_not_varied_yet(tmp_path):
                 "where": {"standardize_weights": True},
                 "published": [],
             }
-        ]
+        ],
     }
     for record in records:
         record["config"]["report"] = spec

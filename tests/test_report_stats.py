@@ -149,3 +149,37 @@ def test_tost_power_matches_a_simulation(theta, n):
     critical = stats.t.ppf(1 - alpha, df)
     simulated = float(np.mean(((diff + margin) / se > critical) & ((margin - diff) / se > critical)))
     assert simulated == pytest.approx(power_tost(theta, margin, sd, 2.0, n, cells, alpha), abs=0.02)
+
+
+def test_per_cell_variance_contrast_of_two_cells_equals_statsmodels_welch():
+    """The verdicts' interval: Welch–Satterthwaite df and se, as statsmodels' unequal-variance t test."""
+    from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
+
+    model = CellModel(CELLS)
+    estimate = model.welch_contrast({"bn@2": 1, "bn@32": -1})
+    compare = CompareMeans(DescrStatsW(np.array(CELLS["bn@2"])), DescrStatsW(np.array(CELLS["bn@32"])))
+    low, high = compare.tconfint_diff(alpha=0.05, usevar="unequal")
+    _, _, df = compare.ttest_ind(usevar="unequal")
+    assert (estimate.low, estimate.high) == pytest.approx((low, high))
+    assert estimate.df == pytest.approx(df)
+    assert estimate.method == "welch"
+
+
+def test_per_cell_variance_contrast_of_four_cells_has_the_satterthwaite_df():
+    """A difference of differences: se² = Σ c²s²/n, df = (Σ v)² / Σ v²/(n − 1), written out by hand here."""
+    weights = {"bn@2": 1, "bn@32": -1, "gn@2": -1, "gn@32": 1}
+    estimate = CellModel(CELLS).welch_contrast(weights)
+    parts = {k: np.var(CELLS[k], ddof=1) / len(CELLS[k]) for k in weights}
+    df = sum(parts.values()) ** 2 / sum(v**2 / (len(CELLS[k]) - 1) for k, v in parts.items())
+    value = sum(c * np.mean(CELLS[k]) for k, c in weights.items())
+    half = stats.t.ppf(0.975, df) * math.sqrt(sum(parts.values()))
+    assert estimate.value == pytest.approx(value)
+    assert estimate.df == pytest.approx(df)
+    assert (estimate.low, estimate.high) == pytest.approx((value - half, value + half))
+
+
+def test_per_cell_variance_contrast_needs_two_runs_in_every_cell():
+    model = CellModel({"a": [1.0], "b": [2.0, 2.5]})
+    estimate = model.welch_contrast({"a": 1, "b": -1})
+    assert estimate.value == pytest.approx(-1.25) and not estimate.defined
+    assert math.isnan(model.welch_contrast({"a": 1, "missing": -1}).value)

@@ -49,7 +49,8 @@ from src.report.load import (
 from src.report.markdown import render_claims, render_index, render_summary
 from src.report.norms import NormCatalog
 from src.report.plots import choose_bar_batch, error_by_norm, error_vs_batch
-from src.report.recipes import recipe_table, render_recipes
+from src.report.recipes import recipe_report
+from src.report.registration import check_registration
 from src.report.slices import by_setting
 from src.report.spec import SpecError, check_spec
 from src.report.tables import summarize
@@ -163,9 +164,13 @@ def build_study(
     runs = with_median(runs, curves, spec)
     catalog = NormCatalog.from_runs(runs)  # labels, order and colours: what each norm says about itself
     named = [column for claim in claims_of(spec) for column in named_columns(claim)]
+    named += list(spec.get("factors") or [])  # a recipe pilot's factors: never pooled into one cell either
     table_runs = by_setting(runs, named)  # tables and plots: one slice per setting of a varying design column
     summary = summarize(table_runs, catalog)
     claims = evaluate_claims(runs, spec, curves, skipped)
+    # each claim's registration: the study file's git history against the runs' start (never fails)
+    study_file = context.get("claims_from") or EXPERIMENTS / f"{study}.yaml"
+    registration = check_registration(study_file, runs.get("started_at", []))
     files: dict[str, str | bytes] = {}
     figures: dict[str, str] = {}
     references = [r for r in spec.get("references") or [] if isinstance(r, dict) and r.get("batches")]
@@ -186,13 +191,15 @@ def build_study(
     files["runs.csv"] = runs.to_csv(index=False)
     files["summary.csv"] = summary.to_csv(index=False)
     files["not_counted.csv"] = not_counted_csv(skipped)
-    files["claims.csv"] = pd.DataFrame([c.as_row() for c in claims], columns=CLAIM_COLUMNS).to_csv(index=False)
+    rows = [{**c.as_row(), "registration": registration.status(c.id)} for c in claims]
+    files["claims.csv"] = pd.DataFrame(rows, columns=[*CLAIM_COLUMNS, "registration"]).to_csv(index=False)
     files["summary.md"] = render_summary(study, table_runs, summary, skipped, spec, claims, figures, context, catalog)
     if spec.get("factors"):
-        recipes = recipe_table(runs, list(spec["factors"]))
-        files["recipes.csv"] = recipes.to_csv(index=False)
-        files["summary.md"] += "\n" + render_recipes(recipes, list(spec["factors"]))
-    files["claims.md"] = render_claims(study, runs, claims, skipped, spec, context)
+        section, recipe_files = recipe_report(runs, list(spec["factors"]), skipped, study, catalog)
+        files.update(recipe_files)
+        files["summary.md"] += "\n" + section
+    prereg = registration.markdown([c.id for c in claims])
+    files["claims.md"] = render_claims(study, runs, claims, skipped, spec, context, registration=prereg)
     verdicts = {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
     files["meta.json"] = (
         json.dumps(
@@ -280,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also publish each study as one W&B run in its group (job_type report; offline unless logged in)",
     )
+    parser.add_argument("--plan", metavar="STUDY_YAML", help="seeds per claim from a pilot: --plan STUDY_YAML --help")
+    given = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--plan" or a.startswith("--plan=") for a in given):  # planned power: src/report/plan.py
+        from src.report.plan import main as plan_main
+
+        return plan_main(given, read_spec_file)
     args = parser.parse_args(argv)
     command = "python -m src.report " + shlex.join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
@@ -331,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         context = {**base, "spec_source": source, "runs_source": runs_source, "claims_from": claims_from}
         named = [column for claim in claims_of(spec) for column in named_columns(claim)]
+        named += list(spec.get("factors") or [])  # each factor's value from the resolved config
         records = [record for kept in run_set.records.values() for record in kept]
         part = with_config_columns(part.reset_index(drop=True), records, named)
         rendered[study] = build_study(study, part, skipped_for(study, run_set.skipped), spec, context, run_set.curves)

@@ -95,12 +95,12 @@ class Test:
     test: str  # direction | at_least | at_most | within
     bound: float
     weights: dict[Cell, float]
-    estimate: Estimate = NO_ESTIMATE
-    welch: Estimate | None = None
-    p: float = math.nan  # small: the claim is shown
+    estimate: Estimate = NO_ESTIMATE  # per-cell variances, Welch–Satterthwaite df: the verdict's interval
+    pooled: Estimate | None = None  # the pooled-variance model: a robustness column
+    p: float = math.nan  # small: the claim is shown (Holm-adjusted within its claim: ``p_holm``)
     p_against: float = math.nan  # small: the claim is contradicted
     verdict: str = NO_DATA
-    welch_verdict: str = ""
+    pooled_verdict: str = ""
     seeds: int | None = None
     seeds_note: str = ""
 

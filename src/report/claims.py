@@ -1,26 +1,22 @@
 """Claims a study makes, evaluated on its runs: contrasts, intervals, tests, verdicts and what is missing.
 
-A study states its claims in ``sweeps/<study>.yaml`` under ``report.claims`` (checked by
+A study states its claims in ``conf/experiment/<study>.yaml`` under ``report.claims`` (checked by
 :mod:`src.report.spec`; training ignores the key and every run record carries it). ``m(cell)`` is the
-mean of the metric (default ``test_error``) over a cell's runs; every contrast of cell means is
-estimated from the cell-means linear model over *all* the cells of the study's (dataset, model) slice,
-with the pooled within-cell variance and ``df = runs − cells`` (:class:`src.report.stats.CellModel`);
-a per-pair Welch interval is kept as a robustness column.
+mean of the metric (default ``test_error``) over a cell's runs. Every contrast of cell means is estimated
+with **each cell's own variance** and Welch–Satterthwaite df (:meth:`src.report.stats.CellModel.welch_contrast`):
+the cells of one study differ in spread (a short schedule's seeds scatter more). The pooled-variance
+cell-means model over the slice is kept as a robustness column.
 
 Kinds, each a set of pre-specified tests (θ the contrast, α = ``report.alpha``, default 0.05), one module
 each in :mod:`src.report.kinds` (which also loads a kind outside normlab named by dotted path):
 
 - ``difference`` (cells a, b; ``at_least: T`` and/or ``at_most: T``): θ = m(a) − m(b). The **size**
-  test is θ ≥ T (or ≤ T). When the claim has a direction (``at_least`` > 0, or ``at_most`` < 0) a
-  **direction** test θ > 0 (θ < 0) is reported beside it: "BN's error rises" can be clearly above 0
-  and clearly below the threshold. The claim's verdict is the size verdict.
+  test is θ ≥ T (or ≤ T), and a **direction** test θ > 0 (θ < 0) is reported beside it.
 - ``less`` / ``greater``: m(a) < m(b) (>): the direction test on θ = m(b) − m(a); with ``margin: M``
   also the size test θ ≥ M, which is then the verdict.
 - ``equivalent`` (``within: δ``): |m(a) − m(b)| ≤ δ, an equivalence test (TOST).
-- ``flat`` (``norm``, ``batches``, ``within: δ``, ``slope_within: s``): two pre-specified equivalence
-  tests: m(norm@smallest) − m(norm@largest) within ±δ, and (three batches or more) the least-squares
-  slope of the cell means against log2(batch) within ±s per doubling (default s = δ / log2(largest /
-  smallest)). Never the max − min of means (biased upward by noise).
+- ``flat`` (``norm``, ``batches``, ``within: δ``): a TOST of every batch against the largest one.
+- ``worst`` (``norm``, ``others``): m(norm) > m(other) for every other norm.
 - ``order`` (``order: "bn ≲ gn < ln"``, ``tolerance``): each adjacent pair; ``<`` is a direction test
   (right − left > 0), ``≲`` an equivalence test |right − left| ≤ tolerance.
 - ``contrast`` (``cells: [...]``, ``weights: [...]`` summing to 0; ``at_least``/``at_most`` or ``within``):
@@ -34,20 +30,24 @@ interval shown):
 - equivalence: **reproduced** when the TOST rejects both ``θ ≤ −δ`` and ``θ ≥ δ`` (the interval lies
   inside ±δ), **not reproduced** when θ is shown outside ±δ, else undecided.
 
-A claim of several tests (``flat``, ``order``, ``difference`` with both bounds) is reproduced when all
-are (an intersection-union test needs no multiplicity correction) and not reproduced when any one is
-contradicted after Holm's correction across the claim's tests. A claim comparing two norms or more is
-first put through the convergence gate (:mod:`src.report.gate`): failing it, the claim reads **not
-assessable: <norm> undertrained**. For an undecided test the report gives the seeds per cell at which
-the observed effect and pooled SD would decide it with 80 % power (``report.power``).
+Multiplicity: a claim of several tests (``flat``, ``worst``, ``order``, ``difference`` with both bounds)
+is reproduced when all are (intersection-union) and not reproduced when any one is contradicted after
+Holm's correction across its tests (:func:`src.report.claim_result.decide_tests`, the same rule for the
+``size_verdict`` column and the verdict); then the study's claims are a family, and a verdict must
+survive Holm's correction across them (:func:`holm_across_claims`).
+
+Gates: every claim goes through the contrast-stability gate (:mod:`src.report.stability`): its contrast at
+E epochs and at E/2 must agree within the claim's margin, else **not assessable** (still moving, not
+measured precisely enough, or the E/2 arm missing); a ``budget: fixed`` claim is about E epochs exactly
+and says so. The per-cell level check of :mod:`src.report.gate` is shown as a diagnostic. For an undecided
+test the report gives the seeds per cell at which the observed effect and the cells' SDs would decide it
+with 80 % power (``report.power``).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -66,18 +66,18 @@ from src.report.cells import (
     Test,
     as_text,
 )
-from src.report.gate import FAILED, GateResult, GateRule, check
+from src.report.claim_result import ClaimResult, combine, decide_tests, format_published, metric_name
+from src.report.gate import GateRule, check
 from src.report.kinds import KINDS, find_kind, kind_name
 from src.report.load import Skipped
 from src.report.spec import check_spec
+from src.report.stability import check_stability
 from src.report.stats import (
     ALPHA,
     MAX_SEEDS,
-    NO_ESTIMATE,
     POWER,
     CellModel,
     Estimate,
-    diff_ci,
     holm,
     p_greater,
     p_less,
@@ -87,11 +87,6 @@ from src.report.stats import (
     tost,
 )
 
-METRIC_NAMES = {
-    "test_error": "test error (%) after the last epoch",
-    "val_error": "validation error (%) after the last epoch",
-    "best_val_error": "best validation error (%) over the epochs",
-}
 __all__ = [  # the verdicts, cells and tests live in src.report.cells, the kinds in src.report.kinds
     "INCONCLUSIVE",
     "KINDS",
@@ -108,111 +103,11 @@ __all__ = [  # the verdicts, cells and tests live in src.report.cells, the kinds
     "ClaimResult",
     "Test",
     "as_text",
+    "combine",
     "evaluate_claims",
+    "format_published",
+    "metric_name",
 ]
-
-
-def metric_name(metric: str) -> str:
-    """A metric's column name with what it measures, e.g. the median-of-last-k measurement."""
-    found = re.fullmatch(r"val_error_median_last(\d+)", metric)
-    if found:
-        return f"{metric} (median validation error (%) of the last {found.group(1)} epochs, as the GN paper)"
-    return f"{metric} ({METRIC_NAMES[metric]})" if metric in METRIC_NAMES else metric
-
-
-@dataclass
-class ClaimResult:
-    id: str
-    text: str
-    kind: str
-    metric: str
-    dataset: str
-    model: str
-    statement: str = ""
-    verdict: str = NO_DATA
-    direction: Test | None = None
-    sizes: list[Test] = field(default_factory=list)
-    published: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    gate: GateResult | None = None
-    model_df: int = 0
-    model_cells: int = 0
-    pooled_sd: float = math.nan
-    not_counted: list[Skipped] = field(default_factory=list)
-
-    @property
-    def tests(self) -> list[Test]:
-        return ([self.direction] if self.direction else []) + self.sizes
-
-    @property
-    def estimate(self) -> Estimate | None:
-        """The claim's headline contrast (its first size test, else its direction)."""
-        first = self.sizes[0] if self.sizes else self.direction
-        return first.estimate if first else None
-
-    @property
-    def verdict_text(self) -> str:
-        if self.verdict == NOT_ASSESSABLE and self.gate:
-            return f"{NOT_ASSESSABLE}: {', '.join(self.gate.norms)} undertrained"
-        return self.verdict
-
-    @property
-    def seeds(self) -> int | None:
-        needed = [t.seeds for t in self.tests if t.verdict == UNDECIDED and t.seeds]
-        return max(needed) if needed else None
-
-    def as_row(self) -> dict[str, Any]:
-        est = self.estimate or NO_ESTIMATE
-        direction = self.direction
-        headline = self.sizes[0] if self.sizes else direction
-        undecided = [t for t in self.tests if t.verdict == UNDECIDED]
-        return {
-            "id": self.id,
-            "dataset": self.dataset,
-            "model": self.model,
-            "kind": self.kind,
-            "metric": self.metric,
-            "statement": self.statement,
-            "effect": est.value,
-            "ci_low": est.low,
-            "ci_high": est.high,
-            "ci_level": est.level,
-            "df": self.model_df,
-            "pooled_sd": self.pooled_sd,
-            "welch_low": headline.welch.low if headline and headline.welch else math.nan,
-            "welch_high": headline.welch.high if headline and headline.welch else math.nan,
-            "direction_verdict": direction.verdict if direction else "",
-            "size_verdict": combine([t.verdict for t in self.sizes]) if self.sizes else "",
-            "verdict": self.verdict_text,
-            "gate": self.gate.status if self.gate else "",
-            "seeds_per_cell_needed": (
-                self.seeds if self.seeds else (f"> {MAX_SEEDS}" if undecided and self.verdict == UNDECIDED else "")
-            ),
-            "not_counted": len(self.not_counted),
-            "published": "; ".join(format_published(p) for p in self.published),
-        }
-
-
-def combine(verdicts: list[str]) -> str:
-    """All reproduced → reproduced; any contradicted → not reproduced; any missing → no data."""
-    if not verdicts or NO_DATA in verdicts:
-        return NO_DATA
-    if NOT_REPRODUCED in verdicts or REVERSED in verdicts:
-        return NOT_REPRODUCED
-    if all(v == REPRODUCED for v in verdicts):
-        return REPRODUCED
-    return UNDECIDED
-
-
-def format_published(item: Any) -> str:
-    """A published number with its source and conditions: ``+11.1 (GN paper Table 2; ImageNet, …)``."""
-    if not isinstance(item, dict):
-        return str(item)
-    value = item.get("value")
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    text = f"{value:+.1f}" if number else ("no number" if value is None else str(value))
-    details = "; ".join(str(item[k]) for k in ("source", "conditions") if item.get(k))
-    return f"{text} ({details})" if details else text
 
 
 class ClaimEvaluator:
@@ -230,6 +125,7 @@ class ClaimEvaluator:
         self.runs = runs
         self.dataset = dataset
         self.model = model
+        self.spec = spec
         self.alpha = float(spec.get("alpha", ALPHA))
         self.power = float(spec.get("power", POWER))
         self.convergence = spec.get("convergence") or {}
@@ -273,18 +169,14 @@ class ClaimEvaluator:
     # ------------------------------------------------------------------ one test
 
     def run_test(self, test: Test, metric: str) -> Test:
-        """Estimate, p-values, verdict, Welch robustness and the seeds a decision would take."""
+        """Estimate (per-cell variances), p-values, verdict, the pooled reading and the seeds to decide."""
         model = self.cell_model(metric)
         level = 1 - self.alpha
-        test.estimate = model.contrast(self.design_weights(test.weights, metric), level)
-        pair = [c for c, w in test.weights.items() if w != 0]
-        if len(pair) == 2 and sorted(test.weights[c] for c in pair) == [-1.0, 1.0]:
-            a = next(c for c in pair if test.weights[c] > 0)
-            b = next(c for c in pair if test.weights[c] < 0)
-            test.welch = diff_ci(self.values(a, metric), self.values(b, metric), level)
+        weights = self.design_weights(test.weights, metric)
+        test.estimate = model.welch_contrast(weights, level)
+        test.pooled = model.contrast(weights, level)
         test.p, test.p_against, test.verdict = self.judge(test, test.estimate)
-        if test.welch is not None:
-            test.welch_verdict = self.judge(test, test.welch)[2]
+        test.pooled_verdict = self.judge(test, test.pooled)[2]
         if test.verdict == UNDECIDED:
             self.size_up(test, model, metric)
         return test
@@ -310,13 +202,19 @@ class ClaimEvaluator:
         return p, against, UNDECIDED
 
     def size_up(self, test: Test, model: CellModel, metric: str) -> None:
-        """Seeds per cell at which the observed effect and pooled SD decide ``test`` with ``self.power``."""
-        sd, value = model.sd, test.estimate.value
+        """Seeds per cell at which the observed effect decides ``test`` with ``self.power``, each cell with
+        its own SD: se(n) = √(Σ c_i² s_i² / n) = σ_c·√(Σ c_i² / n) with σ_c² = Σ c_i² s_i² / Σ c_i², and
+        df = cells·(n − 1) for the cells of the contrast (Welch–Satterthwaite's df is at most that)."""
+        weights = self.design_weights(test.weights, metric)
+        variances = model.cell_variances
+        factor = sum(w**2 for w in weights.values())
+        spread = [w**2 * variances.get(c, math.nan) for c, w in weights.items()]
+        sd = math.sqrt(sum(spread) / factor) if factor and all(math.isfinite(v) for v in spread) else math.nan
+        value = test.estimate.value
         if not (math.isfinite(sd) and sd > 0):
-            test.seeds_note = "no pooled SD: every cell has one run (run ≥ 2 seeds per cell)"
+            test.seeds_note = "a cell has one run, so no SD: run ≥ 2 seeds per cell"
             return
-        factor = sum(w**2 for w in self.design_weights(test.weights, metric).values())
-        cells, level = len(model.values), self.alpha / 2
+        cells, level = len(weights), self.alpha / 2
         if test.test == "within" and abs(value) < test.bound:
             power = lambda n: power_tost(value, test.bound, sd, factor, n, cells, level)  # noqa: E731
         else:
@@ -359,29 +257,36 @@ class ClaimEvaluator:
         return result
 
     def decide(self, result: ClaimResult, spec: dict[str, Any]) -> None:
-        sizes = result.sizes or ([result.direction] if result.direction else [])
-        verdicts = [t.verdict for t in sizes]
-        if len(sizes) > 1 and NO_DATA not in verdicts:
-            adjusted = holm([t.p_against for t in sizes])
-            contradicted = any(math.isfinite(p) and p < self.alpha / 2 for p in adjusted)
-            if all(v == REPRODUCED for v in verdicts):
-                result.verdict = REPRODUCED
-            else:
-                result.verdict = NOT_REPRODUCED if contradicted else UNDECIDED
+        """The size verdict (Holm across the claim's tests), the contrast-stability gate, and the
+        per-cell level check shown as a diagnostic."""
+        sizes = result.headline_tests
+        result.size_verdict, adjusted = decide_tests(sizes, self.alpha)
+        result.verdict = result.size_verdict
+        result.p = max((t.p for t in sizes), default=math.nan)
+        finite = [p for p in adjusted if math.isfinite(p)]
+        result.p_against = min(finite) if finite else math.nan
+        if len(sizes) > 1 and result.verdict != NO_DATA:
             result.notes.append(
                 f"{len(sizes)} tests: reproduced only if all are; contradicted if any is after Holm's correction"
                 " across them (adjusted p against the claim: "
                 + ", ".join(f"{t.label} {p:.3g}" for t, p in zip(sizes, adjusted, strict=True))
                 + ")"
             )
-        else:
-            result.verdict = combine(verdicts)
+        metric_model = self.cell_model(result.metric)
+        result.stability = check_stability(
+            spec,
+            result.tests,
+            metric_model,
+            lambda weights: self.design_weights(weights, result.metric),
+            self.spec,
+            self.alpha,
+        )
+        if result.stability.blocks and result.verdict != NO_DATA:
+            result.verdict = NOT_ASSESSABLE
         cells = sorted({c for t in result.tests for c, w in t.weights.items() if w != 0}, key=str)
         rule = GateRule.of(self.convergence, spec.get("convergence"))
         if result.metric in self.runs and "train_loss" in self.runs:
             result.gate = check(cells, self.runs, self.curves, rule)
-            if result.gate.status == FAILED and result.verdict != NO_DATA:
-                result.verdict = NOT_ASSESSABLE
         wanted = {str(c) for c in cells}
         result.not_counted = [s for s in self.skipped if s.cell in wanted and s.status != "completed"]
 
@@ -393,7 +298,7 @@ class ClaimEvaluator:
             result.notes.append("missing runs for: " + ", ".join(missing))
         if result.model_df == 0 and any(math.isfinite(t.estimate.value) for t in result.tests):
             result.notes.append(
-                "every cell has a single run, so there is no pooled SD, no interval and no verdict"
+                "every cell has a single run, so there is no SD, no interval and no verdict"
                 " (run more seeds, e.g. seed=0,1,2)"
             )
             for test in result.tests:
@@ -403,13 +308,15 @@ class ClaimEvaluator:
                         f"point estimate {test.label} = {test.estimate.value:+.2f}"
                         f" {'agrees with' if agrees else 'contradicts'} the claim ({test.claim})"
                     )
-        differ = [t for t in result.tests if t.welch_verdict and t.verdict != NO_DATA and t.welch_verdict != t.verdict]
+        differ = [
+            t for t in result.tests if t.pooled_verdict and t.verdict != NO_DATA and t.pooled_verdict != t.verdict
+        ]
         for label in dict.fromkeys(t.label for t in differ):
             tests = [t for t in differ if t.label == label]
-            readings = ", ".join(f"{t.claim}: Welch {t.welch_verdict}, pooled {t.verdict}" for t in tests)
+            readings = ", ".join(f"{t.claim}: pooled {t.pooled_verdict}, per-cell {t.verdict}" for t in tests)
             result.notes.append(
-                f"robustness: {label} with its own two cells' variances (Welch, {tests[0].welch.format()}) reads"
-                f" differently ({readings}): these cells' spread differs from the pooled SD"
+                f"robustness: {label} with one pooled variance over all cells ({tests[0].pooled.format()}) reads"
+                f" differently ({readings}): these cells' spread differs from the study's"
             )
         if result.not_counted:
             counts = Counter(f"{s.status} in {s.cell}" for s in result.not_counted)
@@ -464,7 +371,43 @@ def evaluate_claims(
     if across:
         everything = ClaimEvaluator(runs, ALL, ALL, spec or {}, curves, skipped)
         results += [everything.evaluate(claims[i], i) for i in across]
+    holm_across_claims(results, float((spec or {}).get("alpha", ALPHA)))
     return results
+
+
+def holm_across_claims(results: list[ClaimResult], alpha: float) -> None:
+    """Holm's correction across a study's claims (the family: every claim with a p-value, per slice).
+
+    A claim's p for "reproduced" is its largest test p (intersection-union); after Holm across the
+    family it must stay below α/2 for the claim to read reproduced, else it reads undecided with a note.
+    Likewise a "not reproduced" must survive Holm on the claims' p-values against them. A claim blocked by
+    its gate or without data keeps its verdict and does not count towards the family."""
+    groups: dict[tuple[str, str], list[ClaimResult]] = {}
+    for result in results:
+        groups.setdefault((result.dataset, result.model), []).append(result)
+    for group in groups.values():
+        family = [r for r in group if r.verdict in (REPRODUCED, NOT_REPRODUCED, UNDECIDED) and math.isfinite(r.p)]
+        if len(family) < 2:
+            for r in family:
+                r.p_study = r.p
+            continue
+        for_claim = holm([r.p for r in family])
+        against = holm([r.p_against for r in family])
+        for result, p, p_against in zip(family, for_claim, against, strict=True):
+            result.p_study = p
+            level = alpha / 2
+            if result.verdict == REPRODUCED and not p < level:
+                result.verdict = UNDECIDED
+                result.notes.append(
+                    f"reproduced on its own (p = {result.p:.3g}) but not after Holm's correction across the"
+                    f" study's {len(family)} claims (adjusted p = {p:.3g} ≥ {level:g})"
+                )
+            elif result.verdict == NOT_REPRODUCED and math.isfinite(p_against) and not p_against < level:
+                result.verdict = UNDECIDED
+                result.notes.append(
+                    f"contradicted on its own but not after Holm's correction across the study's {len(family)}"
+                    f" claims (adjusted p against it = {p_against:.3g} ≥ {level:g})"
+                )
 
 
 def named_columns(claim: dict[str, Any]) -> list[str]:

@@ -160,7 +160,7 @@ def render_summary(
             "",
         ]
         parts += [
-            f"- {VERDICT_MARK.get(c.verdict, '')} **{c.verdict_text}**: {c.text or c.id} ({c.dataset} · {c.model})"
+            f"- {VERDICT_MARK.get(c.verdict, '')} **{c.verdict_shown}**: {c.text or c.id} ({c.dataset} · {c.model})"
             for c in claims
         ] + [""]
     parts += render_skipped(skipped)
@@ -188,8 +188,13 @@ def _seeds(test: Test) -> str:
 
 
 def _what_it_takes(claim: ClaimResult) -> str:
-    if claim.verdict == NOT_ASSESSABLE and claim.gate:
-        return "; ".join(claim.gate.epochs) or "a longer schedule"
+    stability = claim.stability
+    if claim.verdict == NOT_ASSESSABLE and stability and stability.blocks:
+        if stability.status == "missing arm":
+            return f"the {stability.epochs // 2 if stability.epochs else 'E/2'}-epoch arm of the same cells"
+        if stability.seeds:
+            return f"{stability.seeds} seeds per cell at both lengths"
+        return f"a schedule longer than {stability.epochs} epochs, until the contrast settles"
     if claim.verdict != UNDECIDED:
         return ""
     if claim.seeds:
@@ -206,20 +211,22 @@ def _headline(claim: ClaimResult) -> str:
 def verdict_rule(alpha: float, power: float) -> str:
     """How the verdicts are reached, with the levels used."""
     return (
-        f"Every contrast is estimated from the cell-means linear model over all the cells of its (dataset, model)"
-        f" slice: cell means, one pooled within-cell variance, df = runs − cells (stated with each claim);"
-        f" intervals are {100 * (1 - alpha):g} % t intervals, and per-pair Welch intervals (each pair's own"
-        f" variances) are a robustness column. Each one-sided test is at α/2 = {alpha / 2:g}, so a verdict reads"
+        f"Every contrast is estimated from the cell means with each cell's own variance (Welch–Satterthwaite df,"
+        f" stated with each test); intervals are {100 * (1 - alpha):g} % t intervals, and the pooled-variance"
+        f" cell-means model over the slice is a robustness column. Each one-sided test is at α/2 = {alpha / 2:g},"
+        f" so a verdict reads"
         f" off the interval shown. **Direction** (the sign of the effect): reproduced / reversed / undecided."
         f" **Size** (against the claim's threshold): reproduced when the interval is past the threshold, not"
         f" reproduced when it is wholly on the wrong side, undecided otherwise. **Equivalence** (`≲`, `flat`,"
         f" `equivalent`): TOST, two one-sided tests at α = {alpha / 2:g} each — reproduced when the interval"
         f" lies inside ±δ, not reproduced when it lies wholly outside. A claim of several tests is reproduced"
-        f" when all are and not reproduced when any is contradicted after Holm's correction across them."
-        f" **Not assessable: <norm> undertrained**: a claim comparing norms whose cells fail the convergence"
-        f" gate (below each claim); a claim about training itself (a gap's change with the schedule) may"
-        f" waive the gate, and states why. For an undecided claim, the seeds per cell at which the observed effect"
-        f" and pooled SD would decide it with {100 * power:g} % power. **No data**: a cell has no completed"
+        f" when all are and not reproduced when any is contradicted after Holm's correction across them; then"
+        f" every verdict must survive Holm's correction across the study's claims."
+        f" **Not assessable**: the claim's contrast at E epochs and at E/2 differ by more than its margin, are"
+        f" not measured precisely enough to tell, or the E/2 arm is missing (the contrast-stability gate, below"
+        f" each claim); a claim marked `budget: fixed` is about its schedule exactly and says so. For an"
+        f" undecided claim, the seeds per cell at which the observed effect and the cells' SDs would decide it"
+        f" with {100 * power:g} % power. **No data**: a cell has no completed"
         f" run. Errors in percentage points. Published numbers come from other datasets, models and schedules"
         f" (their conditions are stated beside each): the expected direction and rough size, not a target."
     )
@@ -228,8 +235,9 @@ def verdict_rule(alpha: float, power: float) -> str:
 def _claim_detail(number: int, claim: ClaimResult) -> list[str]:
     parts = [f"### {number}. `{claim.id}`: {claim.text}", "", f"Tested: {claim.statement}", ""]
     parts += [
-        f"Metric: {metric_name(claim.metric)}. Model: {claim.model_cells} cells, pooled SD"
-        f" {claim.pooled_sd:.3g}, df = {claim.model_df}.",
+        f"Metric: {metric_name(claim.metric)}. Intervals: each cell's own variance (Welch–Satterthwaite df);"
+        f" robustness column: the pooled model over {claim.model_cells} cells, SD {claim.pooled_sd:.3g},"
+        f" df = {claim.model_df}.",
         "",
     ]
     rows = []
@@ -240,30 +248,38 @@ def _claim_detail(number: int, claim: ClaimResult) -> list[str]:
                 kind,
                 test.label,
                 _interval(test.estimate),
-                _interval(test.welch) if test.welch else "–",
+                f"{test.estimate.df:.1f}" if finite(test.estimate.df) else "–",
+                _interval(test.pooled) if test.pooled else "–",
                 test.claim,
                 _p(test.p),
                 test.verdict,
-                test.welch_verdict or "–",
+                test.pooled_verdict or "–",
                 _seeds(test),
             ]
         )
     header = [
         "test",
         "contrast",
+        "estimate [CI]",
+        "df",
         "pooled [CI]",
-        "Welch [CI]",
         "claim",
         "p",
         "verdict",
-        "Welch verdict",
+        "pooled verdict",
         "seeds/cell to decide",
     ]
     parts += [rows_table(header, rows), ""]
+    if claim.stability and claim.stability.status != "not applicable":
+        parts.append(f"- contrast-stability gate: **{claim.stability.status}**")
+        parts += [f"  - {line}" for line in claim.stability.lines]
+        if claim.stability.seeds:
+            parts.append(f"  - settles with about {claim.stability.seeds} seeds per cell at both lengths")
+    if finite(claim.p_study):
+        parts.append(f"- p for the claim {claim.p:.3g}; after Holm across the study's claims {claim.p_study:.3g}")
     if claim.gate and claim.gate.status != "not applicable":
-        parts.append(f"- convergence gate: **{claim.gate.status}**")
+        parts.append(f"- level check (a diagnostic, does not gate): {claim.gate.status}")
         parts += [f"  - {line}" for line in claim.gate.lines]
-        parts += [f"  - suggests: {line}" for line in claim.gate.epochs]
     for item in claim.published:
         parts.append(f"- published: {format_published(item)}")
         if isinstance(item, dict) and item.get("note"):
@@ -271,7 +287,7 @@ def _claim_detail(number: int, claim: ClaimResult) -> list[str]:
     if not claim.published:
         parts.append("- published: no number to compare with")
     parts += [f"- note: {note}" for note in claim.notes]
-    parts += [f"- **verdict: {claim.verdict_text}**", ""]
+    parts += [f"- **verdict: {claim.verdict_shown}**", ""]
     return parts
 
 
@@ -282,11 +298,19 @@ def render_claims(
     skipped: list[Skipped],
     spec: dict[str, Any],
     context: dict[str, Any],
+    registration: list[str] | None = None,  # the "Pre-registration" section (src.report.registration)
 ) -> str:
     parts = _header(f"Study `{study}`: claims", spec, runs, context)
     parts += [verdict_rule(float(spec.get("alpha", ALPHA)), float(spec.get("power", POWER))), ""]
     rule = GateRule.of(spec.get("convergence"))
-    parts += [f"Convergence gate (cross-norm claims): {rule.describe()}.", ""]
+    parts += [
+        "Contrast-stability gate (every claim, src/report/stability.py): the contrast at E epochs minus the same"
+        " contrast at E/2, with its interval: passed when |Δ| ≤ the claim's margin and the interval's half-width"
+        " ≤ the margin; failed when the interval lies wholly outside ±margin; unsettled otherwise; a missing E/2"
+        " arm blocks the verdict.",
+        f"Level check per cell (a diagnostic): {rule.describe()}.",
+        "",
+    ]
     if not claims:
         parts += ["This study states no claims (add `report.claims` to its sweeps/<study>.yaml).", ""]
     groups: dict[tuple[str, str], list[ClaimResult]] = {}
@@ -300,7 +324,7 @@ def render_claims(
                 c.statement,
                 _headline(c),
                 c.direction.verdict if c.direction else "–",
-                f"{VERDICT_MARK.get(c.verdict, '')} {c.verdict_text}",
+                f"{VERDICT_MARK.get(c.verdict, '')} {c.verdict_shown}",
                 _what_it_takes(c),
                 "; ".join(format_published(p) for p in c.published) or "–",
             ]
@@ -310,6 +334,7 @@ def render_claims(
         parts += [rows_table(header, rows), ""]
         for number, claim in enumerate(group, 1):
             parts += _claim_detail(number, claim)
+    parts += registration or []
     parts += render_skipped(skipped)
     return "\n".join(parts)
 

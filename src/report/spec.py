@@ -24,6 +24,8 @@ REPORT_KEYS = {
     "median_last",
     "factors",
     "where",
+    "budget",
+    "stability",
 }
 CLAIM_KEYS = COMMON_KEYS | {key for kind in KINDS.values() for key in kind.keys}  # every built-in kind's
 CONVERGENCE_KEYS = {"last_epochs", "max_val_drop", "max_train_loss_ratio", "max_schedule_gain", "annealed_below"}
@@ -73,11 +75,13 @@ def check_claim(key: str, claim: Any) -> None:
     for name in ("at_least", "at_most", "margin"):
         if name in claim:
             number(f"{key}.{name}", claim[name])
-    for name in ("within", "slope_within", "tolerance"):
+    for name in ("within", "tolerance"):
         if name in claim:
             number(f"{key}.{name}", claim[name], 0.0)
     if "convergence" in claim:
         _convergence(f"{key}.convergence", claim["convergence"], CLAIM_CONVERGENCE_KEYS)
+    if "budget" in claim and claim["budget"] != "fixed":
+        fail(f"{key}.budget", claim["budget"], "must be fixed (a statement about the claim's schedule exactly)")
     if "published" in claim and claim["published"] is not None:
         _published(f"{key}.published", claim["published"])
     if "where" in claim:
@@ -100,6 +104,11 @@ def check_spec(spec: Any) -> None:
         _convergence("report.convergence", spec["convergence"])
     if "where" in spec:
         cell("report.where", spec["where"])
+    if "budget" in spec and spec["budget"] != "fixed":
+        fail("report.budget", spec["budget"], "must be fixed (every claim is about its schedule exactly)")
+    if "stability" in spec:
+        keys("report.stability", spec["stability"], {"margin"})
+        number("report.stability.margin", spec["stability"].get("margin", 1.0), 0.0)
     factors = spec.get("factors")
     if factors is not None and (not isinstance(factors, list) or not all(isinstance(f, str) and f for f in factors)):
         fail("report.factors", factors, "must be a list of config keys the study's sweeps varied")

@@ -1,16 +1,18 @@
 """Estimates, intervals and tests for contrasts between cells (one norm at one batch size).
 
-A cell is a few runs that differ only in their seed. Two ways of estimating a contrast
+A cell is a few runs that differ only in their seed. Two estimates of a contrast
 ``θ = Σ_i c_i μ_i`` of the cell means ``μ_i`` are offered:
 
-- **Pooled (the verdicts).** The cell-means linear model ``y_rj = μ_i(r) + ε_rj`` over every cell of
-  the study, with one common within-cell variance σ². Its estimate is
-  ``s² = Σ_i Σ_j (y_ij − ȳ_i)² / (N − k)`` with ``df = N − k`` (N runs, k cells), so a contrast has
-  ``θ̂ = Σ c_i ȳ_i``, ``se = s · √(Σ c_i² / n_i)`` and the t interval ``θ̂ ± t(1 − α/2, N − k) · se``.
-  A study of 10 cells × 3 seeds gives 20 df instead of the 2–4 of one Welch interval.
-- **Welch (a robustness column).** A difference of two cells with its own variances
-  (Welch–Satterthwaite df), via :func:`scipy.stats.ttest_ind`. Where the pooled and Welch verdicts
-  disagree, the cells' variances differ and the report says so.
+- **Per-cell variances (the verdicts).** Each cell keeps its own variance s_i² (cells of one study differ:
+  a long schedule's seeds agree more than a short one's, batch 2 scatters more than batch 32), so
+  ``θ̂ = Σ c_i ȳ_i`` has ``se² = Σ v_i`` with ``v_i = c_i² s_i² / n_i`` and the Welch–Satterthwaite
+  degrees of freedom ``df = (Σ v_i)² / Σ v_i² / (n_i − 1)``; the interval is ``θ̂ ± t(1 − α/2, df) · se``.
+  For two cells this is Welch's t test (checked against statsmodels' ``ttest_ind(usevar="unequal")``).
+  A cell with one run has no variance: no interval (run more seeds).
+- **Pooled (a robustness column).** The cell-means linear model ``y_rj = μ_i(r) + ε_rj`` over every cell
+  of the study with one common within-cell variance σ²: ``s² = Σ_i Σ_j (y_ij − ȳ_i)² / (N − k)`` on
+  ``df = N − k`` (N runs, k cells), ``se = s · √(Σ c_i² / n_i)``. Where the two readings disagree, the
+  cells' variances differ and the report says so.
 
 Tests are one-sided t tests on the contrast: ``H0: θ ≤ b`` is rejected at level α when
 ``(θ̂ − b)/se > t(1 − α, df)``, i.e. when the lower end of the ``1 − 2α`` interval lies above ``b``.
@@ -143,8 +145,31 @@ class CellModel:
     def sd(self) -> float:
         return math.sqrt(self.variance) if math.isfinite(self.variance) else math.nan
 
+    @property
+    def cell_variances(self) -> dict[object, float]:
+        """s_i² of each cell (NaN for a cell of one run)."""
+        return {key: float(v.var(ddof=1)) if len(v) > 1 else math.nan for key, v in self.values.items()}
+
+    def welch_contrast(self, weights: Mapping[object, float], level: float = LEVEL) -> Estimate:
+        """Σ c_i ȳ_i with per-cell variances: se² = Σ c_i² s_i²/n_i, Welch–Satterthwaite df
+        (Σ v_i)² / Σ v_i²/(n_i − 1), and a ``level`` t interval (method ``welch``)."""
+        used = {key: float(c) for key, c in weights.items() if c != 0}
+        n = tuple(self.n.get(key, 0) for key in used)
+        if not used or any(key not in self.means for key in used):
+            return Estimate(math.nan, math.nan, math.nan, n, method="welch")
+        value = sum(c * self.means[key] for key, c in used.items())
+        if any(self.n[key] < 2 for key in used):
+            return Estimate(value, math.nan, math.nan, n, method="welch")
+        variances = self.cell_variances
+        parts = {key: c**2 * variances[key] / self.n[key] for key, c in used.items()}
+        total = sum(parts.values())
+        if total == 0.0:  # identical runs in every cell: the interval collapses onto the estimate
+            return Estimate(value, value, value, n, 0.0, math.inf, level, "welch")
+        df = total**2 / sum(v**2 / (self.n[key] - 1) for key, v in parts.items() if v > 0)
+        return Estimate(value, math.nan, math.nan, n, math.sqrt(total), df, level, "welch").at_level(level)
+
     def contrast(self, weights: Mapping[object, float], level: float = LEVEL) -> Estimate:
-        """Σ c_i ȳ_i with se = s·√(Σ c_i²/n_i) and a ``level`` t interval on N − k df."""
+        """Σ c_i ȳ_i with the pooled se = s·√(Σ c_i²/n_i) and a ``level`` t interval on N − k df."""
         used = {key: float(c) for key, c in weights.items() if c != 0}
         n = tuple(self.n.get(key, 0) for key in used)
         if not used or any(key not in self.means for key in used):

@@ -1,7 +1,8 @@
 """Claim kinds, one module each, registered by name (:func:`register`): every module of this package
 is imported here, so adding a kind to normlab is adding its module.
 
-Built in: ``difference``, ``less``, ``greater``, ``equivalent``, ``flat``, ``order`` and ``contrast``. A
+Built in: ``difference``, ``less``, ``greater``, ``equivalent``, ``flat``, ``worst``, ``order`` and
+``contrast``. A
 study may name any other :class:`ClaimKind` by dotted path (``kind: mypackage.mykinds.Interaction``);
 :mod:`src.report.kinds.base` says what a kind owns. A kind module needs only this package's names:
 :class:`ClaimKind`, :class:`Tests`, :class:`Test`, :class:`Cell` and :func:`fail`.

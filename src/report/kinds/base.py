@@ -27,7 +27,9 @@ import pandas as pd
 from src.report.cells import Cell, Test
 from src.report.checks import SpecError, fail
 
-COMMON_KEYS = frozenset({"id", "claim", "text", "kind", "metric", "where", "published", "note", "convergence"})
+COMMON_KEYS = frozenset(
+    {"id", "claim", "text", "kind", "metric", "where", "published", "note", "convergence", "budget"}
+)
 KINDS: dict[str, ClaimKind] = {}  # name → kind, in the order they registered
 
 
@@ -78,9 +80,13 @@ class ClaimKind:
 
 
 def register(name: str):
-    """Class decorator: ``@register("flat")`` makes ``kind: flat`` mean this kind."""
+    """Class decorator: ``@register("flat")`` makes ``kind: flat`` mean this kind; a name another class
+    registered already raises (as mmengine's registry does), so no kind silently replaces another."""
 
     def add(cls: type[ClaimKind]) -> type[ClaimKind]:
+        known = KINDS.get(name)
+        if known is not None and type(known).__qualname__ != cls.__qualname__:
+            raise ValueError(f"claim kind {name!r} is already registered by {type(known).__qualname__}")
         cls.name = name
         KINDS[name] = cls()
         return cls
