@@ -91,5 +91,5 @@ gpu-check: setup  ## every GPU path in one go (<= 8 min) into OUT=<dir>; CPU=1: 
 	$(RUN) -m benchmarks.gpu_check --out $(OUT) $(if $(CPU),--cpu) $(ARGS)
 
 clean:  ## remove run outputs and caches (keeps .venv and results/)
-	rm -rf multirun outputs gpu_check .setup lightning_logs wandb data/cache .pytest_cache .ruff_cache
+	rm -rf multirun outputs debug gpu_check .setup lightning_logs wandb data/cache .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
