@@ -48,5 +48,3 @@ def test_norm_compare_cifar10_states_its_own_claims_with_the_questions_margins()
     assert claims["gn_close_to_bn_at_32"]["within"] == 1.0
     assert claims["in_worst_norm"]["kind"] == "worst" and claims["in_worst_norm"]["others"] == ["bn", "gn", "ln"]
     assert spec["title"] != parent["title"]
-
-
