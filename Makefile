@@ -56,7 +56,7 @@ endif
 	rm -f $(STAMP_DIR)/.installed-*
 	touch $@
 
-demo: setup  ## train bn, gn, ln at batch 2 and 32 on the embedded dataset, print the table
+demo: setup  ## train bn, gn at batch 2 and 32 (8 seeds, packed) on the embedded dataset, print the table and verdicts
 	$(MAKE) --no-print-directory sweep STUDY=demo
 	# into multirun/ (untracked): results/demo/ is the committed reference
 	$(MAKE) --no-print-directory report STUDY=demo REPORT_OUT=multirun/demo/report
