@@ -153,7 +153,11 @@ def test_cli_prints_and_writes_the_plan_for_a_synthetic_pilot(tmp_path: Path, ca
     assert f"seed={','.join(str(s) for s in range(10, 10 + max(tost, direction)))}" in printed
     pilot_estimate = np.mean(PILOT["reflect", "gn"]) - np.mean(PILOT["reflect", "bn"])
     assert f"| {pilot_estimate:+.2f} |" in printed  # the pilot has the equivalence claim's cells
-    assert (tmp_path / "out" / "plan_tiny.md").read_text(encoding="utf-8") in printed
+    written = (tmp_path / "out" / "plan_tiny.md").read_text(encoding="utf-8")
+    table, _, provenance = written.partition("\n- command: ")
+    assert table in printed  # the printed plan, then where it came from
+    assert provenance.startswith("`python -m src.report --plan") and "- commit: " in provenance
+    assert "- machine: " in provenance and "- written: " in provenance
 
 
 def test_cli_with_a_given_sd_needs_no_pilot(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -346,6 +346,21 @@ def render(plan: StudyPlan, study_path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def provenance(argv: list[str]) -> str:
+    """The command, commit, machine and date a written plan came from."""
+    from datetime import datetime, timezone
+
+    from src.provenance import git_commit, machine_description
+
+    machine = machine_description()
+    command = " ".join(["python -m src.report", *argv])
+    return (
+        f"\n- command: `{command}`\n- commit: {git_commit()}\n"
+        f"- machine: {machine['hostname']} ({machine['processor']}, {machine['cpu_count']} CPUs)\n"
+        f"- written: {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n"
+    )
+
+
 def main(argv: list[str], read_spec: Callable[[Path], dict[str, Any] | None]) -> int:
     """``--plan``'s command line; ``read_spec`` reads a study file's ``report`` block (the report's reader)."""
     parser = argparse.ArgumentParser(prog="python -m src.report --plan", description=__doc__.split("\n\n")[0])
@@ -381,6 +396,6 @@ def main(argv: list[str], read_spec: Callable[[Path], dict[str, Any] | None]) ->
     if args.out:
         out = Path(args.out) if args.out.endswith(".md") else Path(args.out) / f"plan_{plan.study}.md"
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out, text)
+        write_text_atomic(out, text + provenance(argv))
         print(f"wrote {out}")
     return 0
