@@ -49,15 +49,15 @@ from omegaconf import OmegaConf
 
 from benchmarks.ratios import REFERENCE, Budget, Estimate, bracketed_log_ratios, bracketed_rounds
 from benchmarks.timing import per_step, synchronize, timed_steps
-from src.atomic import write_text_atomic
-from src.callbacks import TrainTimer
 from src.data.arrays import ArrayDataModule, ImageArrays
 from src.models import CifarResNet
-from src.module import Classifier
 from src.norms import Normalization
-from src.perf import compile_for_training
-from src.provenance import git_commit, inside_project
+from src.run.atomic import write_text_atomic
+from src.run.provenance import git_commit, inside_project
 from src.train import train
+from src.training.callbacks import TrainTimer
+from src.training.module import Classifier
+from src.training.perf import compile_for_training
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"

@@ -1,8 +1,8 @@
 """Train one configuration and write its run record: ``python -m src.train [overrides]``.
 
-The entry point only orchestrates: the resume decision (:mod:`src.resume`: skip, refuse or train,
-under the run directory's lock), the run's process-wide settings (:mod:`src.process`), building,
-fitting and testing (:mod:`src.experiment`), and the run record (:class:`src.records.RunRecord`),
+The entry point only orchestrates: the resume decision (:mod:`src.run.resume`: skip, refuse or train,
+under the run directory's lock), the run's process-wide settings (:mod:`src.training.process`), building,
+fitting and testing (:mod:`src.training.experiment`), and the run record (:class:`src.run.records.RunRecord`),
 written to ``result.json`` when the run starts and when it ends, then published to W&B.
 """
 
@@ -23,19 +23,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src.atomic import write_text_atomic
-from src.callbacks import Diverged
-from src.config_keys import config_hash, register_resolvers
-from src.distributed import distributed_job, is_main_process
-from src.experiment import build_experiment, fit_and_test
-from src.loggers import publish_record
-from src.perf import gpu_for_job
-from src.process import run_settings
-from src.provenance import git_commit, machine_description, redact
-from src.records import RunRecord, write_record
-from src.resume import CHECKPOINT_DIR, REFUSAL_FILE, Action, RunRefused, archive_record, decide, run_lock
+from src.run.atomic import write_text_atomic
+from src.run.config_keys import config_hash, register_resolvers
+from src.run.distributed import distributed_job, is_main_process
+from src.run.provenance import git_commit, machine_description, redact
+from src.run.records import RunRecord, write_record
+from src.run.resume import CHECKPOINT_DIR, REFUSAL_FILE, Action, RunRefused, archive_record, decide, run_lock
 from src.studies import register_resolver as register_studies_resolver
-from src.validation import validate_config
+from src.training.callbacks import Diverged
+from src.training.experiment import build_experiment, fit_and_test
+from src.training.loggers import publish_record
+from src.training.perf import gpu_for_job
+from src.training.process import run_settings
+from src.training.validation import validate_config
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra composes: the sweep's run directory names use ${run_dirname:…}

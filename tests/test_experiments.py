@@ -16,7 +16,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from src.config_keys import computation_view, config_hash, register_resolvers, run_dirname
+from src.run.config_keys import computation_view, config_hash, register_resolvers, run_dirname
 from src.studies import EXPERIMENTS, studies
 
 from .conftest import CONF, ROOT

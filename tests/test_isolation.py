@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.records import RECORD_FILE
+from src.run.records import RECORD_FILE
 from src.train import train
 
 from .conftest import run_train

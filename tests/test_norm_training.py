@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.records import RECORD_FILE
+from src.run.records import RECORD_FILE
 from src.train import train
 
 from .conftest import config_options

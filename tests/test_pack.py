@@ -1,4 +1,4 @@
-"""Packed runs (src/pack.py): K seeds of one configuration trained as one model reproduce the K
+"""Packed runs (src/sweep/pack.py): K seeds of one configuration trained as one model reproduce the K
 unpacked runs: losses step by step, final parameters, norm buffers and errors, for every packable norm."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import torch
 
-from src.experiment import build_experiment, fit_and_test
-from src.pack import Member, PackedNet, PackRefused, build_member, check_packable, fit_pack, train_pack
-from src.process import run_settings
-from src.records import RECORD_FILE
+from src.run.records import RECORD_FILE
+from src.sweep.pack import Member, PackedNet, PackRefused, build_member, check_packable, fit_pack, train_pack
+from src.training.experiment import build_experiment, fit_and_test
+from src.training.process import run_settings
 
 from .conftest import config_options
 
@@ -78,7 +78,7 @@ def unpacked(cfg, run_dir: Path) -> tuple[dict[str, Any], torch.nn.Module, list[
 
 
 def packed(cfgs, tmp_path: Path) -> tuple[list[dict[str, Any] | None], PackedNet, list[Any], list[list[float]]]:
-    from src import pack
+    from src.sweep import pack
 
     built = [build_member(Member(cfg, tmp_path / f"packed{cfg.seed}")) for cfg in cfgs]
     check_packable(built)
@@ -178,7 +178,7 @@ class Interrupted(Exception):
 
 
 def test_an_interrupted_pack_resumes_from_its_checkpoint_exactly(compose_cfg, tmp_path, monkeypatch):
-    from src import pack
+    from src.sweep import pack
 
     cfgs = member_cfgs(compose_cfg, "bn")
     whole = [build_member(Member(cfg, tmp_path / f"w{cfg.seed}")) for cfg in cfgs]
@@ -274,22 +274,22 @@ def test_packs_train_in_parallel_worker_processes(tmp_path):
 
 
 def test_a_bad_n_jobs_fails_in_one_line():
-    from src.launcher import PackedLauncher
+    from src.sweep.launcher import PackedLauncher
 
     with pytest.raises(ValueError, match=r"^hydra.launcher.n_jobs=0: must be an integer ≥ 1$"):
         PackedLauncher(n_jobs=0)
 
 
 def test_auto_pack_sizes_follow_the_measured_table():
-    from src.launcher import default_pack_size
+    from src.sweep.launcher import default_pack_size
 
     assert [default_pack_size("cpu", b) for b in (1, 2, 4, 32)] == [8, 8, 1, 1]
     assert [default_pack_size("cuda", b) for b in (2, 32, 64)] == [8, 8, 1]
 
 
 def test_a_packed_member_writes_the_metrics_csv_of_its_csv_logger(tmp_path):
-    from src.pack import write_member_metrics
     from src.report.curves import read_curve
+    from src.sweep.pack import write_member_metrics
 
     curve = [
         {"epoch": 0, "train_loss": 2.0, "val_error": 60.0, "lr": 0.1},

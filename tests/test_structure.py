@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from src.records import (
+from src.run.records import (
     RECORD_FILE,
     RUNS_FILE,
     SCHEMA_VERSION,
@@ -83,8 +83,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_src_has_no_import_cycle():
     graph = import_graph()
-    assert {"src.train", "src.records", "src.resume", "src.provenance", "src.distributed"} <= set(graph)
-    assert graph["src.records"] >= {"src.provenance"}  # the walk sees real edges
+    assert {"src.train", "src.run.records", "src.run.resume", "src.run.provenance", "src.run.distributed"} <= set(graph)
+    assert graph["src.run.records"] >= {"src.run.provenance"}  # the walk sees real edges
     assert find_cycle(graph) is None, " → ".join(find_cycle(graph) or [])
 
 
@@ -94,7 +94,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_provenance_is_a_leaf():
-    assert import_graph()["src.provenance"] == set()
+    assert import_graph()["src.run.provenance"] == set()
 
 
 # --------------------------------------------------------------------------- the run record
@@ -141,7 +141,7 @@ def test_runs_jsonl_is_one_compact_record_a_line_and_lists_bad_lines(tmp_path, m
 
 @pytest.mark.parametrize("field", ["curve", "norm_info", "schema_version"])
 def test_the_record_type_is_the_only_definition_of_its_fields(field):
-    """Fields of the record are named in src/records.py, not rebuilt as dicts in train.py."""
+    """Fields of the record are named in src/run/records.py, not rebuilt as dicts in train.py."""
     train = (SRC / "train.py").read_text()
     assert "RunRecord(" in train and f'"{field}"' not in train
 
@@ -152,8 +152,8 @@ def test_the_record_type_is_the_only_definition_of_its_fields(field):
 def test_every_norm_describes_itself_and_its_description_stays_out_of_the_hash(compose_cfg):
     from omegaconf import OmegaConf
 
-    from src.config_keys import config_hash
     from src.norms import Normalization
+    from src.run.config_keys import config_hash
 
     from .conftest import config_options
 

@@ -2,7 +2,7 @@
 
 At batch 2 a step costs mostly per-operation overhead, so K runs that differ only in their seed train
 for little more than the price of one when every operation does the work of all K at once. Each member
-is built exactly as its unpacked run (:func:`src.experiment.build_model` under its own seed); the K
+is built exactly as its unpacked run (:func:`src.training.experiment.build_model` under its own seed); the K
 networks' parameters and buffers are stacked along a new leading axis and the step runs the network
 once under :func:`torch.func.vmap` (convolutions become grouped convolutions, norms keep per-member
 statistics). Nothing is shared between members but the operations:
@@ -19,7 +19,7 @@ statistics). Nothing is shared between members but the operations:
   message) and leaves the sum; the others go on (training stops when none is left).
 
 Norms that vmap cannot batch are refused with one line (:class:`PackRefused`); the launcher
-(:mod:`src.launcher`) then trains those runs one by one, unpacked.
+(:mod:`src.sweep.launcher`) then trains those runs one by one, unpacked.
 """
 
 from __future__ import annotations
@@ -47,11 +47,16 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from torchmetrics.classification import MulticlassAccuracy
 
-from src.atomic import write_text_atomic
-from src.callbacks import MemoryMonitor, TrainTimer
-from src.checkpointing import AtomicCheckpointIO, LastCheckpoint
-from src.config_keys import config_hash
-from src.experiment import (
+from src.norms import BatchRenorm2d, describe_norm_layers
+from src.run.atomic import write_text_atomic
+from src.run.config_keys import config_hash
+from src.run.provenance import git_commit, machine_description
+from src.run.records import RunRecord, write_record
+from src.run.resume import CHECKPOINT_DIR, REFUSAL_FILE, Action, archive_record, decide, run_lock
+from src.train import now, run_identity, train
+from src.training.callbacks import MemoryMonitor, TrainTimer
+from src.training.checkpointing import AtomicCheckpointIO, LastCheckpoint
+from src.training.experiment import (
     batch_sizes,
     build,
     build_model,
@@ -59,19 +64,14 @@ from src.experiment import (
     result_fields,
     resumed_epoch,
 )
-from src.module import Classifier
-from src.norms import BatchRenorm2d, describe_norm_layers
-from src.process import run_settings
-from src.provenance import git_commit, machine_description
-from src.records import RunRecord, write_record
-from src.resume import CHECKPOINT_DIR, REFUSAL_FILE, Action, archive_record, decide, run_lock
-from src.train import now, run_identity, train
-from src.validation import validate_config
+from src.training.module import Classifier
+from src.training.process import run_settings
+from src.training.validation import validate_config
 
 log = logging.getLogger(__name__)
 
 PACKS_DIR = ".packs"  # beside the run directories: one checkpoint directory per pack
-DIVERGENCE_EVERY = 25  # steps between loss checks, as src.callbacks.DivergenceGuard
+DIVERGENCE_EVERY = 25  # steps between loss checks, as src.training.callbacks.DivergenceGuard
 #: norms vmap cannot batch, and why (one line each); a norm not listed is also refused if the packed
 #: probe forward fails (:func:`check_packable`)
 REFUSED_NORMS = {
@@ -152,7 +152,7 @@ class BuiltMember:
 
 
 def build_member(member: Member) -> BuiltMember:
-    """Build ``member`` under its seed exactly as :func:`src.experiment.build_experiment` does; its RNG
+    """Build ``member`` under its seed exactly as :func:`src.training.experiment.build_experiment` does; its RNG
     state after building is what its unpacked run's training starts from."""
     cfg = member.cfg
     validate_config(cfg)
@@ -312,7 +312,7 @@ class PackedDataModule(pl.LightningDataModule):
 
 # ----------------------------------------------------------------------------------------- module
 class PackedClassifier(pl.LightningModule):
-    """:class:`src.module.Classifier` for K members at once: the same loss, learning rate, schedule
+    """:class:`src.training.module.Classifier` for K members at once: the same loss, learning rate, schedule
     and optimizer (over the stacked parameters), with every metric, curve and divergence per member."""
 
     def __init__(self, net: PackedNet, num_classes: int, global_batch: int, rngs: Sequence[MemberRng], **lr: Any):

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
-from src.records import RunRecord
+from src.run.records import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ class WandbLogger(LightningWandbLogger):
         mode: ``online`` | ``offline`` | ``disabled``; ``None`` resolves it (see :func:`resolve_mode`).
         name: the run's name; ``None`` names it by the run's overrides (Hydra's ``job.override_dirname``,
             e.g. ``batch=2,norm=bn,seed=0``), or by its identity outside a Hydra job.
-        identity: the run record's identity (:meth:`src.records.RunRecord.identity`: study, norm, batch,
-            dataset, model, seed, epochs), which src.experiment hands to every logger that takes one:
+        identity: the run record's identity (:meth:`src.run.records.RunRecord.identity`: study, norm, batch,
+            dataset, model, seed, epochs), which src.training.experiment hands to every logger that takes one:
             the W&B config's ``identity`` from the start, and the default tags ``norm=…``, ``batch=…``,
             ``dataset=…``, ``model=…``.
         tags: the run's tags; ``None`` uses the identity's.
@@ -157,7 +157,7 @@ def _hydra_mode() -> tuple[str | None, list[str]]:
 class TensorBoardLogger(LightningTensorBoardLogger):
     """Lightning's TensorBoardLogger with the study as the log folder and the run's overrides as its name.
 
-    ``save_dir`` is the run directory (src.experiment passes it); the events go beside the study's runs:
+    ``save_dir`` is the run directory (src.training.experiment passes it); the events go beside the study's runs:
     a multirun's into ``<sweep dir>/tensorboard/<overrides>/`` (``multirun/<study>/tensorboard/batch=2,norm=bn/``),
     a single run's into ``<outputs/study>/tensorboard/<overrides>/<date_time>/``. ``tensorboard --logdir
     multirun/<study>/tensorboard`` then lists the study's runs by their overrides.
@@ -171,7 +171,7 @@ class TensorBoardLogger(LightningTensorBoardLogger):
     """
 
     def __init__(self, save_dir: str = ".", root: str | None = None, name: str | None = None, **kwargs: Any):
-        from src.config_keys import run_dirname
+        from src.run.config_keys import run_dirname
 
         run_dir = Path(save_dir).resolve()
         mode, overrides = _hydra_mode()

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from src.perf import compile_for_training
 from src.schedules import Schedule, check_schedule, cosine, warmed_up
+from src.training.perf import compile_for_training
 
 log = logging.getLogger(__name__)
 

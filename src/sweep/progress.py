@@ -6,7 +6,7 @@ terminal (a log file, CI, SLURM, a parallel launcher's worker) :class:`EpochLine
 per epoch, and a heartbeat line every ``heartbeat_minutes`` inside a long epoch. ``callbacks=none``
 prints neither.
 
-A sweep (:class:`SweepProgress`, used by :class:`src.sweep.SweepSummary`): every job, in whichever
+A sweep (:class:`SweepProgress`, used by :class:`src.sweep.summary.SweepSummary`): every job, in whichever
 process the launcher runs it (basic: the sweep's own; parallel: a joblib worker; submitit: its own
 job), appends its outcome to ``<sweep dir>/.progress/<sweep start>.jsonl`` and prints
 ``[k/N] <overrides>: <status> <test error> (<time>)`` with the runs skipped, failed and left and an ETA
@@ -29,7 +29,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from src.provenance import redact
+from src.run.provenance import redact
 
 log = logging.getLogger(__name__)
 BARS = ("tqdm", "rich")
@@ -89,7 +89,7 @@ class EpochLines(pl.Callback):
         log.info("epoch %d/%d: %s, %.1f steps/s%s", trainer.current_epoch + 1, trainer.max_epochs, where, rate, eta)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # after the epoch's validation; the module logs its loss and error (src/module.py)
+        # after the epoch's validation; the module logs its loss and error (src/training/module.py)
         now = time.perf_counter()
         epoch, epochs = trainer.current_epoch + 1, trainer.max_epochs
         per_epoch = (now - self._fit_start) / max(epoch - self._first_epoch, 1)
@@ -230,8 +230,8 @@ def job_event(run_dir: Path, overrides: str, started: float, job_started: float,
     """One job's outcome from what it left in its run directory: completed, diverged or failed (with
     its test error), skipped (a record completed before this sweep began; any other status of an older record, e.g.
     a killed run's "running", is shown as it is) or refused."""
-    from src.records import RECORD_FILE, read_record
-    from src.resume import REFUSAL_FILE
+    from src.run.records import RECORD_FILE, read_record
+    from src.run.resume import REFUSAL_FILE
 
     now = time.time()
     status, error = "failed" if job_failed else "unknown", math.nan

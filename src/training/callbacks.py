@@ -89,14 +89,14 @@ class MemoryMonitor(pl.Callback):
         self.sampled_peak_mb = 0.0
 
     def _sample(self, device: torch.device) -> float:
-        from src.perf import current_memory_mb
+        from src.training.perf import current_memory_mb
 
         value = current_memory_mb(device)
         self.sampled_peak_mb = max(self.sampled_peak_mb, value)
         return value
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from src.perf import reset_peak_memory
+        from src.training.perf import reset_peak_memory
 
         reset_peak_memory(pl_module.device)
         self._sample(pl_module.device)
