@@ -19,7 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from src.run.records import IDENTITY, RECORD_FILE
-from src.training.loggers import WandbLogger, publish_record, resolve_mode
+from src.run.wandb_mode import resolve_mode
+from src.training.loggers import WandbLogger, publish_record
 
 from .conftest import CONF, ROOT, run_train
 

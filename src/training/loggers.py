@@ -8,10 +8,10 @@ record's metrics and identity into the W&B run's summary and the resolved config
 a W&B panel can plot ``summary.test_error`` against ``config.identity.batch`` grouped by
 ``config.identity.norm``, then finishes the run.
 
-Offline unless asked otherwise: the mode is ``WANDB_MODE`` when set, else ``online`` when an API key
-is configured (``WANDB_API_KEY`` or ``wandb login``'s netrc entry), else ``offline``. Offline runs are
-kept in ``$WANDB_DIR/wandb/`` when ``WANDB_DIR`` is set, else in the run directory
-(``<run dir>/wandb/offline-run-*``); upload them later with ``wandb sync <dir>/wandb/offline-run-*``.
+Offline unless asked otherwise (:func:`src.run.wandb_mode.resolve_mode`: ``WANDB_MODE`` when set, else
+``online`` when an API key is configured, else ``offline``). Offline runs are kept in ``$WANDB_DIR/wandb/``
+when ``WANDB_DIR`` is set, else in the run directory (``<run dir>/wandb/offline-run-*``); upload them
+later with ``wandb sync <dir>/wandb/offline-run-*``.
 W&B failures are warnings: a run whose W&B logging cannot start online falls back to offline (then to
 disabled), and trains on.
 """
@@ -20,42 +20,19 @@ from __future__ import annotations
 
 import logging
 import math
-import netrc
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
 from src.run.records import RunRecord
+from src.run.wandb_mode import resolve_mode
 
 log = logging.getLogger(__name__)
-
-DEFAULT_HOST = "https://api.wandb.ai"
-
-
-def logged_in() -> bool:
-    """Whether a W&B API key is configured (environment or netrc), without any network access."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL") or DEFAULT_HOST).hostname
-    try:
-        return netrc.netrc(os.environ.get("NETRC") or None).authenticators(host or "") is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def resolve_mode(mode: str | None = None) -> str:
-    """The W&B mode: ``mode`` if given, else ``$WANDB_MODE``, else online when logged in, else offline."""
-    if mode:
-        return str(mode)
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    return "online" if logged_in() else "offline"
 
 
 def _warn(message: str) -> None:
