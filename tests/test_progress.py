@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from src.sweep.progress import EpochLines, SweepProgress, fmt_seconds, progress_callback, sweep_size
+from src.sweep.progress import SweepProgress, sweep_size
+from src.training.callbacks import EpochLines, fmt_seconds, progress_callback
 
 from .conftest import PYTHON, ROOT, run_train
 
@@ -60,7 +61,7 @@ def test_a_run_on_a_terminal_shows_a_progress_bar_with_speed_and_eta(tmp_path):
     text = run_on_a_terminal(*TINY, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     bars = [line for line in re.split(r"[\r\n]", text) if line.startswith("Epoch 0:")]
     assert bars and re.search(r"3/3 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+it/s", bars[-1]), bars[-3:]  # elapsed<ETA, speed
-    assert "src.sweep.progress" not in text  # the bar replaces the per-epoch lines
+    assert "; run ETA" not in text  # the bar replaces the per-epoch lines (EpochLines)
 
 
 @pytest.mark.slow  # make test-all (idle 2-core CPU: 10-35 s)
