@@ -64,7 +64,7 @@ from src.training.experiment import (
     result_fields,
     resumed_epoch,
 )
-from src.training.module import Classifier
+from src.training.module import lr_rule, optimizer_and_schedule
 from src.training.process import run_settings
 from src.training.validation import validate_config
 
@@ -320,8 +320,7 @@ class PackedClassifier(pl.LightningModule):
         self.net = net
         self.size = net.size
         self.rngs = list(rngs)
-        # the unpacked module, for its checks and learning-rate rule and its optimizer set-up
-        self.__dict__["rule"] = Classifier(nn.Identity(), num_classes=num_classes, global_batch=global_batch, **lr)
+        self.rule = lr_rule(global_batch=global_batch, **lr)  # the unpacked run's rule (src.training.module)
         self.lr = self.rule.lr
         self.val_accuracy = nn.ModuleList(MulticlassAccuracy(num_classes, average="micro") for _ in range(self.size))
         self.test_accuracy = nn.ModuleList(MulticlassAccuracy(num_classes, average="micro") for _ in range(self.size))
@@ -445,18 +444,7 @@ class PackedClassifier(pl.LightningModule):
             rng.state = saved
 
     def configure_optimizers(self) -> dict:
-        optimizer = self.rule.optimizer_factory(params=self.net.parameters(), lr=self.lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = self.rule.warmup_epochs / max(1, self.trainer.max_epochs or 1)
-        schedule = self.rule.schedule
-
-        def factor(step: int) -> float:
-            from src.schedules import warmed_up
-
-            return warmed_up(schedule, step / total, warmup)
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer_and_schedule(self.rule, self.net.parameters(), self.trainer)
 
 
 # ------------------------------------------------------------------------------------------ train
