@@ -81,32 +81,21 @@ class Classifier(pl.LightningModule):
 
     Args:
         net: the image classifier.
-        optimizer: a partial optimizer constructor taking ``params`` and ``lr`` (Hydra ``_partial_``).
-        schedule: the lr multiplier as a function of the fraction of training done
-            (:mod:`src.schedules`, a Hydra ``_partial_``), applied every step.
+        num_classes: the number of classes (for the error metrics).
         global_batch: the images one optimizer step sees (per-device batch × world size), for the
             learning-rate scaling rule.
-        base_lr, base_batch, scale_lr: lr = base_lr × global_batch / base_batch when ``scale_lr``.
-        warmup_epochs: epochs of linear learning-rate warmup at the start (0: none).
         compile_mode: when set, training steps run ``torch.compile(net, mode=compile_mode)``
             (e.g. ``default``, ``reduce-overhead`` for CUDA graphs); evaluation stays eager.
+        **lr: the learning-rate rule (:func:`lr_rule`): ``optimizer``, a partial optimizer constructor
+            taking ``params`` and ``lr`` (Hydra ``_partial_``); ``schedule``, the lr multiplier as a
+            function of the fraction of training done (:mod:`src.schedules`, a Hydra ``_partial_``),
+            applied every step; ``base_lr``, ``base_batch``, ``scale_lr``: lr = base_lr × global_batch /
+            base_batch when ``scale_lr``; ``warmup_epochs``: epochs of linear warmup at the start (0: none).
     """
 
-    def __init__(
-        self,
-        net: nn.Module,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        num_classes: int,
-        global_batch: int,
-        base_lr: float = 0.1,
-        base_batch: int = 32,
-        scale_lr: bool = True,
-        schedule: Schedule = cosine,
-        warmup_epochs: float = 0.0,
-        compile_mode: str | None = None,
-    ):
+    def __init__(self, net: nn.Module, num_classes: int, global_batch: int, compile_mode: str | None = None, **lr: Any):
         super().__init__()
-        self.rule = lr_rule(optimizer, global_batch, base_lr, base_batch, scale_lr, schedule, warmup_epochs)
+        self.rule = lr_rule(global_batch=global_batch, **lr)
         self.net = net
         # training steps may run through a compiled view of the same module (parameters shared); kept
         # out of the module tree so checkpoints and parameter lists see `net` once
