@@ -29,8 +29,8 @@ from src.data.arrays import EvalShardSampler, ShardedBatchSampler
 from src.run.distributed import is_main_process, single_run_argv
 from src.run.records import RECORD_FILE
 from src.run.resume import CHECKPOINT_DIR, LAST_CHECKPOINT, run_lock
-from src.train import train
 from src.training.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
+from src.training.single import train
 
 from .conftest import CONF, PYTHON, ROOT, run_train
 

@@ -8,8 +8,8 @@ import pytest
 
 from src.evaluate import main as evaluate_main
 from src.run.records import RECORD_FILE
-from src.train import train
 from src.training.callbacks import WEIGHTS_FILE
+from src.training.single import train
 
 FAST = ("dataset=digits", "model.widths=[8,16]", "logger=none", "trainer.accelerator=cpu", "epochs=2", "batch=16")
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from src.run.records import RECORD_FILE
-from src.train import train
+from src.training.single import train
 
 from .conftest import run_train
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from src.run.records import RECORD_FILE
-from src.train import train
+from src.training.single import train
 
 from .conftest import config_options
 

@@ -105,7 +105,7 @@ def test_weight_standardization_applies_to_every_norm(compose_cfg, tmp_path):
     import torch
 
     from src.norms import WeightStandardization
-    from src.train import train
+    from src.training.single import train
 
     fast = ("dataset=digits", "model.widths=[8,16]", "logger=none", "epochs=1", "batch=16")
     record = train(compose_cfg(*fast, "norm=bn", "standardize_weights=true"), tmp_path / "bn_ws")
@@ -126,7 +126,7 @@ def test_weight_standardization_applies_to_every_norm(compose_cfg, tmp_path):
 
 
 def test_a_negative_warmup_names_the_key(compose_cfg, tmp_path):
-    from src.train import train
+    from src.training.single import train
 
     with pytest.raises(ValueError, match=r"optim\.warmup_epochs=-1 is invalid"):
         train(compose_cfg("dataset=digits", "logger=none", "epochs=1", "optim.warmup_epochs=-1"), tmp_path)

@@ -19,7 +19,7 @@ from PIL import Image
 from src.report.load import load_runs
 from src.run.records import RECORD_FILE
 from src.run.resume import RunLocked, run_lock
-from src.train import train
+from src.training.single import train
 
 from .conftest import DATA, PYTHON, ROOT, run_train
 

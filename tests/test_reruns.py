@@ -28,9 +28,9 @@ from src.run.config_keys import (
 from src.run.provenance import NUMERIC_PACKAGES
 from src.run.records import RECORD_FILE
 from src.run.resume import REFUSAL_FILE, RunRefused
-from src.train import train
 from src.training import perf
 from src.training.callbacks import MemoryMonitor
+from src.training.single import train
 from tests.conftest import CONF, ROOT, run_train
 
 FAST = ("dataset=digits", "model.widths=[8,16]", "logger=none", "trainer.accelerator=cpu", "epochs=1", "batch=16")

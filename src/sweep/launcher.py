@@ -177,16 +177,17 @@ class PackedLauncher(Launcher):
     def _launch_pack(self, chunk: Sequence[int], configs: dict[int, DictConfig]) -> dict[int, JobReturn]:
         """Set every member's job up as Hydra would (its run directory, ``.hydra/``, log file), then
         train the members as one pack; one JobReturn per member (the test error, NaN if it failed)."""
-        from src.sweep.pack import Member, train_pack
-        from src.train import launch_description
+        from src.run.identity import launch_description
+        from src.run.lifecycle import RunSpec
+        from src.sweep.pack import train_pack
 
         assert self.hydra_context is not None
-        members: dict[int, Member] = {}
+        members: dict[int, RunSpec] = {}
 
         def collect(i: int) -> TaskFunction:
             def task(cfg: DictConfig) -> None:
                 hydra_cfg = HydraConfig.get()
-                members[i] = Member(
+                members[i] = RunSpec(
                     cfg=cfg.copy(),
                     run_dir=Path(hydra_cfg.runtime.output_dir),
                     overrides=list(hydra_cfg.overrides.task),

@@ -31,10 +31,9 @@ import os
 import random
 import shutil
 import time
-import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +41,17 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.norms import BatchRenorm2d, describe_norm_layers
+from src.run import lifecycle
 from src.run.atomic import write_text_atomic
 from src.run.config_keys import config_hash
-from src.run.provenance import git_commit, machine_description
-from src.run.records import RunRecord, write_record
-from src.run.resume import CHECKPOINT_DIR, REFUSAL_FILE, Action, archive_record, decide, run_lock
-from src.train import now, run_identity, train
+from src.run.lifecycle import RunSpec
+from src.run.provenance import git_commit
+from src.run.resume import CHECKPOINT_DIR, Action
 from src.training.callbacks import MemoryMonitor, TrainTimer
 from src.training.checkpointing import AtomicCheckpointIO, LastCheckpoint
 from src.training.experiment import (
@@ -66,6 +64,7 @@ from src.training.experiment import (
 )
 from src.training.module import lr_rule, optimizer_and_schedule
 from src.training.process import run_settings
+from src.training.single import train
 from src.training.validation import validate_config
 
 log = logging.getLogger(__name__)
@@ -130,28 +129,17 @@ class MemberRng:
 
 
 @dataclass
-class Member:
-    """One run of a pack: its config, run directory and what the launcher knows about it."""
-
-    cfg: DictConfig
-    run_dir: Path
-    overrides: list[str] = field(default_factory=list)
-    choices: dict[str, Any] | None = None
-    launch: dict[str, Any] | None = None
-
-
-@dataclass
 class BuiltMember:
     """A member built as its unpacked run would be: data, norm, network, and its RNG after building."""
 
-    member: Member
+    member: RunSpec
     datamodule: pl.LightningDataModule
     norm: Any
     net: nn.Module
     rng: MemberRng
 
 
-def build_member(member: Member) -> BuiltMember:
+def build_member(member: RunSpec) -> BuiltMember:
     """Build ``member`` under its seed exactly as :func:`src.training.experiment.build_experiment` does; its RNG
     state after building is what its unpacked run's training starts from."""
     cfg = member.cfg
@@ -453,7 +441,7 @@ def pack_id(digests: Sequence[str]) -> str:
     return "pack-" + config_hash({"members": sorted(digests)})
 
 
-def pack_description(members: Sequence[Member], digests: Sequence[str], index: int, by: str) -> dict[str, Any]:
+def pack_description(members: Sequence[RunSpec], digests: Sequence[str], index: int, by: str) -> dict[str, Any]:
     """The run record's ``pack`` field: the pack's id, what it packs by, its size and members, and the
     process that trained it (packs of one sweep may train in parallel worker processes)."""
     return {
@@ -558,48 +546,42 @@ def write_member_metrics(run_dir: Path, curve: Sequence[dict[str, float]], test_
 class PackOutcome:
     """What happened to one member: its record (as a dict), and how it ended."""
 
-    member: Member
+    member: RunSpec
     record: dict[str, Any] | None = None
     refused: str | None = None
     error: BaseException | None = None
 
 
-def train_pack(members: Sequence[Member], by: str = "seed") -> list[PackOutcome]:
+def train_pack(members: Sequence[RunSpec], by: str = "seed") -> list[PackOutcome]:
     """Train ``members`` (configs that differ only in ``by``) packed, each with its own run directory,
     resume decision and ``result.json``; returns one :class:`PackOutcome` per member, in order.
 
-    Per member, under its run directory's lock: a completed record of the same config is skipped; one
-    of another config is refused (``refused.txt``); one left with its own unpacked checkpoint resumes
-    unpacked (:func:`src.train.train`). The rest train as one pack if there are two or more and the
-    pack is allowed (:func:`check_packable`), else one by one, unpacked. An interrupted pack resumes
-    from its checkpoint in ``<sweep dir>/.packs/<pack id>/`` when it is rerun with the same members.
+    Per member, the run lifecycle (:mod:`src.run.lifecycle`) under its run directory's lock: a completed
+    record of the same config is skipped; one of another config is refused (``refused.txt``); one left
+    with its own unpacked checkpoint resumes unpacked (:func:`src.training.single.train`). The rest train
+    as one pack if there are two or more and the pack is allowed (:func:`check_packable`), else one by
+    one, unpacked. An interrupted pack resumes from its checkpoint in ``<sweep dir>/.packs/<pack id>/``
+    when it is rerun with the same members.
     """
     outcomes = [PackOutcome(member) for member in members]
     with ExitStack() as locks:
         to_pack: list[int] = []
         alone: list[int] = []
-        configs: dict[int, tuple[dict[str, Any], str]] = {}
+        plans: dict[int, lifecycle.Plan] = {}
         for index, member in enumerate(members):
-            cfg = member.cfg
-            missing = sorted(OmegaConf.missing_keys(cfg))
-            if missing:
-                outcomes[index].error = ValueError(f"{', '.join(missing)}: required and not given")
+            missing = lifecycle.missing_keys_error(member.cfg)
+            if missing is not None:
+                outcomes[index].error = missing
                 continue
-            config = OmegaConf.to_container(cfg, resolve=True)
-            digest = config_hash(config)
-            locks.enter_context(run_lock(member.run_dir))
-            force = bool(cfg.get("force", False))
-            decision = decide(member.run_dir, config, digest, force=force, resume=bool(cfg.get("resume", True)))
-            if decision.action is Action.SKIP:
-                log.info("skipping %s: completed earlier with the same config (force=true retrains)", member.run_dir)
-                outcomes[index].record = {**decision.previous.record, "skipped": True}
-            elif decision.action is Action.REFUSE:
-                write_text_atomic(member.run_dir / REFUSAL_FILE, decision.message + "\n")
-                outcomes[index].refused = decision.message
-            elif decision.resume_from is not None:
+            planned = lifecycle.plan(member, locks)
+            if planned.action is Action.SKIP:
+                outcomes[index].record = planned.skipped()
+            elif planned.action is Action.REFUSE:
+                outcomes[index].refused = planned.decision.message
+            elif planned.resume_from is not None:
                 alone.append(index)  # its own unpacked checkpoint: resume it as it was
             else:
-                configs[index] = (config, digest)
+                plans[index] = planned
                 to_pack.append(index)
         built: list[BuiltMember] = []
         if len(to_pack) >= 2:
@@ -614,7 +596,7 @@ def train_pack(members: Sequence[Member], by: str = "seed") -> list[PackOutcome]
             alone.extend(to_pack)
             to_pack = []
         if built:
-            _train_packed(built, [outcomes[i] for i in to_pack], [configs[i] for i in to_pack], by)
+            _train_packed(built, [outcomes[i] for i in to_pack], [plans[i] for i in to_pack], by)
     for index in sorted(alone):  # outside the locks: train() takes each run directory's own
         member = members[index]
         try:
@@ -627,37 +609,17 @@ def train_pack(members: Sequence[Member], by: str = "seed") -> list[PackOutcome]
 
 
 def _train_packed(
-    built: Sequence[BuiltMember],
-    outcomes: Sequence[PackOutcome],
-    configs: Sequence[tuple[dict[str, Any], str]],
-    by: str,
+    built: Sequence[BuiltMember], outcomes: Sequence[PackOutcome], plans: Sequence[lifecycle.Plan], by: str
 ) -> None:
     """Train the built members as one pack and write each member's record (under the held locks)."""
     members = [b.member for b in built]
-    digests = [digest for _, digest in configs]
+    digests = [planned.digest for planned in plans]
     pack_dir = members[0].run_dir.parent / PACKS_DIR / pack_id(digests)
     commit = git_commit()
-    records = []
-    for index, (member, (config, digest)) in enumerate(zip(members, configs, strict=True)):
-        (member.run_dir / REFUSAL_FILE).unlink(missing_ok=True)
-        previous = decide(member.run_dir, config, digest, force=True, resume=False).previous
-        if previous.completed:
-            kept = archive_record(member.run_dir, previous.digest)
-            log.info("force=true: the earlier record of %s is kept as %s", member.run_dir, kept.name)
-        if previous.checkpoint is not None:
-            previous.checkpoint.unlink()
-        record = RunRecord(
-            **run_identity(member.cfg, member.overrides, member.choices),
-            run_dir=str(member.run_dir),
-            config_hash=digest,
-            config=config,
-            launch=member.launch,
-            started_at=now(),
-            pack=pack_description(members, digests, index, by),
-        )
-        record.norm_info = built[index].norm.info()
-        write_record(member.run_dir, record)
-        records.append(record)
+    records = [
+        lifecycle.start(planned, pack=pack_description(members, digests, index, by), norm_info=b.norm.info())
+        for index, (planned, b) in enumerate(zip(plans, built, strict=True))
+    ]
     cfg = members[0].cfg
     force = any(bool(m.cfg.get("force", False)) for m in members)
     resume = all(bool(m.cfg.get("resume", True)) for m in members) and not force
@@ -666,25 +628,19 @@ def _train_packed(
             produced, diverged = fit_pack(built, pack_dir, resume=resume)
         for record, fields, message in zip(records, produced, diverged, strict=True):
             if message is not None:
-                record.status, record.error = "diverged", message
-                log.warning("%s diverged: %s", record.run_dir, message)
+                lifecycle.diverged(record, message)
                 continue
-            for key, value in (fields or {}).items():
-                setattr(record, key, value)
-            record.status = "completed"
+            lifecycle.completed(record, fields or {})
             if "csv" in (cfg.get("logger") or {}):  # as the unpacked run's CSV logger would
-                write_member_metrics(Path(record.run_dir), record.curve, record.metrics.get("test_error"))
+                write_member_metrics(Path(str(record.run_dir)), record.curve, record.metrics.get("test_error"))
         shutil.rmtree(pack_dir, ignore_errors=True)  # a finished pack needs no checkpoint
         with suppress(OSError):
             pack_dir.parent.rmdir()  # .packs/, once no pack is left in it
     except Exception as error:
         for record, outcome in zip(records, outcomes, strict=True):
-            record.status, record.error = "failed", f"{type(error).__name__}: {error}"
-            record.traceback = traceback.format_exc()
+            lifecycle.failed(record, error)
             outcome.error = error
     finally:
         for record, outcome in zip(records, outcomes, strict=True):
-            record.finished_at = now()
-            record.environment.update(git_commit=commit, machine=machine_description())
-            write_record(Path(record.run_dir), record)
+            lifecycle.finish(record, commit)
             outcome.record = record.to_dict()

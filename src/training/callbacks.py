@@ -20,6 +20,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from src.run.lifecycle import Diverged
+
 log = logging.getLogger(__name__)
 BARS = ("tqdm", "rich")
 
@@ -55,10 +57,6 @@ class TrainTimer(pl.Callback):
         if self._steps:
             self.epoch_median_steps.append(statistics.median(self._steps[1:] or self._steps))
         self._steps = []
-
-
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 class DivergenceGuard(pl.Callback):

@@ -1,4 +1,5 @@
-"""Build one run from its config, fit it and test it: what ``src.train`` runs inside the resume decision.
+"""Build one run from its config, fit it and test it: what a single run (:mod:`src.training.single`) runs
+inside the run lifecycle.
 
 Everything is built with ``hydra.utils.instantiate``: the dataset (a LightningDataModule) first, because
 the model takes its input shape and class count from it; then the norm, the model, the loggers, the

@@ -63,7 +63,7 @@ class WandbLogger(LightningWandbLogger):
     """Lightning's WandbLogger with normlab's defaults.
 
     Args:
-        save_dir: where ``wandb/`` goes (train.py passes the run directory); ``$WANDB_DIR`` wins when set.
+        save_dir: where ``wandb/`` goes (the run directory); ``$WANDB_DIR`` wins when set.
         mode: ``online`` | ``offline`` | ``disabled``; ``None`` resolves it (see :func:`resolve_mode`).
         name: the run's name; ``None`` names it by the run's overrides (Hydra's ``job.override_dirname``,
             e.g. ``batch=2,norm=bn,seed=0``), or by its identity outside a Hydra job.
@@ -208,10 +208,10 @@ def _is_wandb(logger: Any) -> bool:
 def publish_record(loggers: Iterable[Any], record: RunRecord | Mapping[str, Any]) -> None:
     """For each W&B logger: put the record into its run's summary and config, then finish the run.
 
-    Called by src.train right after the run record is written, whatever the run's status (a failed or
-    diverged run's W&B run finishes with exit code 1). Other loggers are ignored. Never raises: a
-    failure is a warning and the next logger is still published and finished. A logger whose W&B run
-    never started (the run failed before logging anything) is left alone.
+    Called by :func:`src.training.single.train` right after the run record is written, whatever the
+    run's status (a failed or diverged run's W&B run finishes with exit code 1). Other loggers are
+    ignored. Never raises: a failure is a warning and the next logger is still published and finished.
+    A logger whose W&B run never started (the run failed before logging anything) is left alone.
     """
     for logger in list(loggers or []):
         if not _is_wandb(logger):
