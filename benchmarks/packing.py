@@ -1,4 +1,4 @@
-"""Runs per hour packed against unpacked: K runs of one configuration as one vmapped model (src/sweep/pack.py).
+"""Runs per hour packed against unpacked: K runs of one configuration as one vmapped model (src/sweep/pack/).
 
     make bench                       # or: python -m benchmarks.packing [--max-seconds 1200] [--tolerance 0.15]
 

@@ -1,4 +1,4 @@
-"""Packed runs (src/sweep/pack.py): K seeds of one configuration trained as one model reproduce the K
+"""Packed runs (src/sweep/pack/): K seeds of one configuration trained as one model reproduce the K
 unpacked runs: losses step by step, final parameters, norm buffers and errors, for every packable norm."""
 
 from __future__ import annotations
