@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import traceback
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from src.run.distributed import distributed_job
 from src.run.identity import launch_description
 from src.run.provenance import redact
 from src.run.resume import RunRefused
+from src.studies import experiment_choice
 from src.studies import register_resolver as register_studies_resolver
 from src.training.perf import gpu_for_job
 from src.training.single import train
@@ -79,4 +81,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    sys.argv = experiment_choice(sys.argv)  # +experiment=<name> as experiment=<name> (conf/train.yaml)
     main()
