@@ -24,7 +24,9 @@ import torch.nn.functional as F
 PADDINGS = ("zeros", "mean", "reflect")
 
 
-def random_crop_flip(images: torch.Tensor, pad: int = 4, padding: str = "zeros", mean: torch.Tensor | None = None) -> torch.Tensor:
+def random_crop_flip(
+    images: torch.Tensor, pad: int = 4, padding: str = "zeros", mean: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per sample: pad by ``pad``, crop back to the original size at a random offset, flip horizontally
     with probability 1/2 (the standard CIFAR augmentation of He et al. 2016).
 
