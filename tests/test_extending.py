@@ -1,4 +1,4 @@
-"""README "Extending it", end to end: a norm, a model, a dataset and a claim kind, each added from a
+"""docs/extending.md, end to end: a norm, a model, a dataset and a claim kind, each added from a
 directory outside the repository (its modules on PYTHONPATH, its config files on ``hydra.searchpath``),
 touching no file of normlab."""
 

@@ -275,7 +275,7 @@ class ClaimEvaluator:
         metric_model = self.cell_model(result.metric)
         result.stability = check_stability(
             spec,
-            result.tests,
+            sizes,
             metric_model,
             lambda weights: self.design_weights(weights, result.metric),
             self.spec,

@@ -45,6 +45,7 @@ class Skipped:
     study: str | None = None
     status: str | None = None
     cell: str | None = None  # "norm@batch" when the record names them
+    config: dict[str, Any] | None = None  # the record's resolved config (a recipe report names its cell)
 
 
 @dataclass
@@ -220,7 +221,7 @@ def load_run_set(directories: Iterable[str | Path]) -> RunSet:
                 if reason:
                     kept.setdefault(study or "", []).append(record)
                     cell = f"{record.norm}@{record.batch}" if record.norm and record.batch else None
-                    skipped.append(Skipped(where, reason, study, record.status, cell))
+                    skipped.append(Skipped(where, reason, study, record.status, cell, record.config or None))
                     continue
                 key = (
                     *(record.identity().values()),

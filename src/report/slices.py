@@ -34,11 +34,19 @@ def design_columns(runs: pd.DataFrame, named: Iterable[str]) -> list[str]:
 
 def by_setting(runs: pd.DataFrame, named: Iterable[str]) -> pd.DataFrame:
     """``runs`` with ``model`` extended by each varying design column's value (a copy; unchanged when
-    nothing varies)."""
+    nothing varies). A column a run's config does not have (``norm.layer.min_group_size`` for bn) is left
+    out of its label: its runs are still a slice of their own."""
     columns = design_columns(runs, named)
     if not columns or runs.empty:
         return runs
     labelled = runs.copy()
-    suffix = labelled[columns].apply(lambda row: " · ".join(f"{c}={as_text(row[c])}" for c in columns), axis=1)
-    labelled["model"] = labelled["model"].astype(str) + " · " + suffix
+
+    def label(row: pd.Series) -> str:
+        return "".join(f" · {c}={as_text(row[c])}" for c in columns if not _missing(row[c]))
+
+    labelled["model"] = labelled["model"].astype(str) + labelled[columns].apply(label, axis=1)
     return labelled
+
+
+def _missing(value: object) -> bool:
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))

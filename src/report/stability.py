@@ -9,8 +9,9 @@ contrast over the same cells at E/2 epochs, and their difference
     Δ = θ(E) − θ(E/2) = Σ c_i m(cell_i @ E) − Σ c_i m(cell_i @ E/2),
 
 estimated with per-cell variances (Welch–Satterthwaite df, :meth:`src.report.stats.CellModel.welch_contrast`)
-and its 1 − α interval. With the claim's margin M (``within``, ``margin``, a nonzero ``at_least`` /
-``at_most``; else ``report.stability.margin``, default 1 point):
+and its 1 − α interval, for each of the claim's verdict tests (its size tests; a direction test reported
+beside them is not gated). With the claim's margin M (``within``, ``margin``, a nonzero ``at_least`` /
+``at_most``, ``tolerance``; else ``report.stability.margin``, default 1 point), the same for all its tests:
 
 - **passed** when |Δ̂| ≤ M and the interval's half-width is ≤ M: halving the schedule moved the contrast by
   less than the margin, measured precisely enough that a move of M would have shown;
@@ -80,10 +81,11 @@ def fixed_budget(claim: dict[str, Any], report: dict[str, Any]) -> bool:
 
 def margin_of(claim: dict[str, Any], test: Test, report: dict[str, Any]) -> float:
     """The claim's margin for the stability of ``test``'s contrast (see the module docstring)."""
-    for key in ("within", "margin"):
-        if isinstance(claim.get(key), int | float) and claim[key] > 0:
-            return float(claim[key])
-    if test.test in ("at_least", "at_most") and test.bound != 0:
+    for key in ("within", "margin", "at_least", "at_most", "tolerance"):
+        value = claim.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value != 0:
+            return abs(float(value))
+    if test.test in ("at_least", "at_most", "within") and test.bound != 0:
         return abs(float(test.bound))
     return float((report.get("stability") or {}).get("margin", DEFAULT_MARGIN))
 

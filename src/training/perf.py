@@ -64,7 +64,7 @@ def device_mismatch(device: torch.device, accelerator: object) -> str | None:
     if torch.version.cuda is None and NVIDIA_DEVICE.exists():
         return (
             f"this machine has an NVIDIA GPU but torch {torch.__version__} is a CPU-only build, so runs "
-            f"train on the CPU; install a CUDA build (README: CIFAR-10 on a GPU)"
+            f"train on the CPU; install a CUDA build (docs/gpu.md)"
         )
     return None
 
