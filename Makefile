@@ -56,7 +56,7 @@ endif
 	rm -f $(STAMP_DIR)/.installed-*
 	touch $@
 
-demo: setup  ## train bn, gn, ln at batch 2 and 32 on the embedded dataset, print the table
+demo: setup  ## train bn, gn at batch 2 and 32 (8 seeds, packed) on the embedded dataset, print the table and verdicts
 	$(MAKE) --no-print-directory sweep STUDY=demo
 	# into multirun/ (untracked): results/demo/ is the committed reference
 	$(MAKE) --no-print-directory report STUDY=demo REPORT_OUT=multirun/demo/report
@@ -91,5 +91,5 @@ gpu-check: setup  ## every GPU path in one go (<= 8 min) into OUT=<dir>; CPU=1: 
 	$(RUN) -m benchmarks.gpu_check --out $(OUT) $(if $(CPU),--cpu) $(ARGS)
 
 clean:  ## remove run outputs and caches (keeps .venv and results/)
-	rm -rf multirun outputs gpu_check .setup lightning_logs wandb data/cache .pytest_cache .ruff_cache
+	rm -rf multirun outputs debug gpu_check .setup lightning_logs wandb data/cache .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +

@@ -273,3 +273,35 @@ def test_full_mnist_from_shared_datasets():
     # MNIST's training mean and std are 0.1307 and 0.3081 (on the 55,000 kept here, nearly so)
     assert module.mean.item() == pytest.approx(0.1307, abs=0.002)
     assert module.std.item() == pytest.approx(0.3081, abs=0.002)
+
+
+def test_the_crop_padding_options_fill_the_border_as_named_and_draw_the_same_crops():
+    """crop_flip pads with zeros before normalization, crop_flip_mean with the dataset mean (zero after
+    normalization), crop_flip_reflect with the mirrored image; the offsets and flips are the same draws."""
+    from src.data.augment import AUGMENTATIONS
+
+    images = torch.rand(64, 3, 8, 8) * 0.5 + 0.5  # in [0.5, 1]: a zero border shows up as 0
+    mean = torch.tensor([0.2, 0.4, 0.6]).view(1, 3, 1, 1)
+    outputs = {}
+    for name in ("crop_flip", "crop_flip_mean", "crop_flip_reflect"):
+        torch.manual_seed(3)
+        outputs[name] = AUGMENTATIONS[name](images, mean=mean)
+    zero_border = outputs["crop_flip"] == 0
+    assert zero_border.any()
+    filled = outputs["crop_flip_mean"][zero_border.expand_as(outputs["crop_flip_mean"])]
+    expected = mean.expand_as(images)[zero_border.expand_as(images)]
+    assert torch.allclose(filled, expected)
+    assert (outputs["crop_flip_reflect"] >= 0.5).all()  # mirrored pixels only: no constant band
+    # wherever the zero-padded crop shows the image, all three agree: the same offset and flip
+    inside = ~zero_border.any(dim=1, keepdim=True).expand_as(images)
+    assert torch.equal(outputs["crop_flip_reflect"][inside], outputs["crop_flip"][inside])
+    assert torch.allclose(outputs["crop_flip_mean"][inside], outputs["crop_flip"][inside])  # (x − m) + m
+
+
+def test_an_unknown_padding_is_refused_with_the_choices():
+    from src.data.augment import random_crop_flip
+
+    with pytest.raises(ValueError, match="padding='black' is invalid: choose one of"):
+        random_crop_flip(torch.zeros(1, 1, 4, 4), padding="black")
+    with pytest.raises(ValueError, match=r"dataset\.augment='crop_flip_black' is invalid"):
+        npz(augment="crop_flip_black")

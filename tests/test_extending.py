@@ -192,7 +192,7 @@ def _report(ext: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_a_claim_kind_from_outside_the_repository_decides_a_claim(tmp_path):
     claim = {"id": "bn_suffers_more", "kind": "mykinds.Interaction", "norms": ["bn", "gn"], "batches": [2, 32]}
-    study = {"report": {"claims": [{**claim, "at_least": 2.0}]}}
+    study = {"report": {"budget": "fixed", "claims": [{**claim, "at_least": 2.0}]}}
     ext = add(tmp_path, {"mykinds.py": MYKINDS, "study.yaml": json.dumps(study)})  # JSON is YAML
     noise = [-0.2, 0.0, 0.2]
     errors = {("bn", 2): 16.0, ("bn", 32): 10.0, ("gn", 2): 11.0, ("gn", 32): 10.5}  # 6 − 0.5 = 5.5 ≥ 2
@@ -201,7 +201,7 @@ def test_a_claim_kind_from_outside_the_repository_decides_a_claim(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     [row] = pd.read_csv(ext / "out" / "ext" / "claims.csv").to_dict("records")
     assert (row["id"], row["kind"], row["verdict"]) == ("bn_suffers_more", "mykinds.Interaction", "reproduced")
-    assert row["effect"] == pytest.approx(5.5) and row["df"] == 8
+    assert row["effect"] == pytest.approx(5.5) and row["pooled_df"] == 8
     assert "(bn@2 − bn@32) − (gn@2 − gn@32) ≥ 2" in (ext / "out" / "ext" / "claims.md").read_text()
 
     # its own spec check, and a kind that cannot be imported, fail with one line naming the key

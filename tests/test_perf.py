@@ -142,12 +142,30 @@ def test_hand_blocks_interleave_with_normlab_steps_and_leave_their_time_out_of_n
     assert [block_size(n) for n in (4, 40, 600)] == [1, 5, 10]
 
 
-def test_the_packing_benchmark_writes_its_table_with_the_machine_and_command(tmp_path, capsys):
-    """`make bench`'s packing table end to end with tiny step counts (no timing is asserted)."""
+def test_the_packing_benchmark_writes_its_table_with_the_machine_and_command(tmp_path, capsys, monkeypatch):
+    """`make bench`'s packing table end to end with tiny step counts. Every timing is stubbed (the blocks:
+    a fixed cost per member scaled by a seeded jitter per block; the bench's clocks: 5 ms a reading), so no
+    assertion depends on the machine's timing noise or its clock's resolution: under load two measured
+    rounds can give equal log ratios (``rel_se`` 0) or a step of no measurable CPU time."""
+    import itertools
+    import random
+    import types
+
     import pandas as pd
 
     from benchmarks import packing
 
+    jitter, ticks = random.Random(0), itertools.count()
+
+    def clock() -> float:
+        return 0.005 * next(ticks)
+
+    def block(cell: packing.Cell, steps: int) -> float:  # seconds per step: K members cost K^0.8 of one
+        return 0.01 * cell.k**0.8 * jitter.uniform(0.95, 1.05)
+
+    measured = packing.Cell.block
+    monkeypatch.setattr(packing, "time", types.SimpleNamespace(perf_counter=clock))
+    monkeypatch.setattr(packing.Cell, "block", block)
     argv = ["--models", "resnet8", "--norms", "bn", "--batches", "2,4", "--ks", "1,2", "--steps", "3"]
     budget = ["--min-rounds", "2", "--min-seconds", "0", "--max-seconds", "0"]  # stop after 2 rounds
     every = ["--tolerance", "inf"]  # two rounds are too few to tell the undisturbed state: count every block
@@ -165,13 +183,14 @@ def test_the_packing_benchmark_writes_its_table_with_the_machine_and_command(tmp
         packing.main([*argv, "--tolerance", "-0.1", "--out", str(tmp_path / "refused")])
     assert "--tolerance=-0.1: allowed are numbers >= 0" in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()
-    cell = packing.Cell("resnet8", "bn", 2, 2, torch.device("cpu"))
-    assert cell.calibrate(0.0, 0.0) == 1 and cell.calibrate_seconds > 0  # a block has at least one step
+    monkeypatch.setattr(packing.Cell, "block", measured)  # the real block, its steps timed on the stub clock
+    cell = packing.Cell("resnet8", "bn", 2, 2, torch.device("cpu"), clock=clock)  # each step: 5 ms on its clock
+    assert cell.calibrate(0.0, 0.0) == 1 and cell.calibrate_seconds == pytest.approx(0.005)  # one step a block
     assert cell.calibrate(0.0, 0.0, min_steps=3) == 3  # the bench's default: a median of three steps
     with pytest.raises(SystemExit):
         packing.main([*argv, "--min-block-steps", "0", "--out", str(tmp_path / "refused")])
     assert "--min-block-steps=0: allowed are integers >= 1" in capsys.readouterr().err
-    assert cell.block(4) > 0  # a block's step: the median of its steps' own times
+    assert cell.block(4) == pytest.approx(0.005)  # a block's step: the median of its steps' own times
 
 
 def test_each_packed_block_is_compared_with_the_reference_blocks_right_before_and_after_it():

@@ -244,8 +244,9 @@ def test_cells_never_pool_runs_of_different_recipes(tmp_path):
     assert gn.loc[("crop_flip", "2"), "val_error"] == 34.5 and gn.loc[("crop_flip", "4"), "val_error"] == 33.5
     summary = summarize(by_setting(runs, STAGE3))
     assert summary["n"].eq(2).all() and len(summary) == len(STAGE3_ERRORS)
-    assert "resnet8 · dataset.augment=crop_flip" in set(summary["model"])  # bn, in: no min_group_size
-    assert "resnet8 · dataset.augment=crop_flip · norm.layer.min_group_size=2" in set(summary["model"])
+    assert "resnet8 · dataset.augment=crop_flip" in set(summary["slice"])  # bn, in: no min_group_size
+    assert "resnet8 · dataset.augment=crop_flip · norm.layer.min_group_size=2" in set(summary["slice"])
+    assert set(summary["model"]) == {"resnet8"} and {"dataset.augment", "norm.layer.min_group_size"} <= set(summary)
 
 
 def test_padding_by_norm_table_costs_and_grid(tmp_path):

@@ -90,7 +90,8 @@ def test_sigkill_mid_sweep_then_rerun_skips_completed_and_resumes_the_interrupte
     resumed = records[interrupted]["timing"]
     assert resumed["resumed_from_epoch"] >= 1 and resumed["epochs_completed"] == 6
     assert records[interrupted]["timing"]["train_steps"] == 6 * (1293 // int(records[interrupted]["batch"]))
-    runs, skipped = load_runs([sweep])
+    runs = load_runs([sweep])
+    skipped = runs.attrs["not_counted"]
     assert len(runs) == 6 and not skipped
     assert runs.groupby(["norm", "batch"]).size().max() == 1
 
@@ -159,7 +160,8 @@ def test_one_failed_and_one_diverged_run_do_not_stop_the_sweep(tmp_path):
     assert "Traceback" in log and "norm.layer.groups=3" in log
     diverged = next(r for r in records if r["status"] == "diverged")
     assert "training loss is" in diverged["error"]
-    runs, skipped = load_runs([sweep])
+    runs = load_runs([sweep])
+    skipped = runs.attrs["not_counted"]
     assert len(runs) == 1 and len(skipped) == 3
 
 

@@ -461,6 +461,7 @@ def test_report_writes_every_file_with_provenance_and_indexes_studies(tmp_path):
     assert {"runs.csv", "summary.csv", "summary.md", "claims.md", "error_vs_batch.png", "error_by_norm.png"} <= files
     for png in ("error_vs_batch.png", "error_by_norm.png"):
         assert (out / "alpha" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / "alpha" / png.replace(".png", ".svg")).read_bytes().startswith(b"<?xml")
     assert not list(out.rglob("*.tmp"))
     for markdown in ("summary.md", "claims.md"):
         text = (out / "alpha" / markdown).read_text()
@@ -518,7 +519,8 @@ def test_a_results_folder_rebuilds_with_the_claims_file_of_its_last_report(tmp_p
 def test_a_failure_mid_report_leaves_the_earlier_report_intact(tmp_path, monkeypatch):
     import src.report.__main__ as cli
 
-    write_records(tmp_path / "m", grid("delta", {("bn", 2): [30.0, 31.0], ("bn", 32): [20.0, 20.5]}, report=SPEC))
+    first = {("bn", 2): [30.0, 31.0], ("bn", 32): [20.0, 20.5], ("gn", 32): [21.0, 21.5]}  # every claimed norm
+    write_records(tmp_path / "m", grid("delta", first, report=SPEC))
     out = tmp_path / "results"
     assert cli.main([str(tmp_path / "m"), "--out", str(out)]) == 0
     before = {str(p.relative_to(out)): p.read_bytes() for p in (out / "delta").rglob("*") if p.is_file()}
@@ -536,7 +538,7 @@ def test_a_failure_mid_report_leaves_the_earlier_report_intact(tmp_path, monkeyp
     monkeypatch.setattr(cli, "error_vs_batch", broken)  # a figure that fails is a warning only
     with pytest.warns(UserWarning, match="error_vs_batch.png not drawn"):
         assert cli.main([str(tmp_path / "m"), "--out", str(out)]) == 0
-    assert len(pd.read_csv(out / "delta" / "runs.csv")) == 6
+    assert len(pd.read_csv(out / "delta" / "runs.csv")) == 8
     assert (out / "delta" / "error_vs_batch.png").read_bytes() == before["delta/error_vs_batch.png"]
     assert not list(out.rglob("*.tmp"))
 
@@ -583,6 +585,13 @@ def test_report_on_a_real_tiny_multirun(tmp_path):
     claims = pd.read_csv(out / "tiny" / "claims.csv")
     assert list(claims.verdict) == [INCONCLUSIVE, NO_DATA]  # one seed: no CI; no batch 2 or 32 runs
     assert (out / "tiny" / "error_vs_batch.png").stat().st_size > 1000
+    assert (out / "tiny" / "learning_curves.svg").read_bytes().startswith(b"<?xml")  # from the runs' curves
+    # as make demo does: the report inside the sweep's folder, twice; its runs.jsonl copies are the same runs
+    inside = sweep / "report"
+    for _ in range(2):
+        assert report_main([str(sweep), "--out", str(inside), "--claims", str(study_file)]) == 0
+        assert pd.read_csv(inside / "tiny" / "not_counted.csv").empty
+        assert len(pd.read_csv(inside / "tiny" / "runs.csv")) == 4
 
 
 def test_the_sweep_command_is_rebuilt_from_the_records():
@@ -698,11 +707,16 @@ def test_a_claim_may_name_a_config_key_that_has_not_varied_yet(tmp_path):
     assert list(claims.verdict) == ["reproduced"]
 
 
-def test_plot_panels_run_in_numeric_order_under_short_wrapped_titles():
-    from src.report.plots import natural_key, panel_title
+def test_plot_panels_run_in_numeric_order_under_short_titles():
+    from src.report.figure import panel_title, short_setting
+    from src.report.plots import natural_key
 
     labels = [("cifar10", "resnet8 · epochs=16"), ("cifar10", "resnet8 · epochs=32"), ("cifar10", "resnet8 · epochs=8")]
     assert sorted(labels, key=natural_key) == [labels[2], labels[0], labels[1]]
-    title = panel_title("cifar10_jpeg", "resnet8 · epochs=16 · standardize_weights=False", "batch 32")
-    assert all(len(line) <= 44 for line in title.splitlines()) and len(title.splitlines()) == 2
-    assert title.replace("\n", " ") == "cifar10_jpeg · resnet8 · epochs=16 · standardize_weights=False · batch 32"
+    values = {"dataset": "cifar10_jpeg", "model": "resnet8", "dataset.augment": "crop_flip_reflect"}
+    values["norm.layer.min_group_size"] = 4.0
+    title = panel_title(values, ["dataset.augment", "norm.layer.min_group_size"])
+    assert title == "crop padding: reflect · min group size 4"  # never a config string
+    assert panel_title(values, []) == "cifar10_jpeg · resnet8"
+    assert short_setting("epochs", 16.0) == "16 epochs" and short_setting("standardize_weights", False) == "no WS"
+    assert short_setting("norm.layer.min_group_size", float("nan")) == ""

@@ -149,10 +149,10 @@ def test_rerunning_a_finished_sweep_with_steering_changes_retrains_nothing(tmp_p
         str(SWEEPS),
         "--config-name",
         "demo",
-        "hydra/launcher=basic",
+        "hydra.launcher.n_jobs=1",  # the study's packed launcher, in this process (batch 16: lone runs)
         "norm=bn,gn",
         "batch=16",
-        "hydra.sweeper.params.seed=0",  # one seed instead of the study's two
+        "hydra.sweeper.params.seed=0",  # one seed instead of the study's eight
         "dataset.train_size=200",
     )
     common = (*FAST, f"hydra.sweep.dir={sweep}")

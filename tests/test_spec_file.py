@@ -37,9 +37,14 @@ def test_a_cycle_and_a_missing_parent_end_quietly(tmp_path: Path) -> None:
     assert read_spec_file(tmp_path / "a.yaml") == {"question": "b", "title": "a"}
 
 
-def test_norm_compare_cifar10_states_norm_compares_claims() -> None:
+def test_norm_compare_cifar10_states_its_own_claims_with_the_questions_margins() -> None:
+    """Issue 29: the CIFAR-10 study registers its own claims (1-point margins, IN worst against every norm)
+    instead of inheriting the Fashion-MNIST study's 0.5-point ones."""
     spec = read_spec_file(EXPERIMENTS / "norm_compare_cifar10.yaml")
     parent = read_spec_file(EXPERIMENTS / "norm_compare.yaml")
     assert spec is not None and parent is not None
-    assert [c["id"] for c in spec["claims"]] == [c["id"] for c in parent["claims"]]
+    claims = {c["id"]: c for c in spec["claims"]}
+    assert set(claims) == {"gn_close_to_bn_at_32", "gn_beats_ln", "ln_beats_in", "in_worst_norm"}
+    assert claims["gn_close_to_bn_at_32"]["within"] == 1.0
+    assert claims["in_worst_norm"]["kind"] == "worst" and claims["in_worst_norm"]["others"] == ["bn", "gn", "ln"]
     assert spec["title"] != parent["title"]

@@ -1,13 +1,15 @@
 """``python -m src.report DIR [DIR ...]``: tables, plots and claim verdicts from the run records.
 
 For each study found in the records (or the one given by ``--study``) it writes ``<out>/<study>/``:
-runs.csv, not_counted.csv, summary.csv, summary.md, claims.md, claims.csv, error_vs_batch.png,
-error_by_norm.png and meta.json, keeps the records it read (counted or not, each with its per-epoch
-curve) as ``<out>/<study>/runs.jsonl``, one compact record a line — so that
+runs.csv, not_counted.csv, summary.csv, summary.md, claims.md, claims.csv, the figures (error_vs_batch,
+error_by_norm and learning_curves, each as .png and .svg) and meta.json, keeps the records it read
+(counted or not, each with its per-epoch curve) as ``<out>/<study>/runs.jsonl``, one compact record a line — so that
 ``python -m src.report <out>/<study>`` rebuilds every file from them alone — and regenerates
 ``<out>/README.md``, the index of every study under ``<out>``. Everything is computed in memory first and
 each file is replaced atomically, so a failure leaves the earlier report intact; a figure that cannot be
-drawn is a warning, not a failure.
+drawn is a warning, not a failure. What the report is given is checked first (:mod:`src.report.inputs`): a
+``--claims`` file that does not exist, a ``--from-runs-csv`` that is not a report's runs.csv, or a claim
+naming a norm the study never ran ends the report with one line and status 2, nothing written.
 
 ``--from-runs-csv results/<study>/runs.csv`` reports from a committed runs.csv instead (the flattened
 records, for studies whose records were not kept); the report says so, and without per-epoch curves
@@ -23,7 +25,9 @@ import shlex
 import shutil
 import sys
 import warnings
+from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +38,15 @@ from omegaconf import OmegaConf
 from src.report.claims import VERDICTS, ClaimResult, claims_of, evaluate_claims, named_columns
 from src.report.commands import sweep_commands
 from src.report.curves import median_last
+from src.report.inputs import check_claim_norms, check_claims_file, read_runs_csv
+from src.report.learning_curves import learning_curves
 from src.report.load import (
     MEDIAN_LAST,
     RunSet,
     Skipped,
     load_run_set,
-    load_runs_csv,
     not_counted_csv,
+    tidy,
     with_config_columns,
 )
 from src.report.markdown import render_claims, render_index, render_summary
@@ -48,7 +54,7 @@ from src.report.norms import NormCatalog
 from src.report.plots import choose_bar_batch, error_by_norm, error_vs_batch
 from src.report.recipes import recipe_report
 from src.report.registration import check_registration
-from src.report.slices import by_setting
+from src.report.slices import by_setting, design_columns
 from src.report.spec import SpecError, check_spec
 from src.report.tables import summarize
 from src.run.atomic import write_bytes_atomic, write_text_atomic
@@ -166,29 +172,15 @@ def build_study(
     named = [column for claim in claims_of(spec) for column in named_columns(claim)]
     named += list(spec.get("factors") or [])  # a recipe pilot's factors: never pooled into one cell either
     table_runs = by_setting(runs, named)  # tables and plots: one slice per setting of a varying design column
+    design = design_columns(runs, named)
     summary = summarize(table_runs, catalog)
     claims = evaluate_claims(runs, spec, curves, skipped)
     # each claim's registration: the study file's git history against the runs' start (never fails)
     study_file = context.get("claims_from") or EXPERIMENTS / f"{study}.yaml"
     registration = check_registration(study_file, runs.get("started_at", []))
     files: dict[str, str | bytes] = {}
-    figures: dict[str, str] = {}
-    references = [r for r in spec.get("references") or [] if isinstance(r, dict) and r.get("batches")]
-    curve = next((r for r in references if len(r["batches"]) > 1), None)
-    try:
-        if summary["batch"].nunique() > 1:
-            files["error_vs_batch.png"] = error_vs_batch(summary, study, reference=curve, catalog=catalog)
-            figures["error_vs_batch.png"] = "test error vs batch size"
-    except Exception as error:  # a figure is never worth losing the tables for
-        warnings.warn(f"{study}: error_vs_batch.png not drawn: {type(error).__name__}: {error}", stacklevel=2)
-    try:
-        batch = choose_bar_batch(summary, spec.get("bar_batch"))
-        if batch is not None:
-            files["error_by_norm.png"] = error_by_norm(table_runs, summary, study, batch, catalog=catalog)
-            figures["error_by_norm.png"] = f"test error by norm at batch {batch}"
-    except Exception as error:
-        warnings.warn(f"{study}: error_by_norm.png not drawn: {type(error).__name__}: {error}", stacklevel=2)
-    files["runs.csv"] = runs.to_csv(index=False)
+    figures = draw_figures(study, table_runs, summary, spec, catalog, design, curves, files)
+    files["runs.csv"] = tidy(runs).to_csv(index=False)
     files["summary.csv"] = summary.to_csv(index=False)
     files["not_counted.csv"] = not_counted_csv(skipped)
     rows = [{**c.as_row(), "registration": registration.status(c.id)} for c in claims]
@@ -222,6 +214,47 @@ def build_study(
         + "\n"
     )
     return files
+
+
+def draw_figures(
+    study: str,
+    runs: pd.DataFrame,
+    summary: pd.DataFrame,
+    spec: dict[str, Any],
+    catalog: NormCatalog,
+    design: list[str],
+    curves: dict[str, pd.DataFrame],
+    files: dict[str, str | bytes],
+) -> dict[str, str]:
+    """Each figure the study's runs allow, as PNG and SVG into ``files``; returns {png name: caption}. A
+    figure that cannot be drawn is a warning (never worth losing the tables for)."""
+    references = [r for r in spec.get("references") or [] if isinstance(r, dict) and r.get("batches")]
+    curve = next((r for r in references if len(r["batches"]) > 1), None)
+    try:
+        batch = choose_bar_batch(summary, spec.get("bar_batch"))
+    except (TypeError, ValueError) as error:
+        warnings.warn(f"{study}: error_by_norm.png not drawn: report.bar_batch: {error}", stacklevel=2)
+        batch = None
+    wanted: list[tuple[str, str, Callable[[], tuple[bytes, bytes] | None]]] = []
+    if summary["batch"].nunique() > 1:
+        draw = partial(error_vs_batch, summary, study, reference=curve, catalog=catalog, design=design)
+        wanted.append(("error_vs_batch", "test error vs batch size", draw))
+    if batch is not None:
+        bars = partial(error_by_norm, runs, summary, study, batch, catalog=catalog, design=design)
+        wanted.append(("error_by_norm", f"test error by norm at batch {batch}", bars))
+    lines = partial(learning_curves, runs, curves, study, catalog, design)
+    wanted.append(("learning_curves", "validation error per epoch", lines))
+    figures: dict[str, str] = {}
+    for name, caption, draw in wanted:
+        try:
+            drawn = draw()
+        except Exception as error:  # a figure is never worth losing the tables for
+            warnings.warn(f"{study}: {name}.png not drawn: {type(error).__name__}: {error}", stacklevel=2)
+            continue
+        if drawn is not None:
+            files[f"{name}.png"], files[f"{name}.svg"] = drawn
+            figures[f"{name}.png"] = caption
+    return figures
 
 
 def index_studies(out: Path) -> list[dict[str, Any]]:
@@ -302,8 +335,14 @@ def main(argv: list[str] | None = None) -> int:
     committed = committed_runs_csv(args.dirs)
     if committed is not None:
         args.from_runs_csv, args.dirs = str(committed), []
-    if args.from_runs_csv:
-        run_set = load_runs_csv(args.from_runs_csv)
+    try:  # what the report was given: one line and status 2, nothing written
+        if args.claims:
+            check_claims_file(args.claims)
+        run_set = read_runs_csv(args.from_runs_csv) if args.from_runs_csv else None
+    except SpecError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if run_set is not None:
         runs_source = (
             f"`{args.from_runs_csv}`, a committed runs.csv (the flattened run records; the records themselves"
             " were not kept): no per-epoch curves, so the convergence gate checks final train losses only"
@@ -339,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         spec, source, claims_from = study_spec(study, run_set, args.claims, remembered)
         try:
             check_spec(spec)
+            check_claim_norms(spec, part, skipped_for(study, run_set.skipped))
         except SpecError as error:
             print(f"error: {source or study}: {error}", file=sys.stderr)
             return 2

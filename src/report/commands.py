@@ -12,9 +12,38 @@ from __future__ import annotations
 import json
 import math
 import shlex
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
+
+from src.provenance import PROJECT_ROOT
+
+ANCHORS = ("multirun", "outputs", "debug", "results", "sweeps", "conf")  # folders of a normlab checkout
+
+
+def project_relative(value: str, root: Path = PROJECT_ROOT) -> str:
+    """An absolute path as a path relative to the project: relative to ``root`` when inside it, else from
+    the first folder of a normlab checkout it names (``/work/study/multirun/s`` → ``multirun/s``: the
+    checkout the runs were launched from); anything else unchanged."""
+    if not value.startswith("/"):
+        return value
+    path = PurePosixPath(value)
+    try:
+        return str(Path(value).relative_to(root))
+    except ValueError:
+        pass
+    parts = path.parts[1:]
+    for index, part in enumerate(parts):
+        if part in ANCHORS:
+            return str(PurePosixPath(*parts[index:]))
+    return value
+
+
+def _relative_item(item: str) -> str:
+    """``key=/abs/path`` → ``key=<project-relative path>``; other items unchanged."""
+    key, equals, value = item.partition("=")
+    return f"{key}={project_relative(value)}" if equals else project_relative(item)
 
 
 def _ordered(values: list[str]) -> list[str]:
@@ -31,10 +60,10 @@ def sweep_command(launch: dict[str, Any], overrides: list[list[str]]) -> str:
     if launch.get("multirun"):
         parts.append("-m")
     if launch.get("config_dir"):
-        parts += ["--config-dir", str(launch["config_dir"])]
+        parts += ["--config-dir", project_relative(str(launch["config_dir"]))]
     if launch.get("config_name") and launch["config_name"] != "train":
         parts += ["--config-name", str(launch["config_name"])]
-    parts += [str(item) for item in launch.get("hydra_overrides") or []]
+    parts += [_relative_item(str(item)) for item in launch.get("hydra_overrides") or []]
     values: dict[str, list[str]] = {}
     for run in overrides:
         for item in run:
@@ -42,7 +71,7 @@ def sweep_command(launch: dict[str, Any], overrides: list[list[str]]) -> str:
             seen = values.setdefault(key, [])
             if value not in seen:
                 seen.append(value)
-    parts += [f"{key}={','.join(_ordered(seen))}" for key, seen in values.items()]
+    parts += [_relative_item(f"{key}={','.join(_ordered(seen))}") for key, seen in values.items()]
     return shlex.join(parts)
 
 
@@ -82,7 +111,7 @@ def _split(runs: list[Run]) -> list[list[Run]]:
         values = {run[index][1] for run in runs}
         if len(values) < 2:
             continue
-        parts = [g for v in values for g in _split([run for run in runs if run[index][1] == v])]
+        parts = [g for v in _ordered(sorted(values)) for g in _split([run for run in runs if run[index][1] == v])]
         if best is None or len(parts) < len(best):
             best = parts
     return best or [[run] for run in runs]

@@ -7,13 +7,20 @@ The per-epoch curve is the record's own (``curve``); records of schema 0 have no
 study's ``runs.jsonl`` always carries its curves. A run is counted when its record has
 ``status: completed`` and a finite ``metrics.test_error``; everything else found under the given
 directories is listed with the reason it was not counted: unreadable or corrupt records, failed or
-unfinished runs, job directories without a record (interrupted runs), and the same run found twice.
+unfinished runs, job directories without a record (interrupted runs), and a second run of the same
+study, overrides and seed. The same record read twice (a run's ``result.json`` and the copy a report kept
+in ``runs.jsonl`` under the same directory, as ``make demo`` writes its report into ``multirun/demo/``) is
+one run, read once.
+
+:func:`load_runs` is the notebook API: one path or several in, one tidy row per counted run out
+(docs/notebook.md).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,17 +193,33 @@ def _records_in(path: Path) -> Iterator[tuple[str, RunRecord | str]]:
     yield str(path), record
 
 
-def load_run_set(directories: Iterable[str | Path]) -> RunSet:
-    """Every record under ``directories`` (searched recursively), counted or not."""
+Paths = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
+
+
+def as_paths(path_or_paths: Paths) -> list[Path]:
+    """One path (a string or a ``Path``) or several, as a list: a string is one path, never its letters."""
+    if isinstance(path_or_paths, str | os.PathLike):
+        return [Path(path_or_paths)]
+    return [Path(path) for path in path_or_paths]
+
+
+def _copy_key(record: RunRecord) -> tuple[str, str, str, str]:
+    """What makes two records the same record: run directory, start, finish and status."""
+    run_dir = str(Path(str(record.run_dir)).resolve()) if record.run_dir else ""
+    return run_dir, str(record.started_at or ""), str(record.finished_at or ""), str(record.status)
+
+
+def load_run_set(directories: Paths) -> RunSet:
+    """Every record under ``directories`` (one path or several, searched recursively), counted or not."""
     rows: list[dict[str, Any]] = []
     skipped: list[Skipped] = []
     specs: dict[str, tuple[str, dict[str, Any]]] = {}
     seen_files: set[Path] = set()
     seen_runs: dict[tuple, str] = {}
+    seen_records: set[tuple[str, str, str, str]] = set()  # a record read twice is one run
     curves: dict[str, pd.DataFrame] = {}
     kept: dict[str, list[RunRecord]] = {}
-    for directory in directories:
-        directory = Path(directory)
+    for directory in as_paths(directories):
         if not directory.exists():
             skipped.append(Skipped(str(directory), "directory does not exist"))
             continue
@@ -211,6 +234,11 @@ def load_run_set(directories: Iterable[str | Path]) -> RunSet:
                 if isinstance(record, str):
                     skipped.append(Skipped(where, record))
                     continue
+                if record.run_dir:
+                    copy = _copy_key(record)
+                    if copy in seen_records:
+                        continue  # its result.json and a report's runs.jsonl copy: one run
+                    seen_records.add(copy)
                 study = str(record.study) if record.study is not None else None
                 spec = record.config.get("report")
                 if study and isinstance(spec, dict):
@@ -353,7 +381,56 @@ def not_counted_csv(skipped: list[Skipped]) -> str:
     return pd.DataFrame(rows, columns=["path", "reason", "study", "status", "cell"]).to_csv(index=False)
 
 
-def load_runs(directories: Iterable[str | Path]) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """Completed runs under ``directories`` as a DataFrame, and (path, reason) for runs not counted."""
-    run_set = load_run_set(directories)
-    return run_set.runs, [(s.path, s.reason) for s in run_set.skipped]
+SETTINGS = ["study", "dataset", "model", "norm", "batch", "epochs", "seed"]
+DERIVED_PREFIXES = ("state_", "curve_", "val_error_drop_last", "val_error_median_last")
+
+
+def setting_columns(runs: pd.DataFrame) -> list[str]:
+    """The columns of ``runs`` that say how a run was set up: study, dataset, model, norm, batch, epochs,
+    seed, then every config key the runs differ in (``dataset.augment``, ``standardize_weights``, …), in
+    the order found. Metrics, timing, provenance, what a norm says about itself, and a config key that only
+    repeats one of the first seven (``norm.name``, ``trainer.max_epochs``) are not settings."""
+    norm_info = {f"norm_{key}" for key in NORM_INFO}
+    first = [c for c in SETTINGS if c in runs]
+    identity = [runs[c].map(_text) for c in first]
+    config = []
+    for column in runs.columns:
+        if column in BASE_COLUMNS or column in norm_info or str(column).startswith(DERIVED_PREFIXES):
+            continue
+        values = runs[column].map(_text)
+        if not any(values.equals(known) for known in identity):
+            config.append(column)
+    return first + config
+
+
+def _text(value: Any) -> str:
+    """A value as compared across columns: whole floats as integers, missing values empty."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def tidy(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with its setting columns first (:func:`setting_columns`), then the metrics, then the rest."""
+    first = setting_columns(runs)
+    metrics = [c for c in [*METRICS, *TIMING] if c in runs and c not in first]
+    return runs[[*first, *metrics, *[c for c in runs.columns if c not in first and c not in metrics]]]
+
+
+def load_runs(path_or_paths: Paths) -> pd.DataFrame:
+    """The completed runs under one path or several (a multirun directory, a ``results/<study>`` folder
+    with its ``runs.jsonl``, a single ``result.json``), one tidy row per run: a column per setting (study,
+    dataset, model, norm, batch, epochs, seed and every config key the runs differ in, e.g.
+    ``dataset.augment``), then ``test_error``, ``val_error``, ``best_val_error``, ``train_loss`` and the
+    rest of runs.csv's columns. The runs not counted are in ``.attrs["not_counted"]`` as (path, reason)
+    pairs; :func:`load_run_set` gives them with their curves and records.
+
+    >>> runs = load_runs("results/demo")  # doctest: +SKIP
+    >>> runs.groupby(["norm", "batch"])["test_error"].mean()  # doctest: +SKIP
+    """
+    run_set = load_run_set(path_or_paths)
+    runs = tidy(run_set.runs)
+    runs.attrs["not_counted"] = [(s.path, s.reason) for s in run_set.skipped]
+    return runs

@@ -21,6 +21,7 @@ from src.report.commands import sweep_commands
 from src.report.gate import GateRule
 from src.report.load import Skipped
 from src.report.norms import NormCatalog
+from src.report.slices import SLICE
 from src.report.stats import ALPHA, POWER
 from src.report.tables import pivot_table, reference_table, summary_metrics
 
@@ -82,10 +83,11 @@ def _header(title: str, spec: dict[str, Any], runs: pd.DataFrame, context: dict[
 
 def _warnings(runs: pd.DataFrame) -> list[str]:
     notes = []
+    label = SLICE if SLICE in runs else "model"
     for column in ("epochs", "lr"):
         if column not in runs:
             continue
-        mixed = runs.groupby(["dataset", "model", "norm", "batch"])[column].nunique()
+        mixed = runs.groupby(["dataset", label, "norm", "batch"])[column].nunique()
         mixed = mixed[mixed > 1]
         if len(mixed):
             cells = ", ".join(f"{n}@{b}" for (_, _, n, b) in mixed.index[:6])
@@ -94,6 +96,7 @@ def _warnings(runs: pd.DataFrame) -> list[str]:
 
 
 def render_references(spec: dict[str, Any], catalog: NormCatalog | None = None) -> list[str]:
+    """The study's published tables (``report.references``), each once, under one heading."""
     parts = []
     for reference in spec.get("references") or []:
         if not isinstance(reference, dict):
@@ -108,7 +111,7 @@ def render_references(spec: dict[str, Any], catalog: NormCatalog | None = None) 
             parts += [f"Published: {source}", ""]
         if reference.get("note"):
             parts += [f"> {str(reference['note']).strip()}", ""]
-    return parts
+    return ["## Published numbers", "", *parts] if parts else []
 
 
 def render_summary(
@@ -148,9 +151,10 @@ def render_summary(
             if (dataset, model) in tables:
                 caption = f"{metric_name(metric)}, mean ± std over seeds (n runs):"
                 parts += [caption, "", markdown_table(tables[(dataset, model)]), ""]
-        parts += render_references(spec, catalog)
+    parts += render_references(spec, catalog)
     for name, caption in figures.items():
-        parts += [f"![{caption}]({name})", ""]
+        svg = name.removesuffix(".png") + ".svg"
+        parts += [f"![{caption}]({name})", "", f"{caption_note(name)}[SVG]({svg}).", ""]
     if claims:
         counts = Counter(c.verdict for c in claims)
         parts += [
@@ -165,6 +169,22 @@ def render_summary(
         ] + [""]
     parts += render_skipped(skipped)
     return "\n".join(parts)
+
+
+FIGURE_NOTES = {
+    "error_vs_batch.png": (
+        "Error bars: the 95 % t interval of each cell mean from its own seeds' variance"
+        " (`src/report/stats.py` mean_ci, the one-sample interval: for a single cell, the per-cell-variance"
+        " model the verdicts use); n = seeds per cell. "
+    ),
+    "error_by_norm.png": "Bars: cell means with the same 95 % interval; dots: the single runs. ",
+    "learning_curves.png": "Mean validation error per epoch over each cell's seeds. ",
+}
+
+
+def caption_note(name: str) -> str:
+    """What a figure's marks mean, for the line under it in summary.md."""
+    return FIGURE_NOTES.get(name, "")
 
 
 def render_skipped(skipped: list[Skipped]) -> list[str]:

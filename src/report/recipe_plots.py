@@ -1,34 +1,28 @@
 """A recipe pilot's figure: validation error by norm, one marker and colour per value of one factor.
 
-:func:`factor_by_norm_figure` draws one panel per norm on a shared y axis; in each panel one column
-per value of the factor (``dataset.augment``: the crop's padding), the single runs (seeds) as small dots
-and their mean ± SD as a large marker. It returns the figure as PNG and SVG bytes (the SVG without a
+:func:`factor_by_norm_figure` draws one panel per norm on a shared y axis (at most three a row,
+:func:`src.report.figure.panel_grid`); in each panel one column per value of the factor
+(``dataset.augment``: the crop's padding), the single runs (seeds) as small dots and their mean ± SD as
+a large marker. It returns the figure as PNG and SVG bytes (the SVG without a
 date and with fixed element ids, so the same runs give the same file).
 """
 
 from __future__ import annotations
 
-import io
-
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
+from src.report.figure import MARKERS, SHORT_VALUES, panel_grid, save
 from src.report.norms import NormCatalog
 
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 COLOURS = ["#4c4c4c", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22"]
 VALUE_LABELS = {  # what a value does, for the legend (src/data/augment.py)
     "crop_flip": "a black border",
     "crop_flip_mean": "a mean border, zero after normalization",
     "crop_flip_reflect": "a mirrored border",
 }
-SHORT = {"crop_flip": "zeros", "crop_flip_mean": "mean", "crop_flip_reflect": "reflect"}  # the x axis
+SHORT = SHORT_VALUES  # the x axis
 TITLES = {"dataset.augment": "crop padding"}
 
 
@@ -37,19 +31,6 @@ def _sort_key(value: str) -> tuple[int, float, str]:
         return (0, float(value), "")
     except ValueError:
         return (1, 0.0, value)
-
-
-def _save(figure: plt.Figure) -> tuple[bytes, bytes]:
-    outputs = []
-    try:
-        for kind, extra in (("png", {"dpi": 120}), ("svg", {"metadata": {"Date": None}})):
-            buffer = io.BytesIO()
-            with plt.rc_context({"svg.hashsalt": "normlab"}):
-                figure.savefig(buffer, format=kind, bbox_inches="tight", **extra)
-            outputs.append(buffer.getvalue())
-    finally:
-        plt.close(figure)
-    return outputs[0], outputs[1]
 
 
 def factor_by_norm_figure(
@@ -67,8 +48,8 @@ def factor_by_norm_figure(
     norms = catalog.sorted(runs["norm"])
     values = sorted({str(v) for v in runs[factor]}, key=_sort_key)
     style = {v: (COLOURS[i % len(COLOURS)], MARKERS[i % len(MARKERS)]) for i, v in enumerate(values)}
-    figure, axes = plt.subplots(1, len(norms), figsize=(1.0 + 2.1 * len(norms), 4.0), sharey=True, squeeze=False)
-    for axis, norm in zip(axes[0], norms, strict=True):
+    figure, axes = panel_grid(len(norms), width=2.3, height=3.4)
+    for axis, norm in zip(axes, norms, strict=True):
         part = runs[runs["norm"] == norm]
         for i, value in enumerate(values):
             errors = pd.to_numeric(part.loc[part[factor].astype(str) == value, metric], errors="coerce").dropna()
@@ -98,7 +79,9 @@ def factor_by_norm_figure(
         axis.set_xlim(-0.6, len(values) - 0.2)
         axis.set_title(catalog.label(norm), fontsize=10)
         axis.grid(True, axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("validation error (%)" if metric == "val_error" else metric)
+    for axis in axes:
+        if axis.get_subplotspec().is_first_col():
+            axis.set_ylabel("validation error (%)" if metric == "val_error" else metric)
     handles = [
         Line2D(
             [],
@@ -112,10 +95,11 @@ def factor_by_norm_figure(
         )
         for i, v in enumerate(values)
     ]
-    figure.legend(handles=handles, loc="lower center", ncol=min(3, len(values)), fontsize=8, frameon=False)
+    columns = min(3, len(values)) if figure.get_figwidth() > 8 else 1  # a narrow grid: one entry a line
+    figure.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8, frameon=False)
     held = ", ".join(f"{k} = {v}" for k, v in (base or {}).items() if k != factor)
     title = f"Validation error by {TITLES.get(factor, factor)} and norm"
     subtitle = f"{study}: dots = seeds, marker = mean ± SD" + (f"; {held} where a norm has it" if held else "")
     figure.suptitle(f"{title}\n{subtitle}", fontsize=10)
     figure.tight_layout(rect=(0, 0.1, 1, 1))
-    return _save(figure)
+    return save(figure)

@@ -2,14 +2,18 @@
 ``standardize_weights``, …) are never pooled into one (norm, batch) cell of a table.
 
 A study that varies such a column within one dataset × model (small_batch_cifar10: 8 and 16 epochs, with
-and without weight standardization) gets one table and one plot panel per setting: its runs' ``model``
-label is extended, for the tables and figures only, as ``resnet8 · epochs=16 · standardize_weights=True``.
-Claims read the runs unchanged (their cells name the columns themselves).
+and without weight standardization) gets one table per setting. :func:`by_setting` labels each run's
+setting in a ``slice`` column, ``resnet8 · epochs=16 · standardize_weights=True`` (the model, then each
+varying design column), which the markdown tables are headed by; ``model`` stays the plain model name and
+every design column keeps its own column, so ``summary.csv`` is tidy. Claims read the runs unchanged
+(their cells name the columns themselves).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -18,6 +22,7 @@ from src.report.cells import as_text
 SLICE_KEY = ["dataset", "model"]
 CELL_KEY = ["norm", "batch"]
 ALWAYS = ("epochs",)  # a schedule length is always part of the design
+SLICE = "slice"  # the column naming a run's setting: the model and each varying design column
 
 
 def design_columns(runs: pd.DataFrame, named: Iterable[str]) -> list[str]:
@@ -33,20 +38,43 @@ def design_columns(runs: pd.DataFrame, named: Iterable[str]) -> list[str]:
 
 
 def by_setting(runs: pd.DataFrame, named: Iterable[str]) -> pd.DataFrame:
-    """``runs`` with ``model`` extended by each varying design column's value (a copy; unchanged when
-    nothing varies). A column a run's config does not have (``norm.layer.min_group_size`` for bn) is left
-    out of its label: its runs are still a slice of their own."""
-    columns = design_columns(runs, named)
-    if not columns or runs.empty:
-        return runs
+    """A copy of ``runs`` with ``slice``: the model, then ``c=value`` for each varying design column (the
+    plain model name when nothing varies). A column a run's config does not have
+    (``norm.layer.min_group_size`` for bn) is left out of its label: its runs are still a slice of their own."""
     labelled = runs.copy()
+    if runs.empty:
+        labelled[SLICE] = pd.Series(dtype=str)
+        return labelled
+    columns = design_columns(runs, named)
 
     def label(row: pd.Series) -> str:
-        return "".join(f" · {c}={as_text(row[c])}" for c in columns if not _missing(row[c]))
+        return "".join(f" · {c}={as_text(row[c])}" for c in columns if not missing(row[c]))
 
-    labelled["model"] = labelled["model"].astype(str) + labelled[columns].apply(label, axis=1)
+    labels = labelled[columns].apply(label, axis=1) if columns else ""
+    labelled[SLICE] = labelled["model"].astype(str) + labels
     return labelled
 
 
-def _missing(value: object) -> bool:
+def natural_key(labels: Any) -> list[Any]:
+    """Sort key with numbers compared as numbers (``epochs=8`` before ``epochs=16``); ``labels`` is one
+    label or a tuple of them. Numbers sort before words in the same place."""
+    labels = labels if isinstance(labels, tuple) else (labels,)
+    key: list[Any] = []
+    for label in labels:
+        for part in re.split(r"(\d+(?:\.\d+)?)", str(label)):
+            if part:
+                key.append((0, float(part), "") if _number(part) else (1, 0.0, part))
+    return key
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def missing(value: object) -> bool:
+    """None, NaN or pandas' NA: a config key a run does not have."""
     return value is None or (not isinstance(value, str) and bool(pd.isna(value)))

@@ -7,11 +7,15 @@ from typing import Any
 
 import pandas as pd
 
+from src.report.cells import as_text
+from src.report.load import setting_columns
 from src.report.norms import NormCatalog
+from src.report.slices import SLICE, missing, natural_key
 from src.report.stats import mean_ci
 
 GROUP = ["dataset", "model", "norm", "batch"]
 SUMMARY_METRICS = {"test_error": "test_error", "val_error": "val_error"}
+NOT_SETTINGS = {"study", "seed", *GROUP}
 
 
 def summary_metrics(runs: pd.DataFrame) -> list[str]:
@@ -20,18 +24,41 @@ def summary_metrics(runs: pd.DataFrame) -> list[str]:
     return [*SUMMARY_METRICS, *sorted(extra)]
 
 
+def cell_settings(runs: pd.DataFrame, keys: list[str]) -> list[str]:
+    """The setting columns (``epochs`` and the config keys the runs differ in) that take one value in every
+    cell of ``runs`` grouped by ``keys``: they describe a cell without splitting it."""
+    columns = [c for c in setting_columns(runs) if c not in NOT_SETTINGS and c not in keys]
+    constant = []
+    for column in columns:
+        values = runs[column].map(lambda v: None if missing(v) else as_text(v))
+        if (values.groupby([runs[k] for k in keys]).nunique(dropna=True) <= 1).all():
+            constant.append(column)
+    return constant
+
+
 def summarize(runs: pd.DataFrame, catalog: NormCatalog | None = None) -> pd.DataFrame:
-    """Per dataset × model × norm × batch: n; mean, std and 95 % t interval of test and validation
-    error (final epoch) and of the median validation error of the last k epochs where the runs logged
-    curves; mean best validation error; mean training steps/s."""
-    columns = [*GROUP, "n"]
+    """Per dataset × model × setting (the ``slice`` of :func:`src.report.slices.by_setting`, the model when
+    absent) × norm × batch: n; mean, std and 95 % t interval of test and validation error (final epoch)
+    and of the median validation error of the last k epochs where the runs logged curves; mean best
+    validation error; mean training steps/s.
+
+    Tidy like the runs: ``model`` is the plain model name, and ``epochs`` and every config key the runs
+    differ in that takes one value in each cell (``standardize_weights``, ``dataset.augment``, …) has its
+    own column; ``slice`` (last) is the setting's label the markdown tables are headed by."""
+    runs = runs if SLICE in runs else runs.assign(**{SLICE: runs["model"].astype(str) if len(runs) else []})
+    keys = [*GROUP[:2], SLICE, *GROUP[2:]]
+    settings = cell_settings(runs, keys) if len(runs) else []
+    columns = [*GROUP[:2], *settings, *GROUP[2:], "n"]
     metrics = summary_metrics(runs)
     for metric in metrics:
         columns += [f"{metric}_{s}" for s in ("mean", "std", "ci95_low", "ci95_high", "ci95_half")]
-    columns += ["best_val_error_mean", "steps_per_second_mean"]
+    columns += ["best_val_error_mean", "steps_per_second_mean", SLICE]
     rows = []
-    for key, part in runs.groupby(GROUP, sort=True):
-        row: dict[str, Any] = dict(zip(GROUP, key, strict=True))
+    for key, part in runs.groupby(keys, sort=False):
+        row: dict[str, Any] = dict(zip(keys, key, strict=True))
+        for column in settings:
+            present = part[column].dropna()
+            row[column] = present.iloc[0] if len(present) else None
         row["n"] = len(part)
         for metric in metrics:
             values = pd.to_numeric(part[metric], errors="coerce")
@@ -44,13 +71,9 @@ def summarize(runs: pd.DataFrame, catalog: NormCatalog | None = None) -> pd.Data
         row["best_val_error_mean"] = pd.to_numeric(part["best_val_error"], errors="coerce").mean()
         row["steps_per_second_mean"] = pd.to_numeric(part["steps_per_second"], errors="coerce").mean()
         rows.append(row)
-    summary = pd.DataFrame(rows, columns=columns)
     catalog = catalog or NormCatalog.from_runs(runs)
-    if not summary.empty:
-        summary = summary.sort_values(
-            ["dataset", "model", "norm", "batch"], key=lambda c: c.map(catalog.rank) if c.name == "norm" else c
-        ).reset_index(drop=True)
-    return summary
+    rows.sort(key=lambda r: (str(r["dataset"]), natural_key(r[SLICE]), catalog.rank(str(r["norm"])), int(r["batch"])))
+    return pd.DataFrame(rows, columns=columns)
 
 
 def format_cell(mean: float, std: float, n: int) -> str:
@@ -65,14 +88,17 @@ def format_cell(mean: float, std: float, n: int) -> str:
 def pivot_table(
     summary: pd.DataFrame, metric: str = "test_error", catalog: NormCatalog | None = None
 ) -> dict[tuple[str, str], pd.DataFrame]:
-    """Per (dataset, model): a table of "mean ± std (n)" strings, rows norms, columns batch sizes.
+    """Per (dataset, slice), in numeric order (``epochs=8`` before ``epochs=16``): a table of
+    "mean ± std (n)" strings, rows norms, columns batch sizes; ``slice`` is the model when absent.
 
     When both bn and gn are present a last row "gn − bn" gives the difference of the means, as the
     GN paper's Table 2 does.
     """
     catalog = catalog or NormCatalog()
     tables = {}
-    for (dataset, model), part in summary.groupby(["dataset", "model"], sort=True):
+    label = SLICE if SLICE in summary else "model"
+    slices = sorted(summary.groupby(["dataset", label], sort=False), key=lambda item: natural_key(item[0]))
+    for (dataset, model), part in slices:
         cells = part.assign(
             cell=[
                 format_cell(m, s, int(n))

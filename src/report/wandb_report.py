@@ -23,7 +23,7 @@ import pandas as pd
 
 from src.run.wandb_mode import resolve_mode
 
-FIGURES = ("error_vs_batch.png", "error_by_norm.png")
+FIGURES = ("error_vs_batch.png", "error_by_norm.png", "learning_curves.png")
 TABLES = {"summary": "summary.csv", "claims": "claims.csv"}
 
 
