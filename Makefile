@@ -36,7 +36,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: STUDY=<conf/experiment/NAME.yaml> ARGS='<extra hydra overrides>' TORCH_SPEC='<pip spec>' PY=<python>"
 	@echo "             REPORT_OUT=<dir> WANDB=1 (make report; default results) OUT=<dir> CPU=1 (make gpu-check)"
-	@echo "  studies (make sweep STUDY=<name>, or python -m src.train -m +experiment=<name>; conf/experiment/<name>.yaml):"
+	@echo "  studies (make sweep STUDY=<name>, or python -m src.train -m experiment=<name>; conf/experiment/<name>.yaml):"
 	@$(if $(wildcard $(RUN)),$(RUN),$(PYTHON)) -m src.studies 2>/dev/null || ls conf/experiment
 
 setup: $(STAMP)  ## install normlab with its dev tools (into .venv, or into PY's environment)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from src.atomic import write_text_atomic
+from src.run.atomic import write_text_atomic
 
 # file → (the columns naming a row, the ratio column compared, the reference rows: their ratio is 1 by
 # definition)

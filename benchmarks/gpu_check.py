@@ -44,9 +44,9 @@ from typing import Any
 
 import pandas as pd
 
-from src.atomic import write_text_atomic
-from src.provenance import git_commit, machine_description
-from src.records import RECORD_FILE, read_record
+from src.run.atomic import write_text_atomic
+from src.run.provenance import git_commit, machine_description
+from src.run.records import RECORD_FILE, read_record
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CIFAR = ROOT / "tests" / "data" / "cifar10_tiny.npz"

@@ -1,9 +1,9 @@
-"""Runs per hour packed against unpacked: K runs of one configuration as one vmapped model (src/pack.py).
+"""Runs per hour packed against unpacked: K runs of one configuration as one vmapped model (src/sweep/pack/).
 
     make bench                       # or: python -m benchmarks.packing [--max-seconds 1200] [--tolerance 0.15]
 
 For each model, norm and batch it times a training step (forward, backward, SGD step on the stacked
-parameters: what :class:`src.pack.PackedClassifier` runs) of K packed members against a one-member
+parameters: what :class:`src.sweep.pack.PackedClassifier` runs) of K packed members against a one-member
 reference model, with random CIFAR-shaped data on the device. ``runs/hour ratio = K × t(1) / t(K)``.
 
 The design, because this VM's speed drifts by ~10 % from one second to the next: after a warmup, rounds
@@ -29,7 +29,7 @@ its interval.
 On a CPU with one thread a step is timed by the process's CPU time (``--clock auto``,
 :mod:`benchmarks.timing`), so time the machine gives to other work counts on neither side; the table
 names its clock. ``python -m benchmarks.agreement first second`` prints how far two runs agree.
-Writes ``results/bench/packing.csv`` naming the machine; :data:`src.launcher.DEFAULT_SIZES` is chosen
+Writes ``results/bench/packing.csv`` naming the machine; :data:`src.sweep.launcher.DEFAULT_SIZES` is chosen
 from it.
 """
 
@@ -61,9 +61,9 @@ from benchmarks.ratios import (
     undisturbed,
 )
 from benchmarks.timing import CLOCKS, Clock, per_step, step_clock, synchronize, timed_steps
-from src.atomic import write_text_atomic
-from src.pack import PackedNet
-from src.provenance import git_commit, inside_project
+from src.run.atomic import write_text_atomic
+from src.run.provenance import git_commit, inside_project
+from src.sweep.pack import PackedNet
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"

@@ -5,7 +5,7 @@
 
 First, the issue's CPU target: the default run (small CNN, bn, the default embedded dataset), where the
 hand loop trains the same model on the same images (normalized once, held in memory, drawn in a
-random order) and normlab's step is the full ``src.train.train`` path (composed config, callbacks,
+random order) and normlab's step is the full ``src.training.single.train`` path (composed config, callbacks,
 checkpointing); both as the median step time, repeated ``--reps`` times interleaved.
 
 Then, for ResNet-20 on CIFAR-10-shaped data (3×32×32, 10 classes, random pixels) at batch 2, 32 and 128 it
@@ -49,15 +49,15 @@ from omegaconf import OmegaConf
 
 from benchmarks.ratios import REFERENCE, Budget, Estimate, bracketed_log_ratios, bracketed_rounds
 from benchmarks.timing import per_step, synchronize, timed_steps
-from src.atomic import write_text_atomic
-from src.callbacks import TrainTimer
 from src.data.arrays import ArrayDataModule, ImageArrays
 from src.models import CifarResNet
-from src.module import Classifier
 from src.norms import Normalization
-from src.perf import compile_for_training
-from src.provenance import git_commit, inside_project
-from src.train import train
+from src.run.atomic import write_text_atomic
+from src.run.provenance import git_commit, inside_project
+from src.training.callbacks import TrainTimer
+from src.training.module import Classifier
+from src.training.perf import compile_for_training
+from src.training.single import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"

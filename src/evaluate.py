@@ -2,7 +2,7 @@
 
 A run trained with ``save_weights=final`` (or ``best``) keeps ``<run dir>/model.pt``. This rebuilds the
 run's network from the resolved config in its ``result.json`` (dataset, norm, model, as
-:func:`src.experiment.build_experiment` does), loads the weights, and measures the test error and the
+:func:`src.training.experiment.build_experiment` does), loads the weights, and measures the test error and the
 error of each class; ``--recompute-bn`` first re-estimates the running statistics of every BatchNorm
 layer from training batches (the weights unchanged), which shows how much of BN's test error at a
 small batch comes from its running estimates. Each evaluation is appended to the record's
@@ -25,16 +25,16 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from src.callbacks import WEIGHTS_FILE
-from src.records import RECORD_FILE, load_record, write_record
+from src.run.records import RECORD_FILE, load_record, write_record
+from src.training.callbacks import WEIGHTS_FILE
 
 SPLITS = ("test", "val")
 
 
 def build_network(config: dict[str, Any]) -> tuple[Any, nn.Module]:
     """The run's datamodule (set up) and its untrained network, built as training built them."""
-    from src.experiment import build
     from src.norms import standardize_convolutions
+    from src.training.experiment import build
 
     cfg = OmegaConf.create(config)
     datamodule = build(cfg.dataset)
@@ -102,7 +102,7 @@ def evaluate(
     append: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the model kept in ``run_dir``; append the result to its record (``append``) and return it."""
-    from src.resume import run_lock
+    from src.run.resume import run_lock
 
     run_dir = Path(run_dir)
     weights = run_dir / WEIGHTS_FILE

@@ -2,7 +2,7 @@
 retraining: ``python -m src.restore results/<study>/runs.jsonl [--into multirun/<study>]``.
 
 A sweep skips a run whose directory holds a completed ``result.json`` of the same config hash
-(:mod:`src.resume`). A study that did not fit one working session is committed as
+(:mod:`src.run.resume`). A study that did not fit one working session is committed as
 ``results/<study>/runs.jsonl``; on another machine its run directories are gone. This writes each
 completed record into ``<into>/<run directory name>/result.json`` (the name its sweep gave it), never
 over an existing record, so the same sweep command then trains only the runs still missing.
@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from src.records import RECORD_FILE, RunRecord, read_runs, write_record
+from src.run.records import RECORD_FILE, RunRecord, read_runs, write_record
 
 
 def restore(runs_file: Path, into: Path) -> tuple[list[Path], list[str]]:

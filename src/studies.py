@@ -1,8 +1,10 @@
 """The studies in ``conf/experiment/`` and their one-line questions, for ``--help`` and ``make help``.
 
 A study's one source is ``conf/experiment/<name>.yaml`` (``# @package _global_``, run with
-``python -m src.train -m +experiment=<name>``); ``sweeps/<name>.yaml`` is a thin primary config that
-includes it, for ``make sweep STUDY=<name>`` and ``--config-dir sweeps --config-name <name>``.
+``python -m src.train -m experiment=<name>``: ``conf/train.yaml``'s defaults list holds ``experiment:
+null``; the ``+experiment=<name>`` form works too, :func:`experiment_choice`); ``sweeps/<name>.yaml`` is
+a thin primary config that overrides it, for ``make sweep STUDY=<name>`` and ``--config-dir sweeps
+--config-name <name>``.
 
 ``python -m src.studies`` prints them (``make help`` calls it); ``python -m src.train --help`` lists them
 through the ``${studies:}`` resolver in ``conf/train.yaml``'s help template.
@@ -10,6 +12,7 @@ through the ``${studies:}`` resolver in ``conf/train.yaml``'s help template.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -41,6 +44,14 @@ def studies_text(indent: str = "  ") -> str:
     found = studies()
     width = max((len(name) for name in found), default=0)
     return "\n".join(f"{indent}{name:<{width}}  {title}".rstrip() for name, title in found.items())
+
+
+def experiment_choice(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``+experiment=<name>`` as ``experiment=<name>``: Hydra refuses to append (``+``) a
+    group the defaults list already holds (``experiment: null``), and the studies were first run with
+    the ``+`` form; both pick the same study, with the same config hash and run directories."""
+    prefix = "+experiment="
+    return [argv[0], *(f"experiment={a[len(prefix) :]}" if a.startswith(prefix) else a for a in argv[1:])]
 
 
 def register_resolver() -> None:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from src.loggers import DEFAULT_HOST, logged_in
+from src.run.wandb_mode import DEFAULT_HOST, logged_in
 
 
 def offline_runs(root: Path) -> list[Path]:

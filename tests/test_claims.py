@@ -13,12 +13,12 @@ import pytest
 import yaml
 from scipy import stats
 
-from src.records import RECORD_FILE, RUNS_FILE
 from src.report.__main__ import main as report_main
 from src.report.claims import NOT_ASSESSABLE, NOT_REPRODUCED, REPRODUCED, UNDECIDED, evaluate_claims
 from src.report.load import load_run_set
 from src.report.spec import SpecError
 from src.report.stats import CellModel, power_one_sided, seeds_needed
+from src.run.records import RECORD_FILE, RUNS_FILE
 
 from .test_report import grid, make_record, runs_of, write_records
 

@@ -24,13 +24,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from src.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
 from src.data import DigitsDataModule
 from src.data.arrays import EvalShardSampler, ShardedBatchSampler
-from src.distributed import is_main_process, single_run_argv
-from src.records import RECORD_FILE
-from src.resume import CHECKPOINT_DIR, LAST_CHECKPOINT, run_lock
-from src.train import train
+from src.run.distributed import is_main_process, single_run_argv
+from src.run.records import RECORD_FILE
+from src.run.resume import CHECKPOINT_DIR, LAST_CHECKPOINT, run_lock
+from src.training.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
+from src.training.single import train
 
 from .conftest import CONF, PYTHON, ROOT, run_train
 

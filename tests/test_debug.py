@@ -8,8 +8,8 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
-from src.config_keys import config_hash, run_dirname
-from src.records import RECORD_FILE
+from src.run.config_keys import config_hash, run_dirname
+from src.run.records import RECORD_FILE
 
 from .conftest import run_train
 

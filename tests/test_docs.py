@@ -13,7 +13,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from src.config_keys import register_resolvers
+from src.run.config_keys import register_resolvers
+from src.studies import experiment_choice
 
 from .conftest import CONF, ROOT
 
@@ -228,7 +229,7 @@ def test_the_readme_shows_the_card_sweep():
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.where)
 def test_every_train_command_in_the_docs_composes(command):
     register_resolvers()
-    overrides = list(command.overrides)
+    overrides = experiment_choice(["src.train", *command.overrides])[1:]  # +experiment=…, as src.train reads it
     config_dir = CONF
     if command.config_dir is not None:
         config_dir = (ROOT / command.config_dir).resolve()

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from src.callbacks import WEIGHTS_FILE
 from src.evaluate import main as evaluate_main
-from src.records import RECORD_FILE
-from src.train import train
+from src.run.records import RECORD_FILE
+from src.training.callbacks import WEIGHTS_FILE
+from src.training.single import train
 
 FAST = ("dataset=digits", "model.widths=[8,16]", "logger=none", "trainer.accelerator=cpu", "epochs=2", "batch=16")
 
@@ -38,7 +38,7 @@ def test_a_kept_model_re_evaluates_to_the_recorded_error(compose_cfg, tmp_path, 
 
 def class_counts(run_dir) -> list[int]:
     from src.evaluate import build_network
-    from src.records import load_record
+    from src.run.records import load_record
 
     datamodule, _ = build_network(load_record(run_dir / RECORD_FILE).config)
     labels = datamodule.splits["test"].tensors[1]
@@ -48,7 +48,7 @@ def class_counts(run_dir) -> list[int]:
 def test_best_weights_are_those_of_the_best_validation_epoch_and_steer_nothing(compose_cfg, tmp_path):
     from omegaconf import OmegaConf
 
-    from src.config_keys import config_hash
+    from src.run.config_keys import config_hash
 
     record = train(compose_cfg(*FAST, "save_weights=best", "epochs=3"), tmp_path)
     errors = [point["val_error"] for point in record["curve"]]

@@ -1,9 +1,11 @@
-"""Studies as first-class configs: ``+experiment=<study>`` composes exactly what ``--config-dir sweeps
---config-name <study>`` does (the same config hash and run directories), from one study file.
+"""Studies as first-class configs: ``experiment=<study>`` (and ``+experiment=<study>``) composes exactly
+what ``--config-dir sweeps --config-name <study>`` does (the same config hash and run directories), from
+one study file.
 
 A study's one source is ``conf/experiment/<study>.yaml`` (``# @package _global_``); ``sweeps/<study>.yaml``
-only includes it. The pinned hashes are those of the study files before they moved: a finished run of
-a study must keep being recognized (skipped, not retrained).
+only picks it (``override experiment: <study>``: conf/train.yaml's defaults hold ``experiment: null``).
+The pinned hashes are those of the study files before they moved: a finished run of a study must keep
+being recognized (skipped, not retrained).
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from src.config_keys import computation_view, config_hash, register_resolvers, run_dirname
-from src.studies import EXPERIMENTS, studies
+from src.run.config_keys import computation_view, config_hash, register_resolvers, run_dirname
+from src.studies import EXPERIMENTS, experiment_choice, studies
 
-from .conftest import CONF, ROOT
+from .conftest import CONF, ROOT, run_train
 
 SWEEPS = ROOT / "sweeps"
 STUDIES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
@@ -53,9 +55,12 @@ def _compose(config_dir: Path, name: str, overrides: list[str]) -> tuple[dict[st
     return OmegaConf.to_container(cfg, resolve=True), hydra_cfg
 
 
-def both_ways(study: str, *overrides: str) -> tuple[tuple[dict, dict], tuple[dict, dict]]:
+def both_ways(study: str, *overrides: str, choice: str = "experiment") -> tuple[tuple[dict, dict], tuple[dict, dict]]:
+    """The study composed from its sweeps/ primary config and from conf/train.yaml with ``choice=<study>``
+    as the command line gives it (``+experiment`` becomes ``experiment``: :func:`experiment_choice`)."""
     primary = _compose(SWEEPS, study, [f"hydra.searchpath=[file://{CONF}]", *overrides])
-    experiment = _compose(CONF, "train", [f"+experiment={study}", *overrides])
+    command_line = experiment_choice(["src.train", f"{choice}={study}", *overrides])[1:]
+    experiment = _compose(CONF, "train", command_line)
     return primary, experiment
 
 
@@ -65,15 +70,17 @@ def test_every_study_has_a_thin_sweeps_file_and_nothing_else():
     assert thin == STUDIES
     for study in STUDIES:
         data = yaml.safe_load((SWEEPS / f"{study}.yaml").read_text(encoding="utf-8"))
-        assert data == {"defaults": ["train", {"experiment": study}, "_self_"]}, f"sweeps/{study}.yaml is not thin"
+        expected = {"defaults": ["train", {"override experiment": study}, "_self_"]}
+        assert data == expected, f"sweeps/{study}.yaml is not thin"
         text = (EXPERIMENTS / f"{study}.yaml").read_text(encoding="utf-8")
         assert text.startswith("# @package _global_\n"), f"conf/experiment/{study}.yaml lacks the package header"
     assert set(studies()) == set(STUDIES)
 
 
+@pytest.mark.parametrize("choice", ["experiment", "+experiment"])
 @pytest.mark.parametrize("study", STUDIES)
-def test_a_study_composes_the_same_both_ways(study):
-    (config, hydra_cfg), (config_exp, hydra_exp) = both_ways(study)
+def test_a_study_composes_the_same_both_ways(study, choice):
+    (config, hydra_cfg), (config_exp, hydra_exp) = both_ways(study, choice=choice)
     assert computation_view(config_exp) == computation_view(config)
     assert config_hash(config_exp) == config_hash(config) == PINNED[study]
     assert config_exp == config  # steering keys too (report block, cpu_threads, compile)
@@ -90,3 +97,18 @@ def test_a_swept_job_lands_in_the_same_run_directory_with_the_same_hash():
     name = run_dirname(["+experiment=small_batch_cifar10", *job])
     assert name == run_dirname(job) == "batch=2,epochs=16,norm=gn,seed=1"
     assert run_dirname(["experiment=demo", "norm=bn"]) == "norm=bn"
+
+
+def test_experiment_is_a_choice_in_the_defaults_list():
+    """``experiment=<name>`` without ``+`` (as in lightning-hydra-template); the ``+`` form still works."""
+    defaults = yaml.safe_load((CONF / "train.yaml").read_text(encoding="utf-8"))["defaults"]
+    assert {"experiment": None} in defaults and defaults[-1] == {"experiment": None}  # after debug: as + appended
+    argv = ["src/train.py", "-m", "+experiment=demo", "norm=gn", "+foo=1", "hydra.job.name=x"]
+    assert experiment_choice(argv) == ["src/train.py", "-m", "experiment=demo", "norm=gn", "+foo=1", "hydra.job.name=x"]
+
+
+@pytest.mark.parametrize("choice", ["experiment", "+experiment"])
+def test_the_command_line_takes_a_study_with_or_without_plus(tmp_path, choice):
+    result = run_train(f"{choice}=demo", "--cfg", "job", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "study: demo" in result.stdout and "Does BN degrade at batch 2" in result.stdout

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from src.records import RECORD_FILE
+from src.run.records import RECORD_FILE
 
 from .conftest import ROOT, run_train
 from .test_report import grid, write_records

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from src.records import RECORD_FILE
-from src.train import train
+from src.run.records import RECORD_FILE
+from src.training.single import train
 
 from .conftest import run_train
 

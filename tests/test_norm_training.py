@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.records import RECORD_FILE
-from src.train import train
+from src.run.records import RECORD_FILE
+from src.training.single import train
 
 from .conftest import config_options
 

@@ -1,4 +1,4 @@
-"""Packed runs (src/pack.py): K seeds of one configuration trained as one model reproduce the K
+"""Packed runs (src/sweep/pack/): K seeds of one configuration trained as one model reproduce the K
 unpacked runs: losses step by step, final parameters, norm buffers and errors, for every packable norm."""
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 import torch
 
-from src.experiment import build_experiment, fit_and_test
-from src.pack import Member, PackedNet, PackRefused, build_member, check_packable, fit_pack, train_pack
-from src.process import run_settings
-from src.records import RECORD_FILE
+from src.run.lifecycle import RunSpec
+from src.run.records import RECORD_FILE
+from src.sweep.pack import PackedNet, PackRefused, build_member, check_packable, fit_pack, train_pack
+from src.training.experiment import build_experiment, fit_and_test
+from src.training.process import run_settings
 
 from .conftest import config_options
 
@@ -78,9 +79,9 @@ def unpacked(cfg, run_dir: Path) -> tuple[dict[str, Any], torch.nn.Module, list[
 
 
 def packed(cfgs, tmp_path: Path) -> tuple[list[dict[str, Any] | None], PackedNet, list[Any], list[list[float]]]:
-    from src import pack
+    from src.sweep import pack
 
-    built = [build_member(Member(cfg, tmp_path / f"packed{cfg.seed}")) for cfg in cfgs]
+    built = [build_member(RunSpec(cfg, tmp_path / f"packed{cfg.seed}")) for cfg in cfgs]
     check_packable(built)
     losses: list[list[float]] = []
     original = pack.PackedClassifier.training_step
@@ -126,14 +127,14 @@ def test_packed_members_reproduce_their_unpacked_runs(compose_cfg, tmp_path, nor
 
 @pytest.mark.parametrize("norm", REFUSED)
 def test_a_norm_vmap_cannot_batch_is_refused_in_one_line(compose_cfg, tmp_path, norm):
-    built = [build_member(Member(cfg, tmp_path / str(cfg.seed))) for cfg in member_cfgs(compose_cfg, norm)]
+    built = [build_member(RunSpec(cfg, tmp_path / str(cfg.seed))) for cfg in member_cfgs(compose_cfg, norm)]
     with pytest.raises(PackRefused, match=f"^norm={norm} cannot be packed: [^\n]*$"):
         check_packable(built)
 
 
 def test_compile_is_refused_in_one_line_and_the_runs_train_one_by_one(compose_cfg, tmp_path):
     built = [
-        build_member(Member(cfg, tmp_path / str(cfg.seed))) for cfg in member_cfgs(compose_cfg, "gn", "compile=true")
+        build_member(RunSpec(cfg, tmp_path / str(cfg.seed))) for cfg in member_cfgs(compose_cfg, "gn", "compile=true")
     ]
     with pytest.raises(PackRefused, match=r"^compile=true: a pack trains eager [^\n]*$"):
         check_packable(built)
@@ -141,7 +142,7 @@ def test_compile_is_refused_in_one_line_and_the_runs_train_one_by_one(compose_cf
 
 def test_train_pack_writes_one_record_per_member_and_skips_completed_ones(compose_cfg, tmp_path):
     cfgs = member_cfgs(compose_cfg, "gn", "epochs=1")
-    members = [Member(cfg, tmp_path / "sweep" / f"seed={cfg.seed}", [f"seed={cfg.seed}"]) for cfg in cfgs]
+    members = [RunSpec(cfg, tmp_path / "sweep" / f"seed={cfg.seed}", [f"seed={cfg.seed}"]) for cfg in cfgs]
     outcomes = train_pack(members)
     records = [json.loads((m.run_dir / RECORD_FILE).read_text()) for m in members]
     assert [r["status"] for r in records] == ["completed", "completed"]
@@ -163,7 +164,7 @@ def test_train_pack_writes_one_record_per_member_and_skips_completed_ones(compos
 
 def test_a_diverged_member_stops_alone(compose_cfg, tmp_path):
     cfgs = member_cfgs(compose_cfg, "none", "epochs=1")
-    built = [build_member(Member(cfg, tmp_path / str(cfg.seed))) for cfg in cfgs]
+    built = [build_member(RunSpec(cfg, tmp_path / str(cfg.seed))) for cfg in cfgs]
     with torch.no_grad():  # member 1 starts with a NaN weight: its loss is NaN from the first step
         built[1].net.classifier.weight[0, 0] = float("nan")
     with run_settings(0):
@@ -178,10 +179,10 @@ class Interrupted(Exception):
 
 
 def test_an_interrupted_pack_resumes_from_its_checkpoint_exactly(compose_cfg, tmp_path, monkeypatch):
-    from src import pack
+    from src.sweep import pack
 
     cfgs = member_cfgs(compose_cfg, "bn")
-    whole = [build_member(Member(cfg, tmp_path / f"w{cfg.seed}")) for cfg in cfgs]
+    whole = [build_member(RunSpec(cfg, tmp_path / f"w{cfg.seed}")) for cfg in cfgs]
     with run_settings(0):
         fit_pack(whole, tmp_path / "whole", resume=False)
     original = pack.PackedClassifier.on_train_epoch_start
@@ -192,12 +193,12 @@ def test_an_interrupted_pack_resumes_from_its_checkpoint_exactly(compose_cfg, tm
         original(self)
 
     monkeypatch.setattr(pack.PackedClassifier, "on_train_epoch_start", killed)
-    first = [build_member(Member(cfg, tmp_path / f"r{cfg.seed}")) for cfg in cfgs]
+    first = [build_member(RunSpec(cfg, tmp_path / f"r{cfg.seed}")) for cfg in cfgs]
     with run_settings(0), pytest.raises(Interrupted):
         fit_pack(first, tmp_path / "resumed", resume=True)
     assert (tmp_path / "resumed" / "checkpoints" / "last.ckpt").exists()
     monkeypatch.setattr(pack.PackedClassifier, "on_train_epoch_start", original)
-    again = [build_member(Member(cfg, tmp_path / f"r{cfg.seed}")) for cfg in cfgs]
+    again = [build_member(RunSpec(cfg, tmp_path / f"r{cfg.seed}")) for cfg in cfgs]
     with run_settings(0):
         produced, _ = fit_pack(again, tmp_path / "resumed", resume=True)
     assert produced[0]["timing"]["resumed_from_epoch"] == 1
@@ -274,22 +275,22 @@ def test_packs_train_in_parallel_worker_processes(tmp_path):
 
 
 def test_a_bad_n_jobs_fails_in_one_line():
-    from src.launcher import PackedLauncher
+    from src.sweep.launcher import PackedLauncher
 
     with pytest.raises(ValueError, match=r"^hydra.launcher.n_jobs=0: must be an integer ≥ 1$"):
         PackedLauncher(n_jobs=0)
 
 
 def test_auto_pack_sizes_follow_the_measured_table():
-    from src.launcher import default_pack_size
+    from src.sweep.launcher import default_pack_size
 
     assert [default_pack_size("cpu", b) for b in (1, 2, 4, 32)] == [8, 8, 1, 1]
     assert [default_pack_size("cuda", b) for b in (2, 32, 64)] == [8, 8, 1]
 
 
 def test_a_packed_member_writes_the_metrics_csv_of_its_csv_logger(tmp_path):
-    from src.pack import write_member_metrics
     from src.report.curves import read_curve
+    from src.sweep.pack import write_member_metrics
 
     curve = [
         {"epoch": 0, "train_loss": 2.0, "val_error": 60.0, "lr": 0.1},

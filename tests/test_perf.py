@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from src.data.device_loader import DeviceBatches
 from src.models import SmallCNN
 from src.norms import Normalization, group_norm
-from src.perf import compile_for_training, gpu_for_job
-from src.train import train
+from src.training.perf import compile_for_training, gpu_for_job
+from src.training.single import train
 
 
 @pytest.mark.parametrize("layer", [torch.nn.BatchNorm2d, group_norm])

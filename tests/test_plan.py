@@ -16,12 +16,12 @@ import yaml
 from scipy import stats
 from statsmodels.stats.power import TTestIndPower
 
-from src.records import RunRecord, write_runs
 from src.report.__main__ import main as report_main
 from src.report.cells import Cell
 from src.report.cells import Test as ContrastTest  # not collected as a test class
 from src.report.plan import assumed_theta, compose_study, design_of, power_of, seeds_at
 from src.report.stats import power_one_sided, power_tost, seeds_needed
+from src.run.records import RunRecord, write_runs
 
 from .conftest import ROOT
 

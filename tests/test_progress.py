@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from src.progress import EpochLines, SweepProgress, fmt_seconds, progress_callback, sweep_size
+from src.sweep.progress import SweepProgress, sweep_size
+from src.training.callbacks import EpochLines, fmt_seconds, progress_callback
 
 from .conftest import PYTHON, ROOT, run_train
 
@@ -60,7 +61,7 @@ def test_a_run_on_a_terminal_shows_a_progress_bar_with_speed_and_eta(tmp_path):
     text = run_on_a_terminal(*TINY, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     bars = [line for line in re.split(r"[\r\n]", text) if line.startswith("Epoch 0:")]
     assert bars and re.search(r"3/3 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+it/s", bars[-1]), bars[-3:]  # elapsed<ETA, speed
-    assert "src.progress" not in text  # the bar replaces the per-epoch lines
+    assert "; run ETA" not in text  # the bar replaces the per-epoch lines (EpochLines)
 
 
 @pytest.mark.slow  # make test-all (idle 2-core CPU: 10-35 s)
@@ -104,7 +105,7 @@ def test_a_sweep_prints_k_of_n_with_skipped_failed_left_and_eta(tmp_path):
 
 
 def test_the_sweep_table_shows_the_claims_directions():
-    from src.sweep import sweep_table
+    from src.sweep.summary import sweep_table
 
     def record(norm, batch, error, status="completed"):
         return {"norm": norm, "batch": batch, "status": status, "metrics": {"test_error": error}}
@@ -170,8 +171,8 @@ def test_an_older_record_is_skipped_only_if_it_completed(tmp_path):
     """A killed run (or pack) leaves a "running" record; the sweep that resumes it did not skip it."""
     import json
 
-    from src.progress import job_event
-    from src.records import RECORD_FILE
+    from src.run.records import RECORD_FILE
+    from src.sweep.progress import job_event
 
     (tmp_path / RECORD_FILE).write_text(json.dumps({"status": "running", "metrics": {}}))
     later = time.time() + 10

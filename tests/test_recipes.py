@@ -106,7 +106,7 @@ def test_weight_standardization_applies_to_every_norm(compose_cfg, tmp_path):
     import torch
 
     from src.norms import WeightStandardization
-    from src.train import train
+    from src.training.single import train
 
     fast = ("dataset=digits", "model.widths=[8,16]", "logger=none", "epochs=1", "batch=16")
     record = train(compose_cfg(*fast, "norm=bn", "standardize_weights=true"), tmp_path / "bn_ws")
@@ -127,7 +127,7 @@ def test_weight_standardization_applies_to_every_norm(compose_cfg, tmp_path):
 
 
 def test_a_negative_warmup_names_the_key(compose_cfg, tmp_path):
-    from src.train import train
+    from src.training.single import train
 
     with pytest.raises(ValueError, match=r"optim\.warmup_epochs=-1 is invalid"):
         train(compose_cfg("dataset=digits", "logger=none", "epochs=1", "optim.warmup_epochs=-1"), tmp_path)
@@ -199,8 +199,8 @@ def stage3_records() -> list[dict]:
 def stage3_run_set(tmp_path):
     """The run set and counted runs as the report builds them: the loader's config columns plus the
     factors' columns from the records' resolved configs (src.report.__main__)."""
-    from src.records import RECORD_FILE
     from src.report.load import load_run_set, with_config_columns
+    from src.run.records import RECORD_FILE
 
     for record in stage3_records():
         path = tmp_path / "runs" / ",".join(record["overrides"]) / RECORD_FILE

@@ -16,10 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from src.records import RECORD_FILE
 from src.report.load import load_runs
-from src.resume import RunLocked, run_lock
-from src.train import train
+from src.run.records import RECORD_FILE
+from src.run.resume import RunLocked, run_lock
+from src.training.single import train
 
 from .conftest import DATA, PYTHON, ROOT, run_train
 
@@ -289,7 +289,7 @@ def test_a_full_disk_fails_the_run_clearly_and_keeps_earlier_results(compose_cfg
 
 
 def test_a_failed_record_write_leaves_the_previous_record_whole(tmp_path, monkeypatch):
-    from src import atomic, records
+    from src.run import atomic, records
 
     records.write_record(tmp_path, {"status": "completed", "n": 1})
     before = (tmp_path / RECORD_FILE).read_bytes()

@@ -22,13 +22,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from scipy import stats
 
-from src.records import RECORD_FILE
 from src.report.__main__ import main as report_main
 from src.report.claims import INCONCLUSIVE, NO_DATA, NOT_REPRODUCED, REPRODUCED, claims_of, evaluate_claims
 from src.report.commands import sweep_command, sweep_commands
 from src.report.load import load_run_set, mixture_weights
 from src.report.spec import SpecError
 from src.report.stats import diff_ci, mean_ci
+from src.run.records import RECORD_FILE
 
 from .conftest import CONF, ROOT, run_train
 
@@ -622,7 +622,7 @@ def test_the_sweep_command_is_rebuilt_from_the_records():
 
 
 def test_the_reports_own_output_does_not_make_the_commit_dirty(tmp_path):
-    from src.provenance import git_commit, inside_project
+    from src.run.provenance import git_commit, inside_project
 
     def git(*args: str) -> None:
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)

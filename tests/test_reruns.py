@@ -15,9 +15,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from src import config_keys, perf
-from src.callbacks import MemoryMonitor
-from src.config_keys import (
+from src.data import image_folder
+from src.run import config_keys
+from src.run.config_keys import (
     COMPUTATION_KEYS,
     DIRNAME_EXCLUDED,
     STEERING_KEYS,
@@ -25,11 +25,12 @@ from src.config_keys import (
     config_hash,
     run_dirname,
 )
-from src.data import image_folder
-from src.provenance import NUMERIC_PACKAGES
-from src.records import RECORD_FILE
-from src.resume import REFUSAL_FILE, RunRefused
-from src.train import train
+from src.run.provenance import NUMERIC_PACKAGES
+from src.run.records import RECORD_FILE
+from src.run.resume import REFUSAL_FILE, RunRefused
+from src.training import perf
+from src.training.callbacks import MemoryMonitor
+from src.training.single import train
 from tests.conftest import CONF, ROOT, run_train
 
 FAST = ("dataset=digits", "model.widths=[8,16]", "logger=none", "trainer.accelerator=cpu", "epochs=1", "batch=16")
@@ -44,7 +45,7 @@ def resolved(cfg) -> dict:
 # ------------------------------------------------------------------------------- what the hash covers
 @pytest.mark.parametrize("study", [None, *STUDIES])
 def test_every_top_level_key_is_classified(study):
-    """A new top-level key in conf/train.yaml or a study file fails here until src/config_keys.py says
+    """A new top-level key in conf/train.yaml or a study file fails here until src/run/config_keys.py says
     whether it changes the computation."""
     with initialize_config_dir(config_dir=str(SWEEPS if study else CONF), version_base="1.3"):
         overrides = [f"hydra.searchpath=[file://{CONF}]"] if study else []
@@ -52,7 +53,7 @@ def test_every_top_level_key_is_classified(study):
     keys = set(cfg.keys())
     assert not set(COMPUTATION_KEYS) & set(STEERING_KEYS)
     unclassified = keys - set(COMPUTATION_KEYS) - set(STEERING_KEYS)
-    assert not unclassified, f"classify {sorted(unclassified)} in src/config_keys.py"
+    assert not unclassified, f"classify {sorted(unclassified)} in src/run/config_keys.py"
 
 
 def test_the_run_directory_name_leaves_out_exactly_the_steering_keys():
@@ -288,8 +289,8 @@ def test_every_imported_package_is_declared():
 def test_a_run_locked_by_another_sweep_is_refused_in_one_line_and_listed(tmp_path):
     from omegaconf import OmegaConf as Conf
 
-    from src.resume import RunLocked, run_lock
-    from src.sweep import SweepSummary
+    from src.run.resume import RunLocked, run_lock
+    from src.sweep.summary import SweepSummary
 
     summary = SweepSummary()
     summary.on_multirun_start(Conf.create({}))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from src.records import RECORD_FILE, read_runs, write_runs
 from src.restore import main, restore
+from src.run.records import RECORD_FILE, read_runs, write_runs
 
 from .conftest import run_train
 
@@ -39,7 +39,7 @@ def test_restored_runs_are_skipped_and_the_missing_one_trains(tmp_path):
 
 
 def read_runs_from(sweep):
-    from src.records import load_record
+    from src.run.records import load_record
 
     return [(0, load_record(path)) for path in sorted(sweep.glob(f"*/{RECORD_FILE}"))]
 

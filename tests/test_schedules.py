@@ -10,10 +10,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from src.config_keys import config_hash, migrate_config
-from src.experiment import build, lr_arguments
-from src.module import Classifier
+from src.run.config_keys import config_hash, migrate_config
 from src.schedules import check_schedule, constant, cosine, step
+from src.training.experiment import build, lr_arguments
+from src.training.module import Classifier
 
 
 def test_the_schedules_follow_their_formulas():

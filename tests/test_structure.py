@@ -1,4 +1,5 @@
-"""The code's structure: no import cycle in src/, and one run record type (schema versions, runs.jsonl)."""
+"""The code's structure: src/ in stages whose imports go one way (the layer test), no import cycle, and
+one run record type (schema versions, runs.jsonl)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from src.records import (
+from src.run.records import (
     RECORD_FILE,
     RUNS_FILE,
     SCHEMA_VERSION,
@@ -83,8 +84,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_src_has_no_import_cycle():
     graph = import_graph()
-    assert {"src.train", "src.records", "src.resume", "src.provenance", "src.distributed"} <= set(graph)
-    assert graph["src.records"] >= {"src.provenance"}  # the walk sees real edges
+    assert {"src.train", "src.run.records", "src.run.resume", "src.run.provenance", "src.run.distributed"} <= set(graph)
+    assert graph["src.run.records"] >= {"src.run.provenance"}  # the walk sees real edges
     assert find_cycle(graph) is None, " → ".join(find_cycle(graph) or [])
 
 
@@ -94,7 +95,57 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_provenance_is_a_leaf():
-    assert import_graph()["src.provenance"] == set()
+    assert import_graph()["src.run.provenance"] == set()
+
+
+# --------------------------------------------------------------------------- layers
+#: the command modules (``python -m …``): they may import anything, and nothing but a command imports them
+COMMANDS = {"src.train", "src.evaluate", "src.restore", "src.report.__main__", "src.studies", "src.wandb_sync"}
+#: the building blocks whose import paths stored configs name (``_target_: src.norms.…``)
+BLOCKS = {"src.norms", "src.models", "src.data", "src.schedules"}
+#: each stage and the stages it may import besides itself: run/ is the bottom (records, resume, the
+#: lifecycle), training/ builds on it, sweep/ on both; a report reads run records only
+LAYERS: dict[str, set[str]] = {
+    "src.run": set(),
+    **{block: BLOCKS for block in BLOCKS},
+    "src.training": {"src.run", *BLOCKS},
+    "src.sweep": {"src.run", "src.training", *BLOCKS},
+    "src.report": {"src.run"},
+}
+
+
+def layer_of(module: str) -> str | None:
+    """The stage ``module`` belongs to (``src.run`` for ``src.run.records``), or None."""
+    return next((layer for layer in LAYERS if module == layer or module.startswith(layer + ".")), None)
+
+
+def test_every_module_of_src_is_a_command_or_in_a_stage():
+    """No flat modules: a module is a command at the top, or lives in its stage's package."""
+    strays = sorted(m for m in import_graph() if m not in COMMANDS and m != "src" and layer_of(m) is None)
+    assert not strays, f"put {strays} into a stage's package ({', '.join(LAYERS)}) or list it as a command"
+
+
+def test_each_stage_imports_only_the_stages_below_it():
+    graph = import_graph()
+    wrong = []
+    for module, targets in sorted(graph.items()):
+        if module in COMMANDS:
+            continue
+        layer = layer_of(module)
+        allowed = {layer} | LAYERS.get(layer, set()) if layer else set()
+        for target in sorted(targets):
+            if target in COMMANDS:
+                wrong.append(f"{module} imports the command module {target}")
+            elif layer_of(target) not in allowed:
+                wrong.append(f"{module} ({layer}) imports {target} ({layer_of(target) or 'src'})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_layer_test_sees_a_wrong_import():
+    graph = import_graph()
+    assert "src.run.records" in graph["src.report.load"] and "src.training.single" in graph["src.train"]
+    assert layer_of("src.sweep.pack.training") == "src.sweep" and layer_of("src.trainer") is None
+    assert layer_of("src.report.__main__") == "src.report" and "src.report.__main__" in COMMANDS
 
 
 # --------------------------------------------------------------------------- the run record
@@ -141,9 +192,9 @@ def test_runs_jsonl_is_one_compact_record_a_line_and_lists_bad_lines(tmp_path, m
 
 @pytest.mark.parametrize("field", ["curve", "norm_info", "schema_version"])
 def test_the_record_type_is_the_only_definition_of_its_fields(field):
-    """Fields of the record are named in src/records.py, not rebuilt as dicts in train.py."""
-    train = (SRC / "train.py").read_text()
-    assert "RunRecord(" in train and f'"{field}"' not in train
+    """Fields of the record are named in src/run/records.py, not rebuilt as dicts by the lifecycle."""
+    lifecycle = (SRC / "run" / "lifecycle.py").read_text()
+    assert "RunRecord(" in lifecycle and f'"{field}"' not in lifecycle
 
 
 # --------------------------------------------------------------------------- the norm knows itself
@@ -152,8 +203,8 @@ def test_the_record_type_is_the_only_definition_of_its_fields(field):
 def test_every_norm_describes_itself_and_its_description_stays_out_of_the_hash(compose_cfg):
     from omegaconf import OmegaConf
 
-    from src.config_keys import config_hash
     from src.norms import Normalization
+    from src.run.config_keys import config_hash
 
     from .conftest import config_options
 

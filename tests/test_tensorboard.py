@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from src.records import RECORD_FILE
+from src.run.records import RECORD_FILE
 
 from .conftest import run_train
 
@@ -57,12 +57,12 @@ def test_tensorboard_events_land_in_the_study_folder_named_by_the_overrides(tmp_
 def test_a_single_run_is_named_by_its_overrides_and_dated(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from src.loggers import TensorBoardLogger
+    from src.training.loggers import TensorBoardLogger
 
     from .conftest import CONF
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["logger=tensorboard"])
-    assert cfg.logger.tensorboard._target_ == "src.loggers.TensorBoardLogger"
+    assert cfg.logger.tensorboard._target_ == "src.training.loggers.TensorBoardLogger"
     logger = TensorBoardLogger(save_dir=str(tmp_path / "outputs" / "s" / "2026-01-01_00-00-00"))
     assert logger.log_dir == str(tmp_path / "outputs" / "s" / "tensorboard" / "default" / "2026-01-01_00-00-00")

@@ -7,11 +7,11 @@ import json
 import pandas as pd
 import pytest
 
-from src.config_keys import DIRNAME_EXCLUDED
-from src.records import RECORD_FILE, SCHEMA_VERSION
 from src.report.__main__ import main as report_main
 from src.report.curves import read_curve
-from src.train import train
+from src.run.config_keys import DIRNAME_EXCLUDED
+from src.run.records import RECORD_FILE, SCHEMA_VERSION
+from src.training.single import train
 
 from .conftest import config_options, run_train
 

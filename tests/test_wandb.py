@@ -18,8 +18,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from src.loggers import WandbLogger, publish_record, resolve_mode
-from src.records import IDENTITY, RECORD_FILE
+from src.run.records import IDENTITY, RECORD_FILE
+from src.run.wandb_mode import resolve_mode
+from src.training.loggers import WandbLogger, publish_record
 
 from .conftest import CONF, ROOT, run_train
 
@@ -114,12 +115,12 @@ def test_the_wandb_logger_config_keeps_the_csv_logger_and_needs_no_hydra_job(com
     assert set(cfg.logger) == {"csv", "wandb"}
     assert cfg.logger.csv._target_ == "pytorch_lightning.loggers.CSVLogger"
     wandb_cfg = cfg.logger.wandb
-    assert wandb_cfg._target_ == "src.loggers.WandbLogger" and wandb_cfg.job_type == "train"
+    assert wandb_cfg._target_ == "src.training.loggers.WandbLogger" and wandb_cfg.job_type == "train"
     assert wandb_cfg.group == "s" and "identity" not in wandb_cfg  # the identity is the run record's
     assert wandb_cfg.mode is None and wandb_cfg.project == os.environ.get("WANDB_PROJECT", "normlab")
     OmegaConf.to_container(cfg, resolve=True)  # resolvable outside a Hydra job (train() resolves it all)
     identity = {"study": "s", "norm": "gn", "batch": 4, "dataset": "cifar10_small", "seed": 0, "epochs": 3}
-    # as src.experiment builds it, with the run record's identity; no W&B run starts yet
+    # as src.training.experiment builds it, with the run record's identity; no W&B run starts yet
     logger = instantiate(wandb_cfg, save_dir=str(tmp_path), identity=identity)
     assert logger._experiment is None
     init = logger._wandb_init
@@ -215,7 +216,7 @@ def test_publish_record_never_raises(tmp_path, offline_env, caplog):
     broken, unfinishable, never_started = (WandbLogger(save_dir=str(tmp_path)) for _ in range(3))
     broken._experiment = FakeRun(fail_config=True)
     unfinishable._experiment = FakeRun(fail_finish=True)
-    with caplog.at_level(logging.WARNING, logger="src.loggers"):
+    with caplog.at_level(logging.WARNING, logger="src.training.loggers"):
         publish_record([broken, unfinishable, never_started], RECORD)
         publish_record(None, RECORD)  # type: ignore[arg-type]
     assert broken._experiment.exit_code == 0  # finished even though the summary failed
@@ -237,7 +238,7 @@ def test_a_wandb_run_that_cannot_start_falls_back(tmp_path, offline_env, monkeyp
 
     monkeypatch.setattr(wandb, "init", init)
     logger = WandbLogger(save_dir=str(tmp_path), mode="online")
-    with caplog.at_level(logging.WARNING, logger="src.loggers"):
+    with caplog.at_level(logging.WARNING, logger="src.training.loggers"):
         logger.log_metrics({"val/error": 3.0}, step=1)  # training goes on
     assert "W&B could not start online (RuntimeError: no network)" in caplog.text
     assert logger._wandb_init["mode"] == fallback
@@ -302,7 +303,7 @@ def test_offline_multirun_gives_each_job_its_own_wandb_run_with_config_and_summa
         config, summary = run["config"], run["summary"]
         assert config["identity"] == {key: record[key] for key in IDENTITY}
         assert config["norm"] == record["config"]["norm"] and config["batch"] == 16
-        assert config["logger"]["wandb"]["_target_"] == "src.loggers.WandbLogger" and "csv" in config["logger"]
+        assert config["logger"]["wandb"]["_target_"] == "src.training.loggers.WandbLogger" and "csv" in config["logger"]
         assert summary["test_error"] == pytest.approx(record["metrics"]["test_error"])
         assert summary["val_error"] == pytest.approx(record["metrics"]["val_error"])
         assert summary["norm"] == record["norm"] and summary["status"] == "completed"

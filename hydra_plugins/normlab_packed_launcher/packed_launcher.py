@@ -1,8 +1,8 @@
-"""``hydra/launcher=packed``: :class:`src.launcher.PackedLauncher`, registered where Hydra looks for
+"""``hydra/launcher=packed``: :class:`src.sweep.launcher.PackedLauncher`, registered where Hydra looks for
 launchers (a plugin class must be defined in the ``hydra_plugins`` package)."""
 
-from src import launcher as _launcher
+from src.sweep import launcher as _launcher
 
 
 class PackedLauncher(_launcher.PackedLauncher):
-    """See :class:`src.launcher.PackedLauncher`."""
+    """See :class:`src.sweep.launcher.PackedLauncher`."""

@@ -163,7 +163,7 @@ class BatchRenorm2d(_RunningStatsNorm):
         self.d_max = check_number_at_least(f"{LAYER_PREFIX}.d_max", d_max, 0.0)
         self.warmup_steps = check_int_at_least(f"{LAYER_PREFIX}.warmup_steps", warmup_steps, 0)
 
-    #: the step count a packed run (:mod:`src.pack`) sets before each forward: there the counter is one
+    #: the step count a packed run (:mod:`src.sweep.pack`) sets before each forward: there the counter is one
     #: entry per member (all equal: members step in lockstep), which ``int()`` cannot read under vmap
     packed_step: int | None = None
 

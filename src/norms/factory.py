@@ -80,7 +80,7 @@ class Normalization:
         synchronized: whether those statistics span the batches of all processes (SyncBN under DDP).
         info: what the norm says about itself for reports (:class:`NormInfo`'s fields: ``label``,
             ``family``, ``order``, ``color``, ``shift``); written into every run record as ``norm_info``.
-            Presentation only: not part of the config hash (``src/config_keys.py``).
+            Presentation only: not part of the config hash (``src/run/config_keys.py``).
     """
 
     def __init__(

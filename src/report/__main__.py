@@ -35,9 +35,6 @@ import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 
-from src.atomic import write_bytes_atomic, write_text_atomic
-from src.provenance import PROJECT_ROOT, git_commit, inside_project, machine_description
-from src.records import RECORD_FILE, RUNS_FILE, RunRecord, write_runs
 from src.report.claims import VERDICTS, ClaimResult, claims_of, evaluate_claims, named_columns
 from src.report.commands import sweep_commands
 from src.report.curves import median_last
@@ -60,6 +57,9 @@ from src.report.registration import check_registration
 from src.report.slices import by_setting, design_columns
 from src.report.spec import SpecError, check_spec
 from src.report.tables import summarize
+from src.run.atomic import write_bytes_atomic, write_text_atomic
+from src.run.provenance import PROJECT_ROOT, git_commit, inside_project, machine_description
+from src.run.records import RECORD_FILE, RUNS_FILE, RunRecord, write_runs
 
 EXPERIMENTS = PROJECT_ROOT / "conf" / "experiment"  # the study files (sweeps/<study>.yaml includes one)
 LEGACY_RECORDS = "records"  # where reports before runs.jsonl copied the records

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from src.provenance import PROJECT_ROOT
+from src.run.provenance import PROJECT_ROOT
 
 ANCHORS = ("multirun", "outputs", "debug", "results", "sweeps", "conf")  # folders of a normlab checkout
 

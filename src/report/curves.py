@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.records import CURVE_FIELDS
+from src.run.records import CURVE_FIELDS
 
 CURVE_FILE = "metrics.csv"
 COLUMNS = {"val/error": "val_error", "train/loss": "train_loss"}

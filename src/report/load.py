@@ -28,8 +28,8 @@ from typing import Any
 
 import pandas as pd
 
-from src.records import RECORD_FILE, RUNS_FILE, RunRecord, read_record, read_runs
 from src.report.curves import curve_frame, curve_points, read_curve, summarize_curve
+from src.run.records import RECORD_FILE, RUNS_FILE, RunRecord, read_record, read_runs
 
 IDENTITY = ["study", "dataset", "model", "norm", "batch", "seed", "epochs"]
 METRICS = ["test_error", "val_error", "best_val_error", "train_loss"]

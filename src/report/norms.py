@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from src.provenance import PROJECT_ROOT
+from src.run.provenance import PROJECT_ROOT
 
 NORM_CONF = PROJECT_ROOT / "conf" / "norm"
 UNKNOWN_ORDER = 10_000

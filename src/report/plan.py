@@ -47,7 +47,6 @@ import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 
-from src.atomic import write_text_atomic
 from src.report.cells import Cell, Test, as_text
 from src.report.checks import SpecError
 from src.report.claims import DESIGN, claims_of
@@ -55,6 +54,7 @@ from src.report.kinds import find_kind
 from src.report.load import load_run_set, varying_config, with_config_columns
 from src.report.spec import check_claim, check_spec
 from src.report.stats import ALPHA, MAX_SEEDS, POWER, CellModel, power_one_sided, power_tost, seeds_needed
+from src.run.atomic import write_text_atomic
 
 EFFECT = 1.0  # points of error: the smallest effect a user would act on
 

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from src.provenance import PROJECT_ROOT
+from src.run.provenance import PROJECT_ROOT
 
 GIT = "git"
 TIMEOUT_S = 30

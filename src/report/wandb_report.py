@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from src.loggers import resolve_mode
+from src.run.wandb_mode import resolve_mode
 
 FIGURES = ("error_vs_batch.png", "error_by_norm.png", "learning_curves.png")
 TABLES = {"summary": "summary.csv", "claims": "claims.csv"}

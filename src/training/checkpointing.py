@@ -10,8 +10,8 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 
-from src.atomic import atomic_file
-from src.resume import CHECKPOINT_DIR, LAST_CHECKPOINT
+from src.run.atomic import atomic_file
+from src.run.resume import CHECKPOINT_DIR, LAST_CHECKPOINT
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,14 +1,29 @@
-"""Lightning callbacks used by every run."""
+"""Lightning callbacks of a run: training time, divergence, memory, the overfit check, kept weights,
+and progress.
+
+Progress (``conf/callbacks/``): on a terminal Lightning's TQDM (``callbacks=default``) or Rich
+(``callbacks=rich``) progress bar, with steps per second and the time left; when stdout is not a
+terminal (a log file, CI, SLURM, a parallel launcher's worker) :class:`EpochLines` instead: one log line
+per epoch, and a heartbeat line every ``heartbeat_minutes`` inside a long epoch. ``callbacks=none``
+prints neither. A sweep's progress lines are :mod:`src.sweep.progress`'s.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
+import sys
 import time
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+
+from src.run.lifecycle import Diverged
+
+log = logging.getLogger(__name__)
+BARS = ("tqdm", "rich")
 
 
 class TrainTimer(pl.Callback):
@@ -42,10 +57,6 @@ class TrainTimer(pl.Callback):
         if self._steps:
             self.epoch_median_steps.append(statistics.median(self._steps[1:] or self._steps))
         self._steps = []
-
-
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 class DivergenceGuard(pl.Callback):
@@ -89,14 +100,14 @@ class MemoryMonitor(pl.Callback):
         self.sampled_peak_mb = 0.0
 
     def _sample(self, device: torch.device) -> float:
-        from src.perf import current_memory_mb
+        from src.training.perf import current_memory_mb
 
         value = current_memory_mb(device)
         self.sampled_peak_mb = max(self.sampled_peak_mb, value)
         return value
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from src.perf import reset_peak_memory
+        from src.training.perf import reset_peak_memory
 
         reset_peak_memory(pl_module.device)
         self._sample(pl_module.device)
@@ -183,3 +194,92 @@ class KeepWeights(pl.Callback):
     def description(self) -> dict[str, Any]:
         """What the run record says about the kept weights."""
         return {"file": self.path.name, "which": self.which, "epoch": self.epoch, "val_error": self.val_error}
+
+
+def fmt_seconds(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def is_terminal(stream: Any = None) -> bool:
+    stream = stream if stream is not None else sys.stdout
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class EpochLines(pl.Callback):
+    """Progress without a terminal: a log line at the end of each epoch (train loss, val error, steps
+    per second, time per epoch, ETA of the run), and a heartbeat line every ``heartbeat_minutes`` within
+    an epoch (step k of n, steps per second, ETA of the epoch)."""
+
+    def __init__(self, heartbeat_minutes: float = 5.0) -> None:
+        self.heartbeat_seconds = 60.0 * float(heartbeat_minutes)
+        self._fit_start = self._epoch_start = self._last_beat = 0.0
+        self._epoch_steps = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+        self._first_epoch = trainer.current_epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = self._last_beat = time.perf_counter()
+        self._epoch_steps = 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._epoch_steps += 1
+        now = time.perf_counter()
+        if self.heartbeat_seconds <= 0 or now - self._last_beat < self.heartbeat_seconds:
+            return
+        self._last_beat = now
+        rate = self._epoch_steps / max(now - self._epoch_start, 1e-9)
+        total = trainer.num_training_batches
+        if isinstance(total, int | float) and math.isfinite(total) and total > 0:
+            where = f"step {self._epoch_steps}/{int(total)} ({100 * self._epoch_steps / total:.0f}%)"
+            eta = f", epoch ETA {fmt_seconds((total - self._epoch_steps) / rate)}"
+        else:
+            where, eta = f"step {self._epoch_steps}", ""
+        log.info("epoch %d/%d: %s, %.1f steps/s%s", trainer.current_epoch + 1, trainer.max_epochs, where, rate, eta)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after the epoch's validation; the module logs its loss and error (src/training/module.py)
+        now = time.perf_counter()
+        epoch, epochs = trainer.current_epoch + 1, trainer.max_epochs
+        per_epoch = (now - self._fit_start) / max(epoch - self._first_epoch, 1)
+        seconds = max(now - self._epoch_start, 1e-9)
+        log.info(
+            "epoch %d/%d: %d steps, %.1f steps/s, %s; run ETA %s",
+            epoch,
+            epochs,
+            self._epoch_steps,
+            self._epoch_steps / seconds,
+            fmt_seconds(seconds),
+            fmt_seconds(per_epoch * max(epochs - epoch, 0)),
+        )
+
+
+def progress_callback(
+    bar: str = "tqdm", heartbeat_minutes: float = 5.0, refresh_rate: int = 1, terminal: bool | None = None
+) -> pl.Callback:
+    """A progress bar (``bar``: ``tqdm`` or ``rich``) when stdout is a terminal, else :class:`EpochLines`.
+
+    ``terminal`` forces one or the other (``None``: ask stdout)."""
+    if bar not in BARS:
+        raise ValueError(f"callbacks.progress.bar={bar}: allowed are {', '.join(BARS)}")
+    if not (is_terminal() if terminal is None else terminal):
+        return EpochLines(heartbeat_minutes)
+    if bar == "rich":
+        from pytorch_lightning.callbacks import RichProgressBar
+
+        return RichProgressBar(refresh_rate=refresh_rate)
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    return TQDMProgressBar(refresh_rate=refresh_rate)

@@ -80,8 +80,9 @@ STEERING_SUBKEYS = {
 # and so do their sub-keys (report.title=…): conf/train.yaml names sweep directories with the
 # ``run_dirname`` resolver below, and lists these keys for Hydra's own job.override_dirname too (which
 # the W&B sweep's run.dir uses: Hydra's override grammar cannot nest the resolver there).
-# ``experiment`` is no config key: ``+experiment=<study>`` picks the study file (conf/experiment/), which
-# names the sweep directory itself, so the run directories match ``--config-dir sweeps --config-name <study>``.
+# ``experiment`` is no config key: ``experiment=<study>`` (or ``+experiment=<study>``) picks the study file
+# (conf/experiment/), which names the sweep directory itself, so the run directories match
+# ``--config-dir sweeps --config-name <study>``.
 DIRNAME_EXCLUDED = (*STEERING_KEYS, "experiment")
 RESOLVER = "run_dirname"
 

@@ -8,7 +8,7 @@ Schema versions (``schema_version``):
 - 1: ``schema_version: 1``; the per-epoch curve is in the record (``curve``: one entry per epoch with
   ``epoch``, ``train_loss``, ``val_error`` (%), ``lr``); what the norm says about itself is in
   ``norm_info`` (label, family, plot order and colour, batch dependence, affine shift).
-  A run trained packed with others of its configuration (:mod:`src.pack`) names its pack in ``pack``
+  A run trained packed with others of its configuration (:mod:`src.sweep.pack`) names its pack in ``pack``
   (``null`` for a run trained alone); nothing else differs, so the field needs no new version.
 
 Every version loads: fields this version does not know are kept in :attr:`RunRecord.extra` and written
@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from src.atomic import write_text_atomic
-from src.config_keys import migrate_config
-from src.provenance import redact
+from src.run.atomic import write_text_atomic
+from src.run.config_keys import migrate_config
+from src.run.provenance import redact
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "result.json"
@@ -105,7 +105,7 @@ class RunRecord:
     def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
         """A record of any schema version; a dict without ``schema_version`` is version 0. Keys this
         version does not know go to :attr:`extra`; a ``null`` where a mapping or list belongs reads as
-        empty; a config in an older layout reads in today's (:func:`src.config_keys.migrate_config`)."""
+        empty; a config in an older layout reads in today's (:func:`src.run.config_keys.migrate_config`)."""
         known = {f.name for f in fields(cls)} - {"extra"}
         values: dict[str, Any] = {"schema_version": 0}
         extra: dict[str, Any] = {}

@@ -1,4 +1,5 @@
-"""Build one run from its config, fit it and test it: what ``src.train`` runs inside the resume decision.
+"""Build one run from its config, fit it and test it: what a single run (:mod:`src.training.single`) runs
+inside the run lifecycle.
 
 Everything is built with ``hydra.utils.instantiate``: the dataset (a LightningDataModule) first, because
 the model takes its input shape and class count from it; then the norm, the model, the loggers, the
@@ -25,13 +26,13 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ProgressBar
 from torch import nn
 
-from src.callbacks import DivergenceGuard, KeepWeights, MemoryMonitor, TrainTimer
-from src.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
-from src.module import Classifier
 from src.norms import Normalization, describe_norm_layers, norm_state, standardize_convolutions
-from src.perf import warn_device_mismatch
-from src.provenance import package_versions
-from src.validation import probe_forward
+from src.run.provenance import package_versions
+from src.training.callbacks import DivergenceGuard, KeepWeights, MemoryMonitor, TrainTimer
+from src.training.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
+from src.training.module import Classifier
+from src.training.perf import warn_device_mismatch
+from src.training.validation import probe_forward
 
 log = logging.getLogger(__name__)
 LR_KEYS = ("base_lr", "base_batch", "scale_lr", "warmup_epochs")
@@ -67,7 +68,7 @@ def batch_sizes(batch: int, world_size: int, norm: Normalization) -> dict[str, A
 
 
 def lr_arguments(optim: DictConfig) -> dict[str, Any]:
-    """The learning-rate rule of ``optim`` (:class:`src.module.Classifier`'s keywords) with its optimizer
+    """The learning-rate rule of ``optim`` (:class:`src.training.module.Classifier`'s keywords) with its optimizer
     and schedule built from their ``_partial_`` configs; an unknown key fails with one line naming it."""
     unknown = sorted(set(optim) - {"optimizer", "schedule", *LR_KEYS})
     if unknown:
@@ -122,7 +123,7 @@ def build_logger(config: DictConfig, run_dir: Path, identity: dict[str, Any]) ->
 def build_model(cfg: DictConfig) -> tuple[pl.LightningDataModule, Normalization, nn.Module]:
     """The run's data (set up), norm and initialised network, in the order that fixes what the seeded
     global RNG gives each: the model's initialisation draws follow the dataset's set-up. Packed runs
-    (:mod:`src.pack`) build each member with this, so a member starts exactly as its unpacked run."""
+    (:mod:`src.sweep.pack`) build each member with this, so a member starts exactly as its unpacked run."""
     datamodule: pl.LightningDataModule = build(cfg.dataset)
     datamodule.setup("fit")
     norm: Normalization = build(cfg.norm)

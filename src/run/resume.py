@@ -4,7 +4,7 @@ retrain it, under the directory's lock.
 Rerunning a multirun lands every job in the same directory (``multirun/<study>/<overrides>``), so the
 directory is where a job learns whether its config already completed (skip), was interrupted (resume
 from ``checkpoints/last.ckpt``), or is being trained by another process right now (the lock). "The same
-config" is the same :func:`src.config_keys.config_hash`, recomputed from the earlier record's stored
+config" is the same :func:`src.run.config_keys.config_hash`, recomputed from the earlier record's stored
 config.
 """
 
@@ -21,9 +21,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from src.atomic import write_text_atomic
-from src.config_keys import changed_keys, config_hash
-from src.records import RECORD_FILE, read_record
+from src.run.atomic import write_text_atomic
+from src.run.config_keys import changed_keys, config_hash
+from src.run.records import RECORD_FILE, read_record
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"

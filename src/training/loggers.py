@@ -8,10 +8,10 @@ record's metrics and identity into the W&B run's summary and the resolved config
 a W&B panel can plot ``summary.test_error`` against ``config.identity.batch`` grouped by
 ``config.identity.norm``, then finishes the run.
 
-Offline unless asked otherwise: the mode is ``WANDB_MODE`` when set, else ``online`` when an API key
-is configured (``WANDB_API_KEY`` or ``wandb login``'s netrc entry), else ``offline``. Offline runs are
-kept in ``$WANDB_DIR/wandb/`` when ``WANDB_DIR`` is set, else in the run directory
-(``<run dir>/wandb/offline-run-*``); upload them later with ``wandb sync <dir>/wandb/offline-run-*``.
+Offline unless asked otherwise (:func:`src.run.wandb_mode.resolve_mode`: ``WANDB_MODE`` when set, else
+``online`` when an API key is configured, else ``offline``). Offline runs are kept in ``$WANDB_DIR/wandb/``
+when ``WANDB_DIR`` is set, else in the run directory (``<run dir>/wandb/offline-run-*``); upload them
+later with ``wandb sync <dir>/wandb/offline-run-*``.
 W&B failures are warnings: a run whose W&B logging cannot start online falls back to offline (then to
 disabled), and trains on.
 """
@@ -20,42 +20,19 @@ from __future__ import annotations
 
 import logging
 import math
-import netrc
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
-from src.records import RunRecord
+from src.run.records import RunRecord
+from src.run.wandb_mode import resolve_mode
 
 log = logging.getLogger(__name__)
-
-DEFAULT_HOST = "https://api.wandb.ai"
-
-
-def logged_in() -> bool:
-    """Whether a W&B API key is configured (environment or netrc), without any network access."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL") or DEFAULT_HOST).hostname
-    try:
-        return netrc.netrc(os.environ.get("NETRC") or None).authenticators(host or "") is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def resolve_mode(mode: str | None = None) -> str:
-    """The W&B mode: ``mode`` if given, else ``$WANDB_MODE``, else online when logged in, else offline."""
-    if mode:
-        return str(mode)
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    return "online" if logged_in() else "offline"
 
 
 def _warn(message: str) -> None:
@@ -86,12 +63,12 @@ class WandbLogger(LightningWandbLogger):
     """Lightning's WandbLogger with normlab's defaults.
 
     Args:
-        save_dir: where ``wandb/`` goes (train.py passes the run directory); ``$WANDB_DIR`` wins when set.
+        save_dir: where ``wandb/`` goes (the run directory); ``$WANDB_DIR`` wins when set.
         mode: ``online`` | ``offline`` | ``disabled``; ``None`` resolves it (see :func:`resolve_mode`).
         name: the run's name; ``None`` names it by the run's overrides (Hydra's ``job.override_dirname``,
             e.g. ``batch=2,norm=bn,seed=0``), or by its identity outside a Hydra job.
-        identity: the run record's identity (:meth:`src.records.RunRecord.identity`: study, norm, batch,
-            dataset, model, seed, epochs), which src.experiment hands to every logger that takes one:
+        identity: the run record's identity (:meth:`src.run.records.RunRecord.identity`: study, norm, batch,
+            dataset, model, seed, epochs), which src.training.experiment hands to every logger that takes one:
             the W&B config's ``identity`` from the start, and the default tags ``norm=…``, ``batch=…``,
             ``dataset=…``, ``model=…``.
         tags: the run's tags; ``None`` uses the identity's.
@@ -157,7 +134,7 @@ def _hydra_mode() -> tuple[str | None, list[str]]:
 class TensorBoardLogger(LightningTensorBoardLogger):
     """Lightning's TensorBoardLogger with the study as the log folder and the run's overrides as its name.
 
-    ``save_dir`` is the run directory (src.experiment passes it); the events go beside the study's runs:
+    ``save_dir`` is the run directory (src.training.experiment passes it); the events go beside the study's runs:
     a multirun's into ``<sweep dir>/tensorboard/<overrides>/`` (``multirun/<study>/tensorboard/batch=2,norm=bn/``),
     a single run's into ``<outputs/study>/tensorboard/<overrides>/<date_time>/``. ``tensorboard --logdir
     multirun/<study>/tensorboard`` then lists the study's runs by their overrides.
@@ -171,7 +148,7 @@ class TensorBoardLogger(LightningTensorBoardLogger):
     """
 
     def __init__(self, save_dir: str = ".", root: str | None = None, name: str | None = None, **kwargs: Any):
-        from src.config_keys import run_dirname
+        from src.run.config_keys import run_dirname
 
         run_dir = Path(save_dir).resolve()
         mode, overrides = _hydra_mode()
@@ -231,10 +208,10 @@ def _is_wandb(logger: Any) -> bool:
 def publish_record(loggers: Iterable[Any], record: RunRecord | Mapping[str, Any]) -> None:
     """For each W&B logger: put the record into its run's summary and config, then finish the run.
 
-    Called by src.train right after the run record is written, whatever the run's status (a failed or
-    diverged run's W&B run finishes with exit code 1). Other loggers are ignored. Never raises: a
-    failure is a warning and the next logger is still published and finished. A logger whose W&B run
-    never started (the run failed before logging anything) is left alone.
+    Called by :func:`src.training.single.train` right after the run record is written, whatever the
+    run's status (a failed or diverged run's W&B run finishes with exit code 1). Other loggers are
+    ignored. Never raises: a failure is a warning and the next logger is still published and finished.
+    A logger whose W&B run never started (the run failed before logging anything) is left alone.
     """
     for logger in list(loggers or []):
         if not _is_wandb(logger):

@@ -1,10 +1,17 @@
-"""The LightningModule: cross-entropy classification with the configured optimizer and lr schedule."""
+"""The LightningModule: cross-entropy classification with the configured optimizer and lr schedule.
+
+The learning-rate rule (:func:`lr_rule`: the scaled learning rate, the schedule, the warmup) and the
+optimizer and per-step scheduler built from it (:func:`optimizer_and_schedule`) are functions, so a
+packed run's module (:class:`src.sweep.pack.module.PackedClassifier`) trains by the same rule.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -12,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from src.perf import compile_for_training
 from src.schedules import Schedule, check_schedule, cosine, warmed_up
+from src.training.perf import compile_for_training
 
 log = logging.getLogger(__name__)
 
@@ -23,50 +30,78 @@ def scaled_lr(base_lr: float, batch: int, base_batch: int, scale: bool) -> float
     return base_lr * batch / base_batch if scale else base_lr
 
 
+@dataclass(frozen=True)
+class LearningRateRule:
+    """How a run's parameters are optimized: the optimizer constructor, the (scaled) learning rate, the
+    schedule (the lr multiplier as a function of the fraction of training done) and the warmup epochs."""
+
+    optimizer: Callable[..., torch.optim.Optimizer]
+    lr: float
+    schedule: Schedule
+    warmup_epochs: float
+
+
+def lr_rule(
+    optimizer: Callable[..., torch.optim.Optimizer],
+    global_batch: int,
+    base_lr: float = 0.1,
+    base_batch: int = 32,
+    scale_lr: bool = True,
+    schedule: Schedule = cosine,
+    warmup_epochs: float = 0.0,
+) -> LearningRateRule:
+    """The learning-rate rule of ``optim`` (:func:`src.training.experiment.lr_arguments`) for a run whose
+    optimizer step sees ``global_batch`` images: lr = base_lr × global_batch / base_batch when
+    ``scale_lr``. A non-positive ``base_lr`` or a negative warmup fails with one line naming the key."""
+    if base_lr <= 0:
+        raise ValueError(f"optim.base_lr={base_lr} is invalid: it must be > 0")
+    if not warmup_epochs >= 0:
+        raise ValueError(f"optim.warmup_epochs={warmup_epochs} is invalid: it must be >= 0 (epochs of linear warmup)")
+    lr = scaled_lr(base_lr, global_batch, base_batch, scale_lr)
+    return LearningRateRule(optimizer, lr, check_schedule(schedule), warmup_epochs)
+
+
+def optimizer_and_schedule(rule: LearningRateRule, params: Iterable[Any], trainer: pl.Trainer) -> dict[str, Any]:
+    """What ``configure_optimizers`` returns: the rule's optimizer over ``params`` at its learning rate,
+    and a scheduler stepped every optimizer step (linear warmup, then the schedule over the trainer's
+    estimated steps)."""
+    optimizer = rule.optimizer(params=params, lr=rule.lr)
+    total = max(1, int(trainer.estimated_stepping_batches))
+    warmup = rule.warmup_epochs / max(1, trainer.max_epochs or 1)
+
+    def factor(step: int) -> float:
+        return warmed_up(rule.schedule, step / total, warmup)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
 class Classifier(pl.LightningModule):
     """Trains ``net`` with cross-entropy; logs train loss and validation/test error in percent.
 
     Args:
         net: the image classifier.
-        optimizer: a partial optimizer constructor taking ``params`` and ``lr`` (Hydra ``_partial_``).
-        schedule: the lr multiplier as a function of the fraction of training done
-            (:mod:`src.schedules`, a Hydra ``_partial_``), applied every step.
+        num_classes: the number of classes (for the error metrics).
         global_batch: the images one optimizer step sees (per-device batch × world size), for the
             learning-rate scaling rule.
-        base_lr, base_batch, scale_lr: lr = base_lr × global_batch / base_batch when ``scale_lr``.
-        warmup_epochs: epochs of linear learning-rate warmup at the start (0: none).
         compile_mode: when set, training steps run ``torch.compile(net, mode=compile_mode)``
             (e.g. ``default``, ``reduce-overhead`` for CUDA graphs); evaluation stays eager.
+        **lr: the learning-rate rule (:func:`lr_rule`): ``optimizer``, a partial optimizer constructor
+            taking ``params`` and ``lr`` (Hydra ``_partial_``); ``schedule``, the lr multiplier as a
+            function of the fraction of training done (:mod:`src.schedules`, a Hydra ``_partial_``),
+            applied every step; ``base_lr``, ``base_batch``, ``scale_lr``: lr = base_lr × global_batch /
+            base_batch when ``scale_lr``; ``warmup_epochs``: epochs of linear warmup at the start (0: none).
     """
 
-    def __init__(
-        self,
-        net: nn.Module,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        num_classes: int,
-        global_batch: int,
-        base_lr: float = 0.1,
-        base_batch: int = 32,
-        scale_lr: bool = True,
-        schedule: Schedule = cosine,
-        warmup_epochs: float = 0.0,
-        compile_mode: str | None = None,
-    ):
+    def __init__(self, net: nn.Module, num_classes: int, global_batch: int, compile_mode: str | None = None, **lr: Any):
         super().__init__()
-        if base_lr <= 0:
-            raise ValueError(f"optim.base_lr={base_lr} is invalid: it must be > 0")
-        if not warmup_epochs >= 0:
-            raise ValueError(
-                f"optim.warmup_epochs={warmup_epochs} is invalid: it must be >= 0 (epochs of linear warmup)"
-            )
+        self.rule = lr_rule(global_batch=global_batch, **lr)
         self.net = net
         # training steps may run through a compiled view of the same module (parameters shared); kept
         # out of the module tree so checkpoints and parameter lists see `net` once
         self.__dict__["train_net"] = compile_for_training(net, compile_mode) if compile_mode else net
-        self.optimizer_factory = optimizer
-        self.lr = scaled_lr(base_lr, global_batch, base_batch, scale_lr)
-        self.schedule = check_schedule(schedule)
-        self.warmup_epochs = warmup_epochs
+        self.lr = self.rule.lr
+        self.schedule = self.rule.schedule
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.best_val_error = math.inf
@@ -145,12 +180,4 @@ class Classifier(pl.LightningModule):
         self.curve = list(state.get("curve", self.curve))
 
     def configure_optimizers(self) -> dict:
-        optimizer = self.optimizer_factory(params=self.net.parameters(), lr=self.lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = self.warmup_epochs / max(1, self.trainer.max_epochs or 1)
-
-        def factor(step: int) -> float:
-            return warmed_up(self.schedule, step / total, warmup)
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer_and_schedule(self.rule, self.net.parameters(), self.trainer)

@@ -1,4 +1,4 @@
-"""A Hydra callback that reports a multirun's progress as each run ends (:mod:`src.progress`) and ends it
+"""A Hydra callback that reports a multirun's progress as each run ends (:mod:`src.sweep.progress`) and ends it
 with the list of runs that failed, diverged or were refused."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src.progress import SweepProgress, job_event, job_label, sweep_size
-from src.records import RECORD_FILE, read_record
-from src.resume import REFUSAL_FILE
+from src.run.records import RECORD_FILE, read_record
+from src.run.resume import REFUSAL_FILE
+from src.sweep.progress import SweepProgress, job_event, job_label, sweep_size
 
 log = logging.getLogger(__name__)
 UNSUCCESSFUL = ("failed", "diverged")
@@ -22,7 +22,7 @@ UNSUCCESSFUL = ("failed", "diverged")
 
 class SweepSummary(Callback):
     """As each run of a multirun ends: ``[k/N] <overrides>: <status> <test error> (<time>)`` with the
-    runs skipped, failed and left and an ETA (:class:`src.progress.SweepProgress`). After it: print
+    runs skipped, failed and left and an ETA (:class:`src.sweep.progress.SweepProgress`). After it: print
     each run of this invocation that failed, diverged or was refused (a
     completed run of another config in its directory), and exit non-zero.
 

@@ -2,7 +2,7 @@
 
 Hydra's basic launcher runs the jobs of a sweep one after another; this one first groups them by every
 override but ``by`` (``seed``), so the seeds of one configuration form a group, cuts each group into
-packs of at most ``size`` runs, and trains each pack in one process (:func:`src.pack.train_pack`).
+packs of at most ``size`` runs, and trains each pack in one process (:func:`src.sweep.pack.train_pack`).
 Every run still gets its own run directory (Hydra sets it up as for any job: ``.hydra/``, the log)
 and its own ``result.json``; a pack of one, and a pack whose norm cannot be packed, train as usual.
 
@@ -26,7 +26,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.config_keys import _top_key
+from src.run.config_keys import _top_key
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class PackedLauncher(Launcher):
     def run_unit(
         self, unit: Sequence[int], job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> dict[int, JobReturn]:
-        """Train one unit of :meth:`units`: a lone run as Hydra would, a pack with :func:`src.pack.train_pack`."""
+        """Train one unit of :meth:`units`: a lone run as Hydra would, a pack with :func:`src.sweep.pack.train_pack`."""
         assert self.hydra_context is not None and self.task_function is not None
         configs = {i: self._job_config(job_overrides[i], initial_job_idx + i) for i in unit}
         if len(unit) > 1:
@@ -177,16 +177,17 @@ class PackedLauncher(Launcher):
     def _launch_pack(self, chunk: Sequence[int], configs: dict[int, DictConfig]) -> dict[int, JobReturn]:
         """Set every member's job up as Hydra would (its run directory, ``.hydra/``, log file), then
         train the members as one pack; one JobReturn per member (the test error, NaN if it failed)."""
-        from src.pack import Member, train_pack
-        from src.train import launch_description
+        from src.run.identity import launch_description
+        from src.run.lifecycle import RunSpec
+        from src.sweep.pack import train_pack
 
         assert self.hydra_context is not None
-        members: dict[int, Member] = {}
+        members: dict[int, RunSpec] = {}
 
         def collect(i: int) -> TaskFunction:
             def task(cfg: DictConfig) -> None:
                 hydra_cfg = HydraConfig.get()
-                members[i] = Member(
+                members[i] = RunSpec(
                     cfg=cfg.copy(),
                     run_dir=Path(hydra_cfg.runtime.output_dir),
                     overrides=list(hydra_cfg.overrides.task),

@@ -1,130 +1,27 @@
-"""Progress of a run and of a sweep.
+"""Progress of a sweep (:class:`SweepProgress`, used by :class:`src.sweep.summary.SweepSummary`).
 
-A run (``conf/callbacks/``): on a terminal Lightning's TQDM (``callbacks=default``) or Rich
-(``callbacks=rich``) progress bar, with steps per second and the time left; when stdout is not a
-terminal (a log file, CI, SLURM, a parallel launcher's worker) :class:`EpochLines` instead: one log line
-per epoch, and a heartbeat line every ``heartbeat_minutes`` inside a long epoch. ``callbacks=none``
-prints neither.
-
-A sweep (:class:`SweepProgress`, used by :class:`src.sweep.SweepSummary`): every job, in whichever
-process the launcher runs it (basic: the sweep's own; parallel: a joblib worker; submitit: its own
-job), appends its outcome to ``<sweep dir>/.progress/<sweep start>.jsonl`` and prints
-``[k/N] <overrides>: <status> <test error> (<time>)`` with the runs skipped, failed and left and an ETA
-from the finished runs. Under submitit, whose jobs' output goes to their own log files, the sweep's
-process prints the lines as they arrive.
+Every job, in whichever process the launcher runs it (basic: the sweep's own; parallel: a joblib
+worker; submitit: its own job), appends its outcome to ``<sweep dir>/.progress/<sweep start>.jsonl``
+and prints ``[k/N] <overrides>: <status> <test error> (<time>)`` with the runs skipped, failed and left
+and an ETA from the finished runs. Under submitit, whose jobs' output goes to their own log files, the
+sweep's process prints the lines as they arrive. A run's own progress (a bar, or a line per epoch) is
+:func:`src.training.callbacks.progress_callback`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
+from src.run.provenance import redact
+from src.training.callbacks import fmt_seconds
 
-from src.provenance import redact
-
-log = logging.getLogger(__name__)
-BARS = ("tqdm", "rich")
-
-
-def fmt_seconds(seconds: float) -> str:
-    """``42s``, ``3m05s``, ``2h07m``."""
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def is_terminal(stream: Any = None) -> bool:
-    stream = stream if stream is not None else sys.stdout
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-class EpochLines(pl.Callback):
-    """Progress without a terminal: a log line at the end of each epoch (train loss, val error, steps
-    per second, time per epoch, ETA of the run), and a heartbeat line every ``heartbeat_minutes`` within
-    an epoch (step k of n, steps per second, ETA of the epoch)."""
-
-    def __init__(self, heartbeat_minutes: float = 5.0) -> None:
-        self.heartbeat_seconds = 60.0 * float(heartbeat_minutes)
-        self._fit_start = self._epoch_start = self._last_beat = 0.0
-        self._epoch_steps = 0
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._fit_start = time.perf_counter()
-        self._first_epoch = trainer.current_epoch
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_start = self._last_beat = time.perf_counter()
-        self._epoch_steps = 0
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        self._epoch_steps += 1
-        now = time.perf_counter()
-        if self.heartbeat_seconds <= 0 or now - self._last_beat < self.heartbeat_seconds:
-            return
-        self._last_beat = now
-        rate = self._epoch_steps / max(now - self._epoch_start, 1e-9)
-        total = trainer.num_training_batches
-        if isinstance(total, int | float) and math.isfinite(total) and total > 0:
-            where = f"step {self._epoch_steps}/{int(total)} ({100 * self._epoch_steps / total:.0f}%)"
-            eta = f", epoch ETA {fmt_seconds((total - self._epoch_steps) / rate)}"
-        else:
-            where, eta = f"step {self._epoch_steps}", ""
-        log.info("epoch %d/%d: %s, %.1f steps/s%s", trainer.current_epoch + 1, trainer.max_epochs, where, rate, eta)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # after the epoch's validation; the module logs its loss and error (src/module.py)
-        now = time.perf_counter()
-        epoch, epochs = trainer.current_epoch + 1, trainer.max_epochs
-        per_epoch = (now - self._fit_start) / max(epoch - self._first_epoch, 1)
-        seconds = max(now - self._epoch_start, 1e-9)
-        log.info(
-            "epoch %d/%d: %d steps, %.1f steps/s, %s; run ETA %s",
-            epoch,
-            epochs,
-            self._epoch_steps,
-            self._epoch_steps / seconds,
-            fmt_seconds(seconds),
-            fmt_seconds(per_epoch * max(epochs - epoch, 0)),
-        )
-
-
-def progress_callback(
-    bar: str = "tqdm", heartbeat_minutes: float = 5.0, refresh_rate: int = 1, terminal: bool | None = None
-) -> pl.Callback:
-    """A progress bar (``bar``: ``tqdm`` or ``rich``) when stdout is a terminal, else :class:`EpochLines`.
-
-    ``terminal`` forces one or the other (``None``: ask stdout)."""
-    if bar not in BARS:
-        raise ValueError(f"callbacks.progress.bar={bar}: allowed are {', '.join(BARS)}")
-    if not (is_terminal() if terminal is None else terminal):
-        return EpochLines(heartbeat_minutes)
-    if bar == "rich":
-        from pytorch_lightning.callbacks import RichProgressBar
-
-        return RichProgressBar(refresh_rate=refresh_rate)
-    from pytorch_lightning.callbacks import TQDMProgressBar
-
-    return TQDMProgressBar(refresh_rate=refresh_rate)
-
-
-# --------------------------------------------------------------------------------------------- sweeps
 PROGRESS_DIR = ".progress"
 _pollers: dict[str, tuple[threading.Thread, threading.Event]] = {}
 
@@ -230,8 +127,8 @@ def job_event(run_dir: Path, overrides: str, started: float, job_started: float,
     """One job's outcome from what it left in its run directory: completed, diverged or failed (with
     its test error), skipped (a record completed before this sweep began; any other status of an older record, e.g.
     a killed run's "running", is shown as it is) or refused."""
-    from src.records import RECORD_FILE, read_record
-    from src.resume import REFUSAL_FILE
+    from src.run.records import RECORD_FILE, read_record
+    from src.run.resume import REFUSAL_FILE
 
     now = time.time()
     status, error = "failed" if job_failed else "unknown", math.nan
