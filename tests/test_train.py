@@ -117,8 +117,11 @@ def test_multirun_writes_one_record_per_config_and_the_report_tables_them(tmp_pa
     bn4 = runs[(runs.norm == "bn") & (runs.batch == 4)].test_error.item()
     assert f"| bn | {bn4:.2f} (1) |" in summary
     assert "python -m src.report" in summary and "commit:" in summary
-    rebuilt = (
-        f"python -m src.train -m hydra.sweep.dir={sweep} norm=bn,gn batch=4,16 dataset=digits epochs=1 "
+    from src.report.commands import project_relative
+
+    rebuilt = (  # the sweep directory as the checkout it was launched from names it, never an absolute path
+        f"python -m src.train -m hydra.sweep.dir={project_relative(str(sweep))} norm=bn,gn batch=4,16 dataset=digits"
+        " epochs=1 "
         "'model.widths=[8,16]' study=smoke"
     )
     assert f"- runs launched by: `{rebuilt}`" in summary

@@ -350,7 +350,7 @@ def provenance(argv: list[str]) -> str:
     """The command, commit, machine and date a written plan came from."""
     from datetime import datetime, timezone
 
-    from src.provenance import git_commit, machine_description
+    from src.run.provenance import git_commit, machine_description
 
     machine = machine_description()
     command = " ".join(["python -m src.report", *argv])
