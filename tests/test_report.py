@@ -518,6 +518,7 @@ def test_a_results_folder_rebuilds_with_the_claims_file_of_its_last_report(tmp_p
 
 def test_a_failure_mid_report_leaves_the_earlier_report_intact(tmp_path, monkeypatch):
     import src.report.__main__ as cli
+    import src.report.pipeline as pipeline
 
     first = {("bn", 2): [30.0, 31.0], ("bn", 32): [20.0, 20.5], ("gn", 32): [21.0, 21.5]}  # every claimed norm
     write_records(tmp_path / "m", grid("delta", first, report=SPEC))
@@ -529,13 +530,13 @@ def test_a_failure_mid_report_leaves_the_earlier_report_intact(tmp_path, monkeyp
     def broken(*args: Any, **kwargs: Any) -> str:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(cli, "render_claims", broken)
+    monkeypatch.setattr(pipeline, "render_claims", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         cli.main([str(tmp_path / "m"), "--out", str(out)])
     assert {str(p.relative_to(out)): p.read_bytes() for p in (out / "delta").rglob("*") if p.is_file()} == before
 
     monkeypatch.undo()
-    monkeypatch.setattr(cli, "error_vs_batch", broken)  # a figure that fails is a warning only
+    monkeypatch.setattr(pipeline, "error_vs_batch", broken)  # a figure that fails is a warning only
     with pytest.warns(UserWarning, match="error_vs_batch.png not drawn"):
         assert cli.main([str(tmp_path / "m"), "--out", str(out)]) == 0
     assert len(pd.read_csv(out / "delta" / "runs.csv")) == 8

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from src.report.__main__ import EXPERIMENTS, read_spec_file
+from src.report.pipeline import EXPERIMENTS, read_spec_file
 
 
 def write(path: Path, data: dict) -> Path:

@@ -223,7 +223,7 @@ def _versions(root: Path, rel: str, follow: dict[str, str]) -> tuple[list[Versio
 
 def _block(read: Callable[[str], str | None], path: str, seen: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """The ``report`` block of the study file at ``path`` as ``read`` gives it, composed over the studies of
-    its folder named in ``defaults`` (as ``src.report.__main__.read_spec_file``); None when it is absent."""
+    its folder named in ``defaults`` (as ``src.report.pipeline.read_spec_file``); None when it is absent."""
     text = read(path)
     if text is None:
         return None
