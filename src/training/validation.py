@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,8 +29,21 @@ def validate_config(cfg: DictConfig) -> None:
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed={cfg.seed!r} is invalid: it must be an integer")
     base_lr = cfg.optim.get("base_lr")
-    if not isinstance(base_lr, int | float) or isinstance(base_lr, bool) or base_lr <= 0:
-        raise ConfigError(f"optim.base_lr={base_lr!r} is invalid: it must be a number > 0")
+    if not isinstance(base_lr, int | float) or isinstance(base_lr, bool) or not math.isfinite(base_lr) or base_lr <= 0:
+        raise ConfigError(f"optim.base_lr={base_lr!r} is invalid: it must be a finite number > 0")
+    for key in ("compile", "resume", "force", "standardize_weights"):
+        value = cfg.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is invalid: it must be true or false")
+    study = cfg.get("study")
+    if not isinstance(study, str) or not STUDY_NAME.fullmatch(study):
+        raise ConfigError(
+            f"study={study!r} is invalid: it must be a plain name (letters, digits, '_', '-', '.'; no '/' or '..'),"
+            " since it names the sweep directory multirun/<study>/"
+        )
+
+
+STUDY_NAME = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9_.-]+")
 
 
 def probe_forward(net: nn.Module, batch: int, input_shape: Sequence[int], norm_name: str) -> None:
