@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from src.run.study_file import parent_studies
+
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "conf" / "experiment"
 SWEEPS = ROOT / "sweeps"
@@ -33,7 +35,7 @@ def studies(directory: Path = EXPERIMENTS) -> dict[str, str]:
             continue
         title = (data.get("report") or {}).get("title") if isinstance(data.get("report"), dict) else None
         if not title:
-            bases = [d for d in data.get("defaults") or [] if isinstance(d, str) and d not in ("train", "_self_")]
+            bases = parent_studies(data)
             title = f"(a variant of {bases[0]})" if bases else ""
         found[path.stem] = str(title)
     return found

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from src.report.cells import Cell
-from src.report.checks import SpecError
 from src.report.gate import FAILED, PARTLY, PASSED, WAIVED, GateRule, annealed, check, shorter_schedule
 from src.report.spec import check_claim, check_spec
+from src.report.spec_checks import SpecError
 
 
 def curve(epochs: int, final_val: float, cosine: bool = True) -> pd.DataFrame:

@@ -649,7 +649,7 @@ def test_the_report_orders_and_labels_norms_by_what_their_records_say(tmp_path):
     records = grid("own", {("bn", 8): [20.0, 21.0], ("gn", 8): [22.0, 23.0]})
     records += [make_record("own", "mynorm", 8, seed, 19.0 + seed, norm_info=info) for seed in range(2)]
     runs = runs_of(records, tmp_path)
-    from src.report.norms import NormCatalog
+    from src.report.norm_info import NormCatalog
     from src.report.tables import pivot_table, summarize
 
     catalog = NormCatalog.from_runs(runs)

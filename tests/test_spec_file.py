@@ -48,3 +48,33 @@ def test_norm_compare_cifar10_states_its_own_claims_with_the_questions_margins()
     assert claims["gn_close_to_bn_at_32"]["within"] == 1.0
     assert claims["in_worst_norm"]["kind"] == "worst" and claims["in_worst_norm"]["others"] == ["bn", "gn", "ln"]
     assert spec["title"] != parent["title"]
+
+
+def test_one_reader_composes_every_study_file_for_report_plan_and_registration(tmp_path: Path) -> None:
+    """Issue 30: the report's block, the planner's sweep and the registration check's versions all come
+    from src.run.study_file; the git reader (a callable) and the disk reader give the same composition."""
+    from src.report.plan import compose_study as plan_compose
+    from src.report.registration import _block
+    from src.run.study_file import compose_study, report_block
+
+    write(tmp_path / "base.yaml", {"epochs": 16, "report": {"title": "base", "claims": [{"id": "a"}]}})
+    child = write(tmp_path / "child.yaml", {"defaults": ["base", "_self_"], "batch": 2, "report": {"title": "c"}})
+    composed = compose_study(child)
+    assert composed == {"epochs": 16, "batch": 2, "report": {"title": "c", "claims": [{"id": "a"}]}}
+    assert plan_compose(child) == composed
+    assert report_block(child) == read_spec_file(child) == composed["report"]
+    texts = {str(p): p.read_text(encoding="utf-8") for p in tmp_path.glob("*.yaml")}
+    assert _block(texts.get, str(child)) == composed["report"]
+    assert _block(texts.get, str(tmp_path / "absent.yaml")) is None
+
+
+def test_no_module_but_the_one_reader_composes_study_files() -> None:
+    """The composition (parents from ``defaults``, merged by OmegaConf) is written once."""
+    from .conftest import ROOT
+
+    composing = [
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "src").rglob("*.py")
+        if "OmegaConf.merge" in p.read_text(encoding="utf-8") and '.get("defaults")' in p.read_text(encoding="utf-8")
+    ]
+    assert composing == ["src/run/study_file.py"]

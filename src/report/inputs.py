@@ -1,7 +1,7 @@
 """Checks of what a report is given, made before anything is computed or written.
 
 Each fails with one line naming the flag or key, its value and what is allowed
-(:class:`src.report.checks.SpecError`), and the report exits with status 2:
+(:class:`src.report.spec_checks.SpecError`), and the report exits with status 2:
 
 - :func:`check_claims_file`: ``--claims`` must name a readable study file with a ``report`` block (a
   missing file is never a reason to judge other claims instead);
@@ -19,11 +19,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from src.report.checks import SpecError, fail
 from src.report.claims import claims_of
 from src.report.kinds import find_kind
 from src.report.kinds.order import parse_order
 from src.report.load import IDENTITY, RunSet, Skipped, load_runs_csv
+from src.report.spec_checks import SpecError, fail
 
 TEXT_KEYS = {"id", "claim", "text", "note", "published", "kind", "metric", "convergence", "budget"}
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from src.report.curves import mean_curve
 from src.report.figure import LEGEND_COLUMNS, finish, panel_grid, panel_title, panels, save, varying
-from src.report.norms import NormCatalog
+from src.report.norm_info import NormCatalog
 from src.report.plots import figure_title, label_rows, legend_label, line_style, lines_of, schedules
 
 NOTE = "Each line: a cell's mean over its seeds. Line style: WS solid, no WS dashed; marker: the schedule."

@@ -20,7 +20,7 @@ from src.report.claims import (
 from src.report.commands import sweep_commands
 from src.report.gate import GateRule
 from src.report.load import Skipped
-from src.report.norms import NormCatalog
+from src.report.norm_info import NormCatalog
 from src.report.slices import SLICE
 from src.report.stats import ALPHA, POWER
 from src.report.tables import pivot_table, reference_table, summary_metrics

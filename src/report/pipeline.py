@@ -18,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from omegaconf import OmegaConf
 
 from src.report.claims import VERDICTS, ClaimResult, claims_of, evaluate_claims, named_columns
 from src.report.commands import sweep_commands
@@ -32,7 +31,7 @@ from src.report.load import (
     tidy,
 )
 from src.report.markdown import render_claims, render_summary
-from src.report.norms import NormCatalog
+from src.report.norm_info import NormCatalog
 from src.report.plots import choose_bar_batch, error_by_norm, error_vs_batch
 from src.report.recipes import recipe_report
 from src.report.registration import check_registration
@@ -41,6 +40,7 @@ from src.report.tables import summarize
 from src.run.atomic import write_bytes_atomic, write_text_atomic
 from src.run.provenance import PROJECT_ROOT
 from src.run.records import RECORD_FILE, RUNS_FILE, RunRecord, write_runs
+from src.run.study_file import report_block
 
 EXPERIMENTS = PROJECT_ROOT / "conf" / "experiment"  # the study files (sweeps/<study>.yaml includes one)
 LEGACY_RECORDS = "records"  # where reports before runs.jsonl copied the records
@@ -49,34 +49,13 @@ LEGACY_RECORDS = "records"  # where reports before runs.jsonl copied the records
 def read_spec_file(path: Path) -> dict[str, Any] | None:
     """The ``report`` block of a study file, as Hydra would compose it: a study that names another study
     of its folder in ``defaults`` (``- norm_compare``) inherits that study's block, and its own keys are
-    merged over it (mappings merge, lists such as ``claims`` are replaced). Only the ``report`` key is
-    read, so Hydra itself is not needed."""
-    block = _report_block(Path(path), seen=())
-    return block if block else None
-
-
-def _report_block(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    merged over it (mappings merge, lists such as ``claims`` are replaced); see :mod:`src.run.study_file`.
+    A file that cannot be read gives a warning and None."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
+        return report_block(Path(path))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         warnings.warn(f"cannot read claims from {path}: {error}", stacklevel=2)
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    own = data.get("report") if isinstance(data.get("report"), dict) else {}
-    merged: dict[str, Any] = {}
-    for entry in data.get("defaults") or []:
-        if isinstance(entry, str) and entry != "_self_" and "/" not in entry and path not in seen:
-            parent = path.with_name(f"{entry}.yaml")
-            if parent.exists():
-                merged = _merge(merged, _report_block(parent, (*seen, path)))
-    return _merge(merged, own)
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` merged into ``base`` by OmegaConf, as Hydra composes: mappings merge, lists are replaced."""
-    merged = OmegaConf.to_container(OmegaConf.merge(base, over))
-    return merged if isinstance(merged, dict) else {}
+        return None
 
 
 def remembered_claims(directories: list[str], study: str) -> str | None:

@@ -45,15 +45,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from omegaconf import OmegaConf
 
 from src.report.cells import Cell, Test, as_text
-from src.report.checks import SpecError
 from src.report.claims import DESIGN, claims_of
 from src.report.kinds import find_kind
 from src.report.load import load_run_set, varying_config, with_config_columns
 from src.report.spec import check_claim, check_spec
+from src.report.spec_checks import SpecError
 from src.report.stats import ALPHA, MAX_SEEDS, POWER, CellModel, power_one_sided, power_tost, seeds_needed
+from src.run import study_file
 from src.run.atomic import write_text_atomic
 
 EFFECT = 1.0  # points of error: the smallest effect a user would act on
@@ -154,17 +154,10 @@ def values_of(value: Any) -> list[str]:
     return [v.strip() for v in (found.group(1) if found else text).split(",") if v.strip()]
 
 
-def compose_study(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The study file over the studies it names in ``defaults``, merged as Hydra composes (and as the
-    report's ``read_spec_file`` reads the ``report`` block); read for its sweep."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    merged = OmegaConf.create({})
-    for entry in data.get("defaults") or []:
-        parent = path.with_name(f"{entry}.yaml") if isinstance(entry, str) and "/" not in entry else None
-        if parent and entry != "_self_" and path not in seen and parent.exists():
-            merged = OmegaConf.merge(merged, compose_study(parent, (*seen, path)))
-    own = OmegaConf.create({k: v for k, v in data.items() if k != "defaults"})
-    return OmegaConf.to_container(OmegaConf.merge(merged, own))
+def compose_study(path: Path) -> dict[str, Any]:
+    """The study file over the studies it names in ``defaults``, as Hydra composes it (the one reader,
+    :func:`src.run.study_file.compose_study`); read for its sweep."""
+    return study_file.compose_study(path) or {}
 
 
 def design_of(study: dict[str, Any]) -> tuple[pd.DataFrame, list[int]]:

@@ -35,7 +35,7 @@ from src.report.figure import (
     short_setting,
     varying,
 )
-from src.report.norms import NormCatalog
+from src.report.norm_info import NormCatalog
 from src.report.slices import SLICE, natural_key
 
 __all__ = ["choose_bar_batch", "error_by_norm", "error_vs_batch", "natural_key", "panel_title"]

@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from src.report.figure import MARKERS, SHORT_VALUES, panel_grid, save
-from src.report.norms import NormCatalog
+from src.report.norm_info import NormCatalog
 
 COLOURS = ["#4c4c4c", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22"]
 VALUE_LABELS = {  # what a value does, for the legend (src/data/augment.py)

@@ -34,7 +34,7 @@ import pandas as pd
 import yaml
 
 from src.report.load import Skipped, config_leaves
-from src.report.norms import NormCatalog
+from src.report.norm_info import NormCatalog
 from src.report.tables import format_cell
 
 SELECTION_METRIC = "val_error"

@@ -20,9 +20,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
 
 from src.run.provenance import PROJECT_ROOT
+from src.run.study_file import compose_study, parent_studies
 
 GIT = "git"
 TIMEOUT_S = 30
@@ -200,7 +200,7 @@ def _versions(root: Path, rel: str, follow: dict[str, str]) -> tuple[list[Versio
     """Every version of the composed report block, oldest first: each commit that changed the study file or
     a study its working-tree version extends (in each folder the file had), then the working tree's when it
     differs; and the versions that could not be read."""
-    parents = _defaults(yaml.safe_load((root / rel).read_text(encoding="utf-8")))
+    parents = parent_studies(yaml.safe_load((root / rel).read_text(encoding="utf-8")))
     folders = {PurePosixPath(path).parent for path in follow.values()}
     watched = sorted({*follow.values(), *(str(folder / f"{name}.yaml") for folder in folders for name in parents)})
     out = _git(root, "log", "--format=%H%x09%cI", "--", *watched) or ""
@@ -221,31 +221,12 @@ def _versions(root: Path, rel: str, follow: dict[str, str]) -> tuple[list[Versio
     return versions, skipped
 
 
-def _block(read: Callable[[str], str | None], path: str, seen: tuple[str, ...] = ()) -> dict[str, Any] | None:
+def _block(read: Callable[[str], str | None], path: str) -> dict[str, Any] | None:
     """The ``report`` block of the study file at ``path`` as ``read`` gives it, composed over the studies of
-    its folder named in ``defaults`` (as ``src.report.pipeline.read_spec_file``); None when it is absent."""
-    text = read(path)
-    if text is None:
-        return None
-    data = yaml.safe_load(text) or {}
-    merged: dict[str, Any] = {}
-    for name in _defaults(data):
-        parent = str(PurePosixPath(path).parent / f"{name}.yaml")
-        if parent not in seen and parent != path:
-            merged = _merge(merged, _block(read, parent, (*seen, path)) or {})
-    own = data.get("report") if isinstance(data, dict) else None
-    return _merge(merged, own if isinstance(own, dict) else {})
-
-
-def _defaults(data: Any) -> list[str]:
-    """The studies of the same folder a study file extends (its plain ``defaults`` entries)."""
-    entries = data.get("defaults") if isinstance(data, dict) else None
-    return [e for e in entries or [] if isinstance(e, str) and e != "_self_" and "/" not in e]
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = OmegaConf.to_container(OmegaConf.merge(base, over))
-    return merged if isinstance(merged, dict) else {}
+    its folder named in ``defaults`` (:func:`src.run.study_file.compose_study`); None when it is absent."""
+    study = compose_study(path, read)
+    block = study.get("report") if study is not None else None
+    return None if study is None else block if isinstance(block, dict) else {}
 
 
 def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from src.report.checks import SpecError, cell, fail, keys, number
 from src.report.kinds import COMMON_KEYS, KINDS, find_kind
+from src.report.spec_checks import SpecError, cell, fail, keys, number
 
 REPORT_KEYS = {
     "title",

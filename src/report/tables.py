@@ -9,7 +9,7 @@ import pandas as pd
 
 from src.report.cells import as_text
 from src.report.load import setting_columns
-from src.report.norms import NormCatalog
+from src.report.norm_info import NormCatalog
 from src.report.slices import SLICE, missing, natural_key
 from src.report.stats import mean_ci
 

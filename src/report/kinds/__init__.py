@@ -12,8 +12,8 @@ import importlib
 import pkgutil
 
 from src.report.cells import Cell, Test
-from src.report.checks import SpecError, fail
 from src.report.kinds.base import COMMON_KEYS, KINDS, ClaimKind, Tests, find_kind, kind_name, register
+from src.report.spec_checks import SpecError, fail
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):  # each registers its kind(s)
     importlib.import_module(f"{__name__}.{_module}")

@@ -4,7 +4,7 @@ A kind is a :class:`ClaimKind` subclass, registered under its name with :func:`r
 
 - ``keys``: the claim keys it reads (beside :data:`COMMON_KEYS`, which every claim may carry); any other
   key fails the spec check with one line;
-- :meth:`ClaimKind.check`: its spec check, failing with :class:`src.report.checks.SpecError`, e.g.
+- :meth:`ClaimKind.check`: its spec check, failing with :class:`src.report.spec_checks.SpecError`, e.g.
   ``report.claims[1] (gn_flat).within = -1: must be a number > 0``;
 - :meth:`ClaimKind.columns`: the columns its cells name (they join the cell-means model's design);
 - :meth:`ClaimKind.build`: its pre-specified tests, each a :class:`src.report.cells.Test` with contrast
@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from src.report.cells import Cell, Test
-from src.report.checks import SpecError, fail
+from src.report.spec_checks import SpecError, fail
 
 COMMON_KEYS = frozenset(
     {"id", "claim", "text", "kind", "metric", "where", "published", "note", "convergence", "budget"}
@@ -51,7 +51,7 @@ class ClaimKind:
     keys: ClassVar[frozenset[str]] = frozenset()
 
     def check(self, key: str, claim: dict[str, Any]) -> None:
-        """Fail with one line (:func:`src.report.checks.fail`) at the first problem of ``claim``; ``key``
+        """Fail with one line (:func:`src.report.spec_checks.fail`) at the first problem of ``claim``; ``key``
         names it, e.g. ``report.claims[1] (gn_flat)``. Common keys and number bounds are checked already."""
 
     def columns(self, claim: dict[str, Any]) -> list[str]:

@@ -24,8 +24,8 @@ from typing import Any
 import pandas as pd
 
 from src.report.cells import SYMBOL, Cell, Test
-from src.report.checks import cell, fail
 from src.report.kinds.base import ClaimKind, Tests, register
+from src.report.spec_checks import cell, fail
 
 
 def label(weights: dict[Cell, float]) -> str:

@@ -12,9 +12,9 @@ from typing import Any
 import pandas as pd
 
 from src.report.cells import SYMBOL
-from src.report.checks import fail
 from src.report.kinds.base import Tests, register
 from src.report.kinds.pairs import PairKind
+from src.report.spec_checks import fail
 
 
 @register("difference")

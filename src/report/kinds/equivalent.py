@@ -6,9 +6,9 @@ from typing import Any
 
 import pandas as pd
 
-from src.report.checks import fail
 from src.report.kinds.base import Tests, register
 from src.report.kinds.pairs import PairKind
+from src.report.spec_checks import fail
 
 
 @register("equivalent")

@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 
 from src.report.cells import Test
-from src.report.checks import fail
 from src.report.kinds.base import ClaimKind, Tests, register
+from src.report.spec_checks import fail
 
 
 @register("flat")

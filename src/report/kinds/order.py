@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from src.report.checks import fail
 from src.report.kinds.base import ClaimKind, Tests, register
+from src.report.spec_checks import fail
 
 RELATIONS = {"<": "<", "≲": "≲", "<=": "≲", "≤": "≲"}
 ORDER = re.compile(r"^\s*[\w-]+(\s*(<=|≤|≲|<)\s*[\w-]+)+\s*$")

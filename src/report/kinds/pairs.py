@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from src.report.cells import Cell
-from src.report.checks import cell, fail
 from src.report.kinds.base import ClaimKind
+from src.report.spec_checks import cell, fail
 
 
 class PairKind(ClaimKind):

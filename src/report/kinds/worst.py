@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from src.report.checks import fail
 from src.report.kinds.base import ClaimKind, Tests, register
+from src.report.spec_checks import fail
 
 
 @register("worst")
