@@ -109,6 +109,9 @@ class ArrayDataModule(pl.LightningDataModule):
         self.splits: dict[str, TensorDataset] = {}
         self.mean = torch.zeros(1)
         self.std = torch.ones(1)
+        # set by the trainer's builder for the fused loop (src/training/epoch_loop.py), which draws each
+        # epoch on the device itself: training then serves one tick per epoch
+        self.fused_loop = False
 
     def load_arrays(self) -> ImageArrays:
         """Return the raw dataset; subclasses implement this."""
@@ -214,7 +217,9 @@ class ArrayDataModule(pl.LightningDataModule):
             images, labels, batch_size, shuffle=train, drop_last=train, shard=rank, num_shards=world_size
         )
 
-    def train_dataloader(self) -> DataLoader | DeviceBatches:
+    def train_dataloader(self) -> DataLoader | DeviceBatches | list[int]:
+        if self.fused_loop:
+            return [0]
         on_device = self._device_batches("train", self.batch_size, train=True)
         if on_device is not None:
             return on_device
@@ -251,6 +256,8 @@ class ArrayDataModule(pl.LightningDataModule):
         return self._eval_loader("test")
 
     def on_after_batch_transfer(self, batch: list[torch.Tensor], dataloader_idx: int) -> list[torch.Tensor]:
+        if self.fused_loop and self.trainer is not None and self.trainer.training:
+            return batch  # the fused loop's epoch tick
         images, labels = batch
         images = images.float().div_(255.0)
         if self.augment is not None and self.trainer is not None and self.trainer.training:

@@ -72,7 +72,8 @@ class DivergenceGuard(pl.Callback):
 
     def _check(self, loss: Any, trainer: pl.Trainer) -> None:
         if loss is not None and not bool(torch.isfinite(loss).all()):
-            where = f"step {trainer.global_step}, epoch {trainer.current_epoch}"
+            steps = getattr(trainer.lightning_module, "steps_trained", None)
+            where = f"step {steps() if callable(steps) else trainer.global_step}, epoch {trainer.current_epoch}"
             raise Diverged(f"training loss is {float(loss)} at {where}")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any) -> None:

@@ -30,6 +30,7 @@ from src.norms import Normalization, describe_norm_layers, norm_state, standardi
 from src.run.provenance import package_versions
 from src.training.callbacks import DivergenceGuard, KeepWeights, MemoryMonitor, TrainTimer
 from src.training.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
+from src.training.fused_step import mode_for
 from src.training.module import Classifier
 from src.training.perf import warn_device_mismatch
 from src.training.validation import probe_forward
@@ -169,11 +170,14 @@ def build_experiment(
     )
     warn_device_mismatch(trainer.strategy.root_device, cfg.trainer.get("accelerator"))
     batches = batch_sizes(cfg.batch, trainer.world_size, norm)
+    fused = mode_for(cfg.get("fused_step", "off"), trainer.strategy.root_device, net, trainer.world_size)
+    datamodule.fused_loop = fused is not None  # one training tick per epoch (src/training/epoch_loop.py)
     module = Classifier(
         net=net,
         num_classes=datamodule.num_classes,
         global_batch=batches["global_batch"],
-        compile_mode=cfg.compile_mode if cfg.compile else None,
+        compile_mode=cfg.compile_mode if cfg.compile and fused is None else None,
+        fused=fused,
         **lr_arguments(cfg.optim),
     )
     return Experiment(datamodule, norm, net, module, trainer, batches, loggers, timer, memory)
@@ -209,8 +213,10 @@ def fit_and_test(experiment: Experiment, resume_from: Path | None, compiled: boo
         device=module.device,
         fit_seconds=fit_seconds,
         resumed_from_epoch=resumed_from_epoch,
-        compiled=compiled,
+        compiled=compiled or module.fused in ("compile", "graph"),
         norm_layers=norm_layers,
+        train_steps=module.steps_trained() if module.fused else None,
+        fused_step=module.fused,
     )
     return {**({"weights": kept[0]} if kept else {}), **fields}
 
@@ -231,10 +237,15 @@ def result_fields(
     resumed_from_epoch: int | None,
     compiled: bool,
     norm_layers: dict[str, int],
+    train_steps: int | None = None,
+    fused_step: str | None = None,
 ) -> dict[str, Any]:
     """The record fields a fitted and tested run produced (shared by unpacked and packed runs, so both
-    write records of one schema)."""
-    steps = int(trainer.global_step)
+    write records of one schema). ``train_steps``: the optimizer steps when Lightning does not count them
+    (the fused loop, :mod:`src.training.epoch_loop`, whose one Lightning step is an epoch); ``fused_step``:
+    its mode."""
+    steps = int(trainer.global_step) if train_steps is None else int(train_steps)
+    per_tick = steps / max(1, int(trainer.current_epoch)) if fused_step and train_steps else 1.0
     return {
         "lr": lr,
         "batches": batches,
@@ -245,10 +256,11 @@ def result_fields(
             "train_seconds": round(timer.seconds, 3),
             "train_steps": steps,
             "steps_per_second": round(steps / timer.seconds, 3) if timer.seconds > 0 else math.nan,
-            "median_step_ms": round(1e3 * timer.median_step_seconds, 3),
+            "median_step_ms": round(1e3 * timer.median_step_seconds / max(per_tick, 1.0), 3),
             "epochs_completed": int(trainer.current_epoch),
             "resumed_from_epoch": resumed_from_epoch,
             "compiled": compiled,
+            **({"fused_step": fused_step} if fused_step else {}),
         },
         "memory": {
             "peak_mb": round(memory.peak_mb(device), 1),

@@ -20,6 +20,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.schedules import Schedule, check_schedule, cosine, warmed_up
+from src.training.epoch_loop import EpochData, EpochLoop
+from src.training.fused_step import FusedSGDStep, sgd_settings
 from src.training.perf import compile_for_training
 
 log = logging.getLogger(__name__)
@@ -61,17 +63,25 @@ def lr_rule(
     return LearningRateRule(optimizer, lr, check_schedule(schedule), warmup_epochs)
 
 
+def lr_factor(rule: LearningRateRule, total_steps: int, max_epochs: int) -> Callable[[int], float]:
+    """The learning-rate multiplier at optimizer step ``t`` of ``total_steps``: linear warmup over the
+    rule's first ``warmup_epochs`` / ``max_epochs`` of training, then its schedule at t / total_steps. The
+    one definition used by the optimizer's scheduler and by the fused loop (:mod:`src.training.epoch_loop`)."""
+    total = max(1, int(total_steps))
+    warmup = rule.warmup_epochs / max(1, max_epochs)
+
+    def factor(step: int) -> float:
+        return warmed_up(rule.schedule, step / total, warmup)
+
+    return factor
+
+
 def optimizer_and_schedule(rule: LearningRateRule, params: Iterable[Any], trainer: pl.Trainer) -> dict[str, Any]:
     """What ``configure_optimizers`` returns: the rule's optimizer over ``params`` at its learning rate,
     and a scheduler stepped every optimizer step (linear warmup, then the schedule over the trainer's
     estimated steps)."""
     optimizer = rule.optimizer(params=params, lr=rule.lr)
-    total = max(1, int(trainer.estimated_stepping_batches))
-    warmup = rule.warmup_epochs / max(1, trainer.max_epochs or 1)
-
-    def factor(step: int) -> float:
-        return warmed_up(rule.schedule, step / total, warmup)
-
+    factor = lr_factor(rule, int(trainer.estimated_stepping_batches), trainer.max_epochs or 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -91,10 +101,25 @@ class Classifier(pl.LightningModule):
             function of the fraction of training done (:mod:`src.schedules`, a Hydra ``_partial_``),
             applied every step; ``base_lr``, ``base_batch``, ``scale_lr``: lr = base_lr × global_batch /
             base_batch when ``scale_lr``; ``warmup_epochs``: epochs of linear warmup at the start (0: none).
+        fused: ``eager``, ``compile`` or ``graph``: train through the fused epoch loop
+            (:mod:`src.training.epoch_loop`, the datamodule serving one tick per epoch); None: Lightning's
+            per-step loop with ``torch.optim``.
     """
 
-    def __init__(self, net: nn.Module, num_classes: int, global_batch: int, compile_mode: str | None = None, **lr: Any):
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        global_batch: int,
+        compile_mode: str | None = None,
+        fused: str | None = None,
+        **lr: Any,
+    ):
         super().__init__()
+        self.fused = fused
+        self.automatic_optimization = fused is None
+        self.loop: EpochLoop | None = None
+        self._loaded_loop: dict[str, Any] | None = None
         self.rule = lr_rule(global_batch=global_batch, **lr)
         self.net = net
         # training steps may run through a compiled view of the same module (parameters shared); kept
@@ -113,7 +138,34 @@ class Classifier(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def fused_loop(self) -> EpochLoop:
+        """The epoch loop of this run (a pack of one), built on the first epoch, on the device."""
+        if self.loop is None:
+            datamodule = self.trainer.datamodule
+            data = EpochData([datamodule], datamodule.batch_size, self.device)
+            net = self.net
+            settings = sgd_settings(self.rule.optimizer)
+            step = FusedSGDStep(
+                lambda x: net(x[0]).unsqueeze(0), list(net.parameters()), settings, mode=self.fused, members=1
+            )
+            epochs = int(self.trainer.max_epochs or 1)
+            self.loop = EpochLoop(
+                step, data, lr_factor(self.rule, data.steps * epochs, epochs), torch.tensor([self.lr])
+            )
+            if self._loaded_loop is not None:
+                self.loop.steps_done = int(self._loaded_loop["steps_done"])
+                step.load_state_dict(self._loaded_loop["step"])
+        return self.loop
+
+    def steps_trained(self) -> int:
+        """Optimizer steps trained so far (the fused loop counts its own; Lightning's for the other)."""
+        return self.loop.steps_done if self.loop is not None else int(self.trainer.global_step)
+
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.fused is not None:  # the batch is the epoch's tick: the loop draws the epoch itself
+            mean, last = self.fused_loop().run_epoch()
+            self.loss_sum, self.loss_count = mean[0], 1
+            return last[0]  # the epoch's last loss, for DivergenceGuard
         images, labels = batch
         loss = F.cross_entropy(self.train_net(images), labels)
         # summed on the device and logged once per epoch: Lightning's per-step logging costs more than a
@@ -132,7 +184,10 @@ class Classifier(pl.LightningModule):
         log one summary line."""
         loss = (self.loss_sum / self.loss_count).item() if self.loss_count else math.nan
         self.log("train/loss", loss, sync_dist=True)  # the mean over ranks under DDP
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else math.nan
+        if self.loop is not None:
+            lr = self.loop.last_lr
+        else:
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else math.nan
         mean_loss = float(self.trainer.strategy.reduce(torch.tensor(loss, device=self.device), reduce_op="mean"))
         self.curve.append(
             {"epoch": self.current_epoch, "train_loss": mean_loss, "val_error": self.last_val_error, "lr": lr}
@@ -172,12 +227,17 @@ class Classifier(pl.LightningModule):
             "last_val_error": self.last_val_error,
             "curve": list(self.curve),
         }
+        if self.loop is not None:
+            checkpoint["normlab"]["fused"] = {"steps_done": self.loop.steps_done, "step": self.loop.step.state_dict()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("normlab", {})
         self.best_val_error = state.get("best_val_error", self.best_val_error)
         self.last_val_error = state.get("last_val_error", self.last_val_error)
         self.curve = list(state.get("curve", self.curve))
+        self._loaded_loop = state.get("fused")
 
-    def configure_optimizers(self) -> dict:
+    def configure_optimizers(self) -> dict | None:
+        if self.fused is not None:
+            return None  # the fused step updates the parameters itself (its momentum is checkpointed)
         return optimizer_and_schedule(self.rule, self.net.parameters(), self.trainer)

@@ -35,6 +35,9 @@ def validate_config(cfg: DictConfig) -> None:
         value = cfg.get(key)
         if value is not None and not isinstance(value, bool):
             raise ConfigError(f"{key}={value!r} is invalid: it must be true or false")
+    fused = cfg.get("fused_step", "off")
+    if fused not in FUSED_CHOICES:
+        raise ConfigError(f"fused_step={fused!r} is invalid: choose one of {', '.join(FUSED_CHOICES)}")
     study = cfg.get("study")
     if not isinstance(study, str) or not STUDY_NAME.fullmatch(study):
         raise ConfigError(
@@ -43,6 +46,7 @@ def validate_config(cfg: DictConfig) -> None:
         )
 
 
+FUSED_CHOICES = ("off", "auto", "eager", "compile", "graph")  # src/training/fused_step.py
 STUDY_NAME = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9_.-]+")
 
 

@@ -43,10 +43,11 @@ class PackedDataModule(pl.LightningDataModule):
     """The members' datamodules side by side: loaders of per-member batches, and each member's
     device-side transform (augmentation, normalization) applied in its own RNG."""
 
-    def __init__(self, datamodules: Sequence[Any], rngs: Sequence[MemberRng]):
+    def __init__(self, datamodules: Sequence[Any], rngs: Sequence[MemberRng], fused: bool = False):
         super().__init__()
         self.members = list(datamodules)
         self.rngs = list(rngs)
+        self.fused = fused  # the fused loop draws its epochs itself: one training "batch" per epoch
 
     def _attach(self) -> None:
         for datamodule in self.members:
@@ -56,7 +57,10 @@ class PackedDataModule(pl.LightningDataModule):
         self._attach()
         return PackedLoader([getattr(dm, method)() for dm in self.members], self.rngs)
 
-    def train_dataloader(self) -> PackedLoader:
+    def train_dataloader(self) -> PackedLoader | list[int]:
+        if self.fused:
+            self._attach()
+            return [0]  # one tick per epoch: src.training.epoch_loop draws the epoch on the device
         return self._loader("train_dataloader")
 
     def val_dataloader(self) -> PackedLoader:
@@ -65,7 +69,9 @@ class PackedDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> PackedLoader:
         return self._loader("test_dataloader")
 
-    def on_after_batch_transfer(self, batch: list[Any], dataloader_idx: int) -> list[Any]:
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.fused and self.trainer is not None and self.trainer.training:
+            return batch  # the epoch tick
         out = []
         for datamodule, rng, member_batch in zip(self.members, self.rngs, batch, strict=True):
             with rng.active():

@@ -16,7 +16,9 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from src.sweep.pack.members import MemberRng
 from src.sweep.pack.network import PackedNet
-from src.training.module import lr_rule, optimizer_and_schedule
+from src.training.epoch_loop import EpochData, EpochLoop
+from src.training.fused_step import FusedSGDStep, sgd_settings
+from src.training.module import lr_factor, lr_rule, optimizer_and_schedule
 
 log = logging.getLogger(__name__)
 DIVERGENCE_EVERY = 25  # steps between loss checks, as src.training.callbacks.DivergenceGuard
@@ -24,10 +26,27 @@ DIVERGENCE_EVERY = 25  # steps between loss checks, as src.training.callbacks.Di
 
 class PackedClassifier(pl.LightningModule):
     """:class:`src.training.module.Classifier` for K members at once: the same loss, learning rate, schedule
-    and optimizer (over the stacked parameters), with every metric, curve and divergence per member."""
+    and optimizer (over the stacked parameters), with every metric, curve and divergence per member.
 
-    def __init__(self, net: PackedNet, num_classes: int, global_batch: int, rngs: Sequence[MemberRng], **lr: Any):
+    ``fused`` (``eager``, ``compile`` or ``graph``): train through the fused loop
+    (:mod:`src.training.epoch_loop`): one ``training_step`` per epoch running the epoch's steps of
+    :class:`src.training.fused_step.FusedSGDStep` on data drawn on the device; None: Lightning's per-step
+    loop with ``torch.optim`` (the reference the fused step is checked against)."""
+
+    def __init__(
+        self,
+        net: PackedNet,
+        num_classes: int,
+        global_batch: int,
+        rngs: Sequence[MemberRng],
+        fused: str | None = None,
+        **lr: Any,
+    ):
         super().__init__()
+        self.fused = fused
+        self.automatic_optimization = fused is None
+        self.loop: EpochLoop | None = None
+        self._loaded_loop: dict[str, Any] | None = None
         self.net = net
         self.size = net.size
         self.rngs = list(rngs)
@@ -56,7 +75,29 @@ class PackedClassifier(pl.LightningModule):
         logits = self.net(images)
         return torch.stack([F.cross_entropy(logits[k], batch[k][1]) for k in range(self.size)])
 
-    def training_step(self, batch: list[list[torch.Tensor]], batch_idx: int) -> torch.Tensor:
+    def fused_loop(self) -> EpochLoop:
+        """The epoch loop over the datamodule's members, built on the first epoch (on the device)."""
+        if self.loop is None:
+            members = self.trainer.datamodule.members
+            data = EpochData(members, members[0].batch_size, self.device, [rng.active for rng in self.rngs])
+            step = FusedSGDStep(
+                self.net, list(self.net.parameters()), sgd_settings(self.rule.optimizer), mode=self.fused
+            )
+            total = data.steps * int(self.trainer.max_epochs or 1)
+            base_lr = torch.full((self.size,), float(self.lr))
+            self.loop = EpochLoop(step, data, lr_factor(self.rule, total, int(self.trainer.max_epochs or 1)), base_lr)
+            if self._loaded_loop is not None:
+                self.loop.steps_done = int(self._loaded_loop["steps_done"])
+                step.load_state_dict(self._loaded_loop["step"])
+            for index in self.diverged:
+                step.active[index] = False
+        return self.loop
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        if self.fused is not None:
+            mean, self.last_losses = self.fused_loop().run_epoch()
+            self.loss_sum, self.loss_count = mean, 1
+            return None
         losses = self.member_losses(batch)
         self.last_losses = losses.detach()
         self.loss_sum += self.last_losses
@@ -72,14 +113,16 @@ class PackedClassifier(pl.LightningModule):
         for index, ok in enumerate(finite):
             if not ok and index not in self.diverged:
                 loss = float(self.last_losses[index])
-                where = f"step {self.trainer.global_step}, epoch {self.trainer.current_epoch}"
+                where = f"step {self.steps_trained()}, epoch {self.trainer.current_epoch}"
                 self.diverged[index] = f"training loss is {loss} at {where}"
                 log.warning("pack member %d diverged: %s (the others go on)", index, self.diverged[index])
+                if self.loop is not None:
+                    self.loop.step.active[index] = False
         if len(self.diverged) == self.size:
             self.trainer.should_stop = True
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.trainer.global_step % DIVERGENCE_EVERY == 0:
+        if self.fused is None and self.trainer.global_step % DIVERGENCE_EVERY == 0:
             self.check_divergence()
 
     def on_train_epoch_start(self) -> None:
@@ -89,7 +132,10 @@ class PackedClassifier(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.check_divergence()
         losses = (self.loss_sum / self.loss_count).tolist() if self.loss_count else [math.nan] * self.size
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else math.nan
+        if self.loop is not None:
+            lr = self.loop.last_lr
+        else:
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else math.nan
         for index in range(self.size):  # a diverged member's curve is not recorded (nor is an unpacked one's)
             self.last_train_loss[index] = losses[index]
             self.curves[index].append(
@@ -143,6 +189,11 @@ class PackedClassifier(pl.LightningModule):
             "diverged": dict(self.diverged),
             "rng": [rng.state for rng in self.rngs],
         }
+        if self.loop is not None:
+            checkpoint["normlab_pack"]["fused"] = {
+                "steps_done": self.loop.steps_done,
+                "step": self.loop.step.state_dict(),
+            }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("normlab_pack", {})
@@ -153,6 +204,13 @@ class PackedClassifier(pl.LightningModule):
         self.diverged = {int(k): v for k, v in state.get("diverged", {}).items()}
         for rng, saved in zip(self.rngs, state.get("rng", []), strict=False):
             rng.state = saved
+        self._loaded_loop = state.get("fused")
 
-    def configure_optimizers(self) -> dict:
+    def steps_trained(self) -> int:
+        """Optimizer steps trained so far (the fused loop counts its own; Lightning's for the other)."""
+        return self.loop.steps_done if self.loop is not None else int(self.trainer.global_step)
+
+    def configure_optimizers(self) -> dict | None:
+        if self.fused is not None:
+            return None  # the fused step updates the parameters itself (its momentum is checkpointed above)
         return optimizer_and_schedule(self.rule, self.net.parameters(), self.trainer)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from src.norms import describe_norm_layers
 from src.run import lifecycle
@@ -31,6 +32,7 @@ from src.sweep.pack.network import PackedNet, PackRefused, check_packable
 from src.training.callbacks import MemoryMonitor, TrainTimer
 from src.training.checkpointing import AtomicCheckpointIO, LastCheckpoint
 from src.training.experiment import batch_sizes, build, lr_arguments, result_fields, resumed_epoch
+from src.training.fused_step import mode_for
 from src.training.process import run_settings
 from src.training.single import train
 
@@ -65,7 +67,8 @@ def fit_pack(
     cfg = built[0].member.cfg
     rngs = [b.rng for b in built]
     net = PackedNet([b.net for b in built])
-    datamodule = PackedDataModule([b.datamodule for b in built], rngs)
+    fused = fused_mode(cfg, built)
+    datamodule = PackedDataModule([b.datamodule for b in built], rngs, fused=fused is not None)
     timer, memory = TrainTimer(), MemoryMonitor()
     checkpoint = pack_dir / CHECKPOINT_DIR / "last.ckpt"
     trainer: pl.Trainer = build(
@@ -82,6 +85,7 @@ def fit_pack(
         num_classes=built[0].datamodule.num_classes,
         global_batch=batches["global_batch"],
         rngs=rngs,
+        fused=fused,
         **lr_arguments(cfg.optim),
     )
     resume_from = checkpoint if resume and checkpoint.exists() else None
@@ -118,12 +122,22 @@ def fit_pack(
             device=module.device,
             fit_seconds=fit_seconds,
             resumed_from_epoch=resumed_from_epoch,
-            compiled=False,
+            compiled=fused in ("compile", "graph"),
             norm_layers=describe_norm_layers(member_net),
+            train_steps=module.steps_trained(),
+            fused_step=fused,
         )
         produced.append(fields)
     diverged = [module.diverged.get(index) for index in range(len(built))]
     return produced, diverged
+
+
+def fused_mode(cfg: Any, built: Sequence[BuiltMember]) -> str | None:
+    """The pack's fused-step mode (``fused_step``; :func:`src.training.fused_step.mode_for`) on the device
+    its trainer uses."""
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return mode_for(cfg.get("fused_step", "off"), torch.device("cuda" if on_gpu else "cpu"), built[0].net)
 
 
 METRICS_FILE = "metrics.csv"

@@ -1,0 +1,114 @@
+"""The fused training loop: one Lightning ``training_step`` per *epoch*, the epoch's steps inside it.
+
+Lightning keeps what it is good at (checkpoints, validation and test loops, loggers, callbacks, the
+progress and summary lines), all once per epoch; the hot loop has no Lightning hook, no optimizer
+object, no host read. We chose this epoch-level inner loop over Lightning Fabric because a run keeps
+one LightningModule whose checkpoints, callbacks and validation are those of every other normlab run
+(resume, records and tests stay one code path), while Fabric would need a second trainer loop.
+
+Per epoch (:meth:`EpochLoop.run_epoch`):
+
+1. :class:`EpochData` draws every member's epoch on the device at once: its own permutation of its
+   training split (last partial batch dropped, as the loaders do), the dataset's augmentation, the
+   normalization, each inside the member's own RNG (a pack's :class:`src.sweep.pack.members.MemberRng`;
+   the global RNG for a single run). The result is (S, K, N, C, H, W): step, member, batch.
+2. The learning rate of every step of the epoch is the rule of :mod:`src.training.module`
+   (:func:`src.training.module.lr_factor`), written to one (S, K) device tensor.
+3. S calls of :class:`src.training.fused_step.FusedSGDStep`; the losses are summed on the device and
+   read back once, at the epoch's end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+
+from src.training.fused_step import FusedSGDStep
+
+
+class EpochData:
+    """Every member's training split on ``device`` (uint8, copied once), drawn per epoch.
+
+    Args:
+        datamodules: each member's set-up datamodule (``splits``, ``augment``, ``mean``, ``std``).
+        batch: images per step and member.
+        rng_contexts: per member, a callable giving the context its draws happen in (its own RNG).
+    """
+
+    def __init__(
+        self,
+        datamodules: Sequence[Any],
+        batch: int,
+        device: torch.device,
+        rng_contexts: Sequence[Callable[[], AbstractContextManager[Any]]] | None = None,
+    ):
+        self.datamodules = list(datamodules)
+        self.batch = batch
+        self.device = device
+        self.contexts = list(rng_contexts) if rng_contexts is not None else [nullcontext] * len(self.datamodules)
+        self.splits = []
+        for datamodule in self.datamodules:
+            images, labels = datamodule.splits["train"].tensors
+            self.splits.append((images.to(device), labels.to(device)))
+        counts = {len(labels) for _, labels in self.splits}
+        if len(counts) != 1:
+            raise ValueError(f"a pack's members need training splits of one size; they have {sorted(counts)}")
+        self.steps = counts.pop() // batch
+        if self.steps < 1:
+            raise ValueError(f"batch={batch} is larger than the training split ({len(self.splits[0][1])} images)")
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The epoch's batches: images (S, K, N, C, H, W) float, labels (S, K, N)."""
+        used = self.steps * self.batch
+        images_out, labels_out = [], []
+        for datamodule, (images, labels), context in zip(self.datamodules, self.splits, self.contexts, strict=True):
+            with context():
+                order = torch.randperm(len(labels), device=self.device)[:used]
+                batch = images[order].float().div_(255.0)
+                if datamodule.augment is not None:
+                    batch = datamodule.augment(batch, mean=datamodule.mean)
+            mean, std = datamodule.mean.to(self.device), datamodule.std.to(self.device)
+            images_out.append(((batch - mean) / std).reshape(self.steps, self.batch, *batch.shape[1:]))
+            labels_out.append(labels[order].reshape(self.steps, self.batch))
+        return torch.stack(images_out, dim=1), torch.stack(labels_out, dim=1)
+
+
+class EpochLoop:
+    """One epoch of fused steps (see the module docstring).
+
+    Args:
+        step: the fused step over the members' stacked parameters.
+        data: the members' epoch data.
+        lr_at: the learning-rate multiplier at a global step (warmup and schedule).
+        base_lr: (K,) each member's scaled learning rate.
+    """
+
+    def __init__(self, step: FusedSGDStep, data: EpochData, lr_at: Callable[[int], float], base_lr: torch.Tensor):
+        self.step = step
+        self.data = data
+        self.lr_at = lr_at
+        self.base_lr = base_lr.to(data.device)
+        self.steps_done = 0  # global steps trained (a checkpoint keeps it)
+        self.last_lr = float("nan")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.data.steps
+
+    def run_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train one epoch; returns the members' mean loss over it and their last step's loss (K,),
+        device tensors (the caller reads them once)."""
+        images, labels = self.data.draw()
+        factors = [self.lr_at(self.steps_done + i) for i in range(self.data.steps)]
+        lrs = torch.tensor(factors, device=self.data.device, dtype=torch.float32)[:, None] * self.base_lr[None, :]
+        total = torch.zeros(images.shape[1], device=self.data.device)
+        last = total
+        for index in range(self.data.steps):
+            last = self.step(images[index], labels[index], lrs[index])
+            total += last
+        self.steps_done += self.data.steps
+        self.last_lr = float(factors[-1] * self.base_lr[0]) if factors else float("nan")
+        return total / self.data.steps, last.clone()

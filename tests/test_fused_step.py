@@ -1,0 +1,270 @@
+"""The fused step (src/training/fused_step.py) is torch.optim.SGD on each member alone: a compiled packed
+run and the same members trained alone, eager, agree to float tolerance over 24 steps for every packable
+norm (issue 31); the fused epoch loop trains a pack end to end and resumes exactly."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from src.run.lifecycle import RunSpec
+from src.sweep.pack import PackedNet, build_member, check_packable
+from src.training.fused_step import FusedSGDStep, FusedStepRefused, SGDSettings, resolve_mode, sgd_settings
+
+from .test_pack import EXTRA, PACKABLE
+
+STEPS = 24
+# make gpu-check runs the exactness tests on the GPU with NORMLAB_TEST_DEVICE=cuda (then also as one CUDA graph)
+DEVICE = torch.device(os.environ.get("NORMLAB_TEST_DEVICE", "cpu"))
+SETTINGS = SGDSettings(momentum=0.9, weight_decay=5e-4, nesterov=False)
+BASE = (
+    "dataset=digits",
+    "dataset.train_size=48",
+    "batch=4",
+    "logger=none",
+    "model.widths=[8,16]",
+    "norm_groups=4",
+    "trainer.accelerator=cpu",
+)
+
+
+def members(compose_cfg, tmp_path, norm: str, seeds=(0, 1, 2)):
+    cfgs = [compose_cfg(*BASE, f"norm={norm}", f"seed={s}", *EXTRA.get(norm, ())) for s in seeds]
+    built = [build_member(RunSpec(cfg, tmp_path / str(cfg.seed))) for cfg in cfgs]
+    check_packable(built)
+    for b in built:
+        b.net.to(DEVICE)
+    return built
+
+
+def batches(size: int, shape, classes: int, count: int = STEPS):
+    generator = torch.Generator().manual_seed(7)
+    images = torch.randn(count, size, 4, *shape, generator=generator)
+    labels = torch.randint(0, classes, (count, size, 4), generator=generator)
+    lrs = 0.02 * (1.0 + torch.arange(count, dtype=torch.float32) / count)  # a schedule that moves
+    return images.to(DEVICE), labels.to(DEVICE), lrs.to(DEVICE)
+
+
+def alone(net, images, labels, lrs, settings: SGDSettings, decay: float | None = None):
+    """One member trained by itself, eager, with torch.optim.SGD: the reference."""
+    wd = settings.weight_decay if decay is None else decay
+    optimizer = torch.optim.SGD(
+        net.parameters(), lr=0.1, momentum=settings.momentum, weight_decay=wd, nesterov=settings.nesterov
+    )
+    net.train()
+    losses = []
+    for x, y, lr in zip(images, labels, lrs, strict=True):
+        for group in optimizer.param_groups:
+            group["lr"] = float(lr)
+        loss = F.cross_entropy(net(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    return losses
+
+
+def fused(nets, images, labels, lrs, settings: SGDSettings, mode: str, lr_scale=None, decay=None, backend="inductor"):
+    packed = PackedNet([copy.deepcopy(n) for n in nets]).to(DEVICE).train()
+    step = FusedSGDStep(
+        packed, list(packed.parameters()), settings, weight_decay=decay, mode=mode, compile_backend=backend
+    )
+    scale = (torch.ones(len(nets)) if lr_scale is None else lr_scale).to(DEVICE)
+    losses = [step(x, y, lr * scale).tolist() for x, y, lr in zip(images, labels, lrs, strict=True)]
+    return packed, losses
+
+
+def assert_members_agree(packed, nets, fused_losses, alone_losses, label):
+    for index, net in enumerate(nets):
+        assert [s[index] for s in fused_losses] == pytest.approx(alone_losses[index], rel=1e-4, abs=1e-5), label
+        reference = net.state_dict()
+        unpacked = packed.unpack(index, copy.deepcopy(net)).state_dict()
+        for name, value in unpacked.items():
+            torch.testing.assert_close(value, reference[name], rtol=1e-4, atol=1e-5, msg=f"{label}: {name}")
+
+
+COMPILABLE = [n for n in PACKABLE if n != "brn"]  # BatchRenorm's clipping follows a host step count: eager
+TRACED_IN_MAKE_TEST = ("gn",)  # tracing costs 5-25 s a norm on 2 cores; the rest: make test-all
+INDUCTOR_IN_MAKE_TEST = ("gn",)
+
+
+def compiled(norm: str, backend: str, fast: tuple[str, ...]):
+    return pytest.param(norm, "compile", backend, marks=() if norm in fast else pytest.mark.slow)
+
+
+MODES = [
+    *[pytest.param(norm, "eager", "-") for norm in PACKABLE],
+    *[compiled(norm, "aot_eager", TRACED_IN_MAKE_TEST) for norm in COMPILABLE],
+    *[compiled(norm, "inductor", INDUCTOR_IN_MAKE_TEST) for norm in COMPILABLE],
+    *([pytest.param(norm, "graph", "-") for norm in COMPILABLE] if DEVICE.type == "cuda" else []),
+]
+
+
+@pytest.mark.parametrize(("norm", "mode", "backend"), MODES)
+def test_the_fused_packed_step_is_each_member_trained_alone(compose_cfg, tmp_path, norm, mode, backend):
+    """24 steps of a 3-member pack (fused, eager or compiled) against each member alone with torch.optim.SGD."""
+    built = members(compose_cfg, tmp_path, norm)
+    nets = [b.net for b in built]
+    images, labels, lrs = batches(len(nets), built[0].datamodule.input_shape, built[0].datamodule.num_classes)
+    packed, fused_losses = fused(nets, images, labels, lrs, SETTINGS, mode, backend=backend)
+    alone_losses = [alone(net, images[:, k], labels[:, k], lrs, SETTINGS) for k, net in enumerate(nets)]
+    assert_members_agree(packed, nets, fused_losses, alone_losses, f"{norm}/{mode}")
+    assert fused_losses[0][0] != pytest.approx(fused_losses[0][1])  # different members
+
+
+def test_nesterov_and_per_member_learning_rates_and_weight_decay(compose_cfg, tmp_path):
+    """Members that differ in learning rate or weight decay share a pack: η_k and λ_k are per member."""
+    settings = SGDSettings(momentum=0.9, weight_decay=0.0, nesterov=True)
+    built = members(compose_cfg, tmp_path, "gn")
+    nets = [b.net for b in built]
+    images, labels, lrs = batches(len(nets), built[0].datamodule.input_shape, built[0].datamodule.num_classes)
+    scale, decay = torch.tensor([1.0, 0.5, 2.0]), torch.tensor([0.0, 1e-3, 5e-4])
+    packed, fused_losses = fused(nets, images, labels, lrs, settings, "eager", lr_scale=scale, decay=decay.to(DEVICE))
+    alone_losses = [
+        alone(net, images[:, k], labels[:, k], lrs * scale[k].to(DEVICE), settings, decay=float(decay[k]))
+        for k, net in enumerate(nets)
+    ]
+    assert_members_agree(packed, nets, fused_losses, alone_losses, "nesterov, per-member lr and wd")
+
+
+def test_the_fused_step_reads_the_sgd_config_and_refuses_what_it_does_not_implement():
+    assert sgd_settings(functools.partial(torch.optim.SGD, momentum=0.9, weight_decay=1e-4)) == SGDSettings(0.9, 1e-4)
+    with pytest.raises(
+        FusedStepRefused, match=r"^optim.optimizer=Adam: the fused step implements torch.optim.SGD only$"
+    ):
+        sgd_settings(functools.partial(torch.optim.Adam))
+    with pytest.raises(FusedStepRefused, match=r"^optim.optimizer.dampening=0.1"):
+        sgd_settings(functools.partial(torch.optim.SGD, dampening=0.1))
+    cpu = torch.device("cpu")
+    assert [resolve_mode(c, cpu) for c in ("off", False, "auto", "eager", "compile")] == [
+        None,
+        None,
+        "compile",
+        "eager",
+        "compile",
+    ]
+    assert resolve_mode("auto", torch.device("cuda")) == "graph"
+    with pytest.raises(FusedStepRefused, match=r"^fused_step=graph on cpu: CUDA graphs need a CUDA device"):
+        resolve_mode("graph", cpu)
+
+
+def fused_cfgs(compose_cfg, norm: str, mode: str, *extra: str):
+    base = (*BASE, "dataset.augment=crop_flip", "epochs=2", f"fused_step={mode}", *extra)
+    return [compose_cfg(*base, f"norm={norm}", f"seed={s}", *EXTRA.get(norm, ())) for s in (0, 1)]
+
+
+def test_a_fused_pack_trains_end_to_end_and_records_its_mode(compose_cfg, tmp_path):
+    """fused_step=eager: one Lightning step per epoch, the epoch's 12 steps inside it; records as usual."""
+    from src.sweep.pack import train_pack
+
+    cfgs = fused_cfgs(compose_cfg, "bn", "eager")
+    specs = [RunSpec(cfg, tmp_path / f"seed={cfg.seed}", [f"seed={cfg.seed}"]) for cfg in cfgs]
+    outcomes = train_pack(specs)
+    records = [o.record for o in outcomes]
+    assert [r["status"] for r in records] == ["completed", "completed"], [o.error for o in outcomes]
+    for record in records:
+        assert record["timing"]["fused_step"] == "eager" and record["timing"]["train_steps"] == 2 * (48 // 4)
+        assert [p["epoch"] for p in record["curve"]] == [0, 1]
+        assert all(math.isfinite(p["train_loss"]) and math.isfinite(p["val_error"]) for p in record["curve"])
+        assert 0 < record["curve"][-1]["lr"] < record["curve"][0]["lr"]  # the cosine schedule, stepped per step
+    assert records[0]["curve"][0]["train_loss"] != pytest.approx(records[1]["curve"][0]["train_loss"])
+
+
+def test_a_fused_learning_rate_follows_the_unpacked_rule(compose_cfg, tmp_path):
+    """The fused loop's per-step learning rate is lr_factor's, the rule torch's scheduler follows."""
+    from src.training.module import lr_factor, lr_rule
+
+    cfg = fused_cfgs(compose_cfg, "gn", "eager", "optim.warmup_epochs=1")[0]
+    from src.training.experiment import lr_arguments
+
+    rule = lr_rule(global_batch=4, **lr_arguments(cfg.optim))
+    factor = lr_factor(rule, total_steps=24, max_epochs=2)
+    assert factor(0) == 0.0 and factor(6) == pytest.approx(0.5 * rule.schedule(0.25))
+    assert factor(12) == pytest.approx(rule.schedule(0.5))
+
+
+class Interrupted(Exception):
+    """A kill at the start of the second epoch (its checkpoint written)."""
+
+
+def test_an_interrupted_fused_pack_resumes_exactly(compose_cfg, tmp_path, monkeypatch):
+    """Momentum, the step count and each member's RNG are in the checkpoint: a resumed fused pack ends
+    where the uninterrupted one does."""
+    from src.sweep import pack
+    from src.sweep.pack import fit_pack
+    from src.training.process import run_settings
+
+    cfgs = fused_cfgs(compose_cfg, "gn", "eager")
+    whole = [build_member(RunSpec(cfg, tmp_path / f"w{cfg.seed}")) for cfg in cfgs]
+    with run_settings(0):
+        fit_pack(whole, tmp_path / "whole", resume=False)
+    original = pack.PackedClassifier.on_train_epoch_start
+
+    def killed(self):
+        if self.current_epoch == 1:
+            raise Interrupted
+        original(self)
+
+    monkeypatch.setattr(pack.PackedClassifier, "on_train_epoch_start", killed)
+    first = [build_member(RunSpec(cfg, tmp_path / f"r{cfg.seed}")) for cfg in cfgs]
+    with run_settings(0), pytest.raises(Interrupted):
+        fit_pack(first, tmp_path / "resumed", resume=True)
+    monkeypatch.setattr(pack.PackedClassifier, "on_train_epoch_start", original)
+    again = [build_member(RunSpec(cfg, tmp_path / f"r{cfg.seed}")) for cfg in cfgs]
+    with run_settings(0):
+        produced, _ = fit_pack(again, tmp_path / "resumed", resume=True)
+    assert produced[0]["timing"]["resumed_from_epoch"] == 1 and produced[0]["timing"]["train_steps"] == 24
+    for done, resumed in zip(whole, again, strict=True):
+        for name, value in done.net.state_dict().items():
+            torch.testing.assert_close(resumed.net.state_dict()[name], value, msg=name)
+
+
+def test_a_pack_with_batch_renorm_runs_its_fused_step_eager(compose_cfg):
+    from src.sweep.pack.training import fused_mode
+
+    class Built:
+        def __init__(self, net):
+            self.net = net
+
+    from src.norms import BatchRenorm2d
+
+    cfg = compose_cfg(*BASE, "fused_step=auto")
+    assert fused_mode(cfg, [Built(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1)))]) == "compile"
+    assert fused_mode(cfg, [Built(torch.nn.Sequential(BatchRenorm2d(1)))]) == "eager"
+
+
+def test_a_single_run_steps_fused_as_a_pack_of_one(compose_cfg, tmp_path):
+    """K = 1 with the network's own (unstacked) parameters: torch.optim.SGD's arithmetic."""
+    built = members(compose_cfg, tmp_path, "gn", seeds=(3,))
+    net = built[0].net
+    images, labels, lrs = batches(1, built[0].datamodule.input_shape, built[0].datamodule.num_classes)
+    mine = copy.deepcopy(net).to(DEVICE).train()
+    step = FusedSGDStep(lambda x: mine(x[0]).unsqueeze(0), list(mine.parameters()), SETTINGS, members=1)
+    losses = [float(step(x, y, lr.reshape(1))[0]) for x, y, lr in zip(images, labels, lrs, strict=True)]
+    # (the float() copies each loss out before a CUDA graph's next replay overwrites it)
+    assert losses == pytest.approx(alone(net, images[:, 0], labels[:, 0], lrs, SETTINGS), rel=1e-4, abs=1e-5)
+    for name, value in mine.state_dict().items():
+        torch.testing.assert_close(value, net.state_dict()[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_single_fused_run_trains_records_and_resumes(compose_cfg, tmp_path):
+    """python -m src.train fused_step=eager: trains, its record says so, and it keeps the unfused config hash."""
+    from src.training.single import train
+
+    cfg = fused_cfgs(compose_cfg, "bn", "eager")[0]
+    record = train(cfg, tmp_path / "run")
+    assert record["status"] == "completed", record.get("error")
+    assert record["timing"]["fused_step"] == "eager" and record["timing"]["train_steps"] == 24
+    assert [p["epoch"] for p in record["curve"]] == [0, 1] and record["curve"][1]["lr"] < record["curve"][0]["lr"]
+    again = train(cfg, tmp_path / "run")
+    assert again.get("skipped")  # steering: the same config hash as an unfused run of this config
+    from src.run.config_keys import config_hash
+
+    unfused = compose_cfg(*BASE, "dataset.augment=crop_flip", "epochs=2", "norm=bn", "seed=0")
+    assert config_hash(unfused) == config_hash(cfg)
