@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from src.run.lifecycle import RunSpec
-from src.sweep.pack import PackedNet, build_member, check_packable
+from src.sweep.pack import PackedNet, PackRefused, build_member, check_packable
 from src.training.fused_step import FusedSGDStep, FusedStepRefused, SGDSettings, resolve_mode, sgd_settings
 
 from .test_pack import EXTRA, PACKABLE
@@ -268,3 +268,47 @@ def test_a_single_fused_run_trains_records_and_resumes(compose_cfg, tmp_path):
 
     unfused = compose_cfg(*BASE, "dataset.augment=crop_flip", "epochs=2", "norm=bn", "seed=0")
     assert config_hash(unfused) == config_hash(cfg)
+
+
+def test_members_that_differ_in_learning_rate_share_a_fused_pack(compose_cfg, tmp_path):
+    """by: seed,optim.base_lr packs a learning-rate sweep; each record carries its own lr. Without the
+    fused step such a pack is refused in one line and the runs train one by one."""
+    from src.sweep.launcher import group_jobs
+    from src.sweep.pack import train_pack
+
+    jobs = [["norm=gn", f"optim.base_lr={lr}", f"seed={s}"] for lr in (0.05, 0.1) for s in (0, 1)]
+    assert group_jobs(jobs, "seed") == [[0, 1], [2, 3]]
+    assert group_jobs(jobs, "seed,optim.base_lr") == [[0, 1, 2, 3]]
+    with pytest.raises(ValueError, match=r"^hydra.launcher.by='norm': allowed are seed, optim.base_lr"):
+        group_jobs(jobs, "norm")
+
+    def specs(mode: str):
+        cfgs = [
+            compose_cfg(*BASE, "epochs=1", "norm=gn", f"optim.base_lr={lr}", "seed=0", f"fused_step={mode}")
+            for lr in (0.05, 0.1)
+        ]
+        return [RunSpec(cfg, tmp_path / mode / f"lr={cfg.optim.base_lr}", []) for cfg in cfgs]
+
+    records = [o.record for o in train_pack(specs("eager"), by="seed,optim.base_lr")]
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    assert records[0]["pack"]["id"] == records[1]["pack"]["id"] and records[0]["pack"]["base_lr"] == [0.05, 0.1]
+    assert [r["lr"] for r in records] == pytest.approx([0.05 * 4 / 32, 0.1 * 4 / 32])  # the scaling rule
+    built = [build_member(s) for s in specs("off")]
+    with pytest.raises(PackRefused, match=r"^the members differ in optim.base_lr: per-member learning rates"):
+        check_packable(built, fused=None)
+
+
+def test_the_pack_size_probe_measures_each_k_and_picks_one_it_measured(compose_cfg):
+    """size: probe times K = 1, 2, 4, … fused steps of the cell; what it picks depends on the machine, so
+    the test checks the rule (a measured K, doubling, never above the group), not a value."""
+    from src.sweep.launcher import PackedLauncher
+    from src.sweep.probe import GAIN, probe_pack_size
+
+    cfg = compose_cfg(*BASE, "norm=gn")
+    chosen, rows = probe_pack_size(cfg, most=4, steps=2)
+    assert [r.k for r in rows] == [1, 2, 4][: len(rows)] and chosen in [r.k for r in rows]
+    best = max((r for r in rows if r.k <= chosen), key=lambda r: r.k)
+    assert all(r.member_steps_per_s < GAIN * best.member_steps_per_s for r in rows if r.k > chosen)
+    assert probe_pack_size(cfg, most=1, steps=1)[0] == 1
+    with pytest.raises(ValueError, match=r"^hydra.launcher.size='big': allowed are auto, probe or an integer >= 1$"):
+        PackedLauncher(size="big")

@@ -136,7 +136,7 @@ def test_compile_is_refused_in_one_line_and_the_runs_train_one_by_one(compose_cf
     built = [
         build_member(RunSpec(cfg, tmp_path / str(cfg.seed))) for cfg in member_cfgs(compose_cfg, "gn", "compile=true")
     ]
-    with pytest.raises(PackRefused, match=r"^compile=true: a pack trains eager [^\n]*$"):
+    with pytest.raises(PackRefused, match=r"^compile=true: a pack compiles only through its fused step [^\n]*$"):
         check_packable(built)
 
 

@@ -57,11 +57,35 @@ def _device_type(config: DictConfig) -> str:
     return "cpu"
 
 
-def group_jobs(job_overrides: Sequence[Sequence[str]], by: str) -> list[list[int]]:
-    """Indices of the jobs, grouped by their overrides less those of ``by``, in first-seen order."""
+#: what members of one pack may differ in besides the seed: settings that keep every parameter's shape
+#: and that the fused step takes per member (src/training/fused_step.py)
+PER_MEMBER_KEYS = ("seed", "optim.base_lr", "optim.optimizer.weight_decay")
+
+
+def by_keys(by: str | Sequence[str]) -> tuple[str, ...]:
+    """``by`` as its keys: ``seed``, ``seed,optim.base_lr`` or a list; each must be one of
+    :data:`PER_MEMBER_KEYS` (one line naming the key otherwise)."""
+    keys = tuple(k.strip() for k in (by.split(",") if isinstance(by, str) else by) if str(k).strip())
+    wrong = [k for k in keys if k not in PER_MEMBER_KEYS]
+    if not keys or wrong:
+        raise ValueError(
+            f"hydra.launcher.by={by!r}: allowed are {', '.join(PER_MEMBER_KEYS)} (comma-separated; "
+            "members of a pack may differ only in settings that keep the parameters' shapes)"
+        )
+    return keys
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("~+")
+
+
+def group_jobs(job_overrides: Sequence[Sequence[str]], by: str | Sequence[str]) -> list[list[int]]:
+    """Indices of the jobs, grouped by their overrides less those of ``by`` (one key or several), in
+    first-seen order."""
+    keys = set(by_keys(by))
     groups: dict[tuple[str, ...], list[int]] = {}
     for index, overrides in enumerate(job_overrides):
-        key = tuple(sorted(o for o in overrides if _top_key(o) != by))
+        key = tuple(sorted(o for o in overrides if _override_key(o) not in keys and _top_key(o) not in keys))
         groups.setdefault(key, []).append(index)
     return list(groups.values())
 
@@ -71,12 +95,15 @@ class PackedLauncher(Launcher):
 
     Args:
         by: the override that differs between the members of a pack (``seed``).
-        size: the most runs in one pack; ``auto``: :func:`default_pack_size` for the device and batch.
+        size: the most runs in one pack; ``auto``: :func:`default_pack_size` for the device and batch;
+            ``probe``: measured for each cell on this machine (:mod:`src.sweep.probe`, up to 64).
         n_jobs: packs trained at once, each in its own worker process (1: one after another, in this one).
     """
 
-    def __init__(self, by: str = "seed", size: int | str = "auto", n_jobs: int = 1) -> None:
-        self.by = by
+    def __init__(self, by: str | Sequence[str] = "seed", size: int | str = "auto", n_jobs: int = 1) -> None:
+        self.by = ",".join(by_keys(by))
+        if not (size in ("auto", "probe") or (isinstance(size, int) and not isinstance(size, bool) and size >= 1)):
+            raise ValueError(f"hydra.launcher.size={size!r}: allowed are auto, probe or an integer >= 1")
         self.size = size
         self.n_jobs = int(n_jobs)
         if self.n_jobs < 1:
@@ -98,7 +125,13 @@ class PackedLauncher(Launcher):
             sweep_config.hydra.job.num = idx
         return sweep_config
 
-    def _pack_size(self, config: DictConfig) -> int:
+    def _pack_size(self, config: DictConfig, members: int) -> int:
+        """The pack size for a group of ``members`` runs: the given ``size``; ``auto``, the measured table;
+        ``probe``, measured now on this machine for this cell (:func:`src.sweep.probe.probe_pack_size`)."""
+        if self.size == "probe":
+            from src.sweep.probe import probe_pack_size
+
+            return probe_pack_size(config, members)[0] if members > 1 else 1
         if self.size != "auto":
             return max(1, int(self.size))
         return default_pack_size(_device_type(config), int(config.batch))
@@ -107,7 +140,8 @@ class PackedLauncher(Launcher):
         """The sweep's jobs (indices) cut into what trains together: packs, and lone runs as units of one."""
         units: list[list[int]] = []
         for group in group_jobs(job_overrides, self.by):
-            size = self._pack_size(self._job_config(job_overrides[group[0]], initial_job_idx + group[0]))
+            config = self._job_config(job_overrides[group[0]], initial_job_idx + group[0])
+            size = self._pack_size(config, len(group))
             units += [group[start : start + size] for start in range(0, len(group), size)]
         return units
 

@@ -29,6 +29,18 @@ import torch
 from src.training.fused_step import FusedSGDStep
 
 
+def same_loop(fused: str | None, saved: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The fused loop's state from a checkpoint, after checking that the run resumes with the loop it was
+    written by (the two keep their momentum and step count in different places)."""
+    if (fused is not None) != (saved is not None):
+        written = "a fused_step mode" if saved is not None else "fused_step=off"
+        raise ValueError(
+            f"fused_step={fused or 'off'}: this checkpoint was written with {written}; resume it with the same "
+            "fused_step, or retrain with force=true"
+        )
+    return saved
+
+
 class EpochData:
     """Every member's training split on ``device`` (uint8, copied once), drawn per epoch.
 

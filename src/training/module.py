@@ -20,7 +20,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.schedules import Schedule, check_schedule, cosine, warmed_up
-from src.training.epoch_loop import EpochData, EpochLoop
+from src.training.epoch_loop import EpochData, EpochLoop, same_loop
 from src.training.fused_step import FusedSGDStep, sgd_settings
 from src.training.perf import compile_for_training
 
@@ -235,7 +235,7 @@ class Classifier(pl.LightningModule):
         self.best_val_error = state.get("best_val_error", self.best_val_error)
         self.last_val_error = state.get("last_val_error", self.last_val_error)
         self.curve = list(state.get("curve", self.curve))
-        self._loaded_loop = state.get("fused")
+        self._loaded_loop = same_loop(self.fused, state.get("fused"))
 
     def configure_optimizers(self) -> dict | None:
         if self.fused is not None:

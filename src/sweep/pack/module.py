@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from src.sweep.pack.members import MemberRng
 from src.sweep.pack.network import PackedNet
-from src.training.epoch_loop import EpochData, EpochLoop
+from src.training.epoch_loop import EpochData, EpochLoop, same_loop
 from src.training.fused_step import FusedSGDStep, sgd_settings
 from src.training.module import lr_factor, lr_rule, optimizer_and_schedule
 
@@ -40,10 +40,14 @@ class PackedClassifier(pl.LightningModule):
         global_batch: int,
         rngs: Sequence[MemberRng],
         fused: str | None = None,
+        member_lr: Sequence[float] | None = None,
+        member_weight_decay: Sequence[float] | None = None,
         **lr: Any,
     ):
         super().__init__()
         self.fused = fused
+        self.member_lr = list(member_lr) if member_lr is not None else None  # each member's scaled lr
+        self.member_weight_decay = list(member_weight_decay) if member_weight_decay is not None else None
         self.automatic_optimization = fused is None
         self.loop: EpochLoop | None = None
         self._loaded_loop: dict[str, Any] | None = None
@@ -80,11 +84,11 @@ class PackedClassifier(pl.LightningModule):
         if self.loop is None:
             members = self.trainer.datamodule.members
             data = EpochData(members, members[0].batch_size, self.device, [rng.active for rng in self.rngs])
-            step = FusedSGDStep(
-                self.net, list(self.net.parameters()), sgd_settings(self.rule.optimizer), mode=self.fused
-            )
+            settings = sgd_settings(self.rule.optimizer)
+            decay = torch.tensor(self.member_weight_decay) if self.member_weight_decay is not None else None
+            step = FusedSGDStep(self.net, list(self.net.parameters()), settings, weight_decay=decay, mode=self.fused)
             total = data.steps * int(self.trainer.max_epochs or 1)
-            base_lr = torch.full((self.size,), float(self.lr))
+            base_lr = torch.tensor(self.member_lr or [float(self.lr)] * self.size)
             self.loop = EpochLoop(step, data, lr_factor(self.rule, total, int(self.trainer.max_epochs or 1)), base_lr)
             if self._loaded_loop is not None:
                 self.loop.steps_done = int(self._loaded_loop["steps_done"])
@@ -204,7 +208,7 @@ class PackedClassifier(pl.LightningModule):
         self.diverged = {int(k): v for k, v in state.get("diverged", {}).items()}
         for rng, saved in zip(self.rngs, state.get("rng", []), strict=False):
             rng.state = saved
-        self._loaded_loop = state.get("fused")
+        self._loaded_loop = same_loop(self.fused, state.get("fused"))
 
     def steps_trained(self) -> int:
         """Optimizer steps trained so far (the fused loop counts its own; Lightning's for the other)."""

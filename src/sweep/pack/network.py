@@ -85,15 +85,50 @@ class PackedNet(nn.Module):
         return net
 
 
-def check_packable(members: Sequence[BuiltMember]) -> None:
+#: optimizer settings members of one pack may differ in: the fused step takes them per member
+PER_MEMBER_OPTIM = ("base_lr", "optimizer.weight_decay")
+
+
+def _leaves(value: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, object] = {}
+    for key, item in value.items():
+        out.update(_leaves(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def optim_differences(members: Sequence[BuiltMember]) -> list[str]:
+    """The ``optim`` keys whose values differ between the members (``base_lr``, ...)."""
+    from omegaconf import OmegaConf
+
+    leaves = [_leaves(OmegaConf.to_container(m.member.cfg.optim, resolve=True)) for m in members]
+    keys = sorted(set().union(*leaves))
+    return [k for k in keys if len({repr(leaf.get(k)) for leaf in leaves}) > 1]
+
+
+def check_packable(members: Sequence[BuiltMember], fused: str | None = None) -> None:
     """Raise :class:`PackRefused` (one line naming the norm or setting) when these members cannot be
-    trained packed exactly: a norm vmap cannot batch, several devices, gradient clipping, compilation."""
+    trained packed exactly: a norm vmap cannot batch, several devices, gradient clipping, compilation
+    outside the fused step, optimizer settings that differ (only learning rate and weight decay may,
+    and only with the fused step, ``fused`` its mode)."""
     cfg = members[0].member.cfg
     name = members[0].norm.name
     if name in REFUSED_NORMS:
         raise PackRefused(f"norm={name} cannot be packed: {REFUSED_NORMS[name]}")
     if any(bool(m.member.cfg.get("compile", False)) for m in members):
-        raise PackRefused("compile=true: a pack trains eager (torch.compile of the vmapped step is not supported)")
+        raise PackRefused("compile=true: a pack compiles only through its fused step (use fused_step=compile or auto)")
+    differ = optim_differences(members)
+    fixed = [k for k in differ if k not in PER_MEMBER_OPTIM]
+    if fixed:
+        raise PackRefused(
+            f"the members differ in optim.{fixed[0]}: a pack shares it (only {PER_MEMBER_OPTIM} may differ)"
+        )
+    if differ and fused is None:
+        raise PackRefused(
+            f"the members differ in optim.{differ[0]}: per-member learning rates and weight decays need the fused "
+            "step (fused_step=auto)"
+        )
     trainer = cfg.trainer
     if int(trainer.get("devices", 1) or 1) > 1 or int(trainer.get("num_nodes", 1) or 1) > 1:
         raise PackRefused("packing runs on one device: trainer.devices and trainer.num_nodes must be 1")

@@ -32,7 +32,8 @@ from src.sweep.pack.network import PackedNet, PackRefused, check_packable
 from src.training.callbacks import MemoryMonitor, TrainTimer
 from src.training.checkpointing import AtomicCheckpointIO, LastCheckpoint
 from src.training.experiment import batch_sizes, build, lr_arguments, result_fields, resumed_epoch
-from src.training.fused_step import mode_for
+from src.training.fused_step import mode_for, sgd_settings
+from src.training.module import lr_rule
 from src.training.process import run_settings
 from src.training.single import train
 
@@ -54,6 +55,7 @@ def pack_description(members: Sequence[RunSpec], digests: Sequence[str], index: 
         "size": len(members),
         "index": index,
         "members": [int(m.cfg.seed) if by == "seed" else str(m.run_dir.name) for m in members],
+        **({"base_lr": [float(m.cfg.optim.base_lr) for m in members]} if "optim" in by else {}),
         "run_dirs": [str(m.run_dir) for m in members],
         "process": os.getpid(),
     }
@@ -80,12 +82,15 @@ def fit_pack(
         default_root_dir=str(pack_dir),
     )
     batches = batch_sizes(cfg.batch, trainer.world_size, built[0].norm)
+    rules = [lr_rule(global_batch=batches["global_batch"], **lr_arguments(b.member.cfg.optim)) for b in built]
     module = PackedClassifier(
         net,
         num_classes=built[0].datamodule.num_classes,
         global_batch=batches["global_batch"],
         rngs=rngs,
         fused=fused,
+        member_lr=[rule.lr for rule in rules],
+        member_weight_decay=[sgd_settings(rule.optimizer).weight_decay for rule in rules] if fused else None,
         **lr_arguments(cfg.optim),
     )
     resume_from = checkpoint if resume and checkpoint.exists() else None
@@ -109,7 +114,7 @@ def fit_pack(
             net=member_net,
             datamodule=member.datamodule,
             batches=batches,
-            lr=module.lr,
+            lr=rules[index].lr,
             metrics={
                 "val_error": module.last_val_error[index],
                 "best_val_error": best if math.isfinite(best) else math.nan,
@@ -203,7 +208,7 @@ def train_pack(members: Sequence[RunSpec], by: str = "seed") -> list[PackOutcome
         if len(to_pack) >= 2:
             try:
                 built = [build_member(members[i]) for i in to_pack]
-                check_packable(built)
+                check_packable(built, fused_mode(members[to_pack[0]].cfg, built))
             except PackRefused as error:
                 log.warning("%s: these %d runs train one by one", error, len(to_pack))
                 alone.extend(to_pack)
