@@ -94,9 +94,9 @@ class Reference:
 class Normlab:
     """normlab's fused loop (arm 1)."""
 
-    def __init__(self, nets: list[torch.nn.Module], data: list[SimpleNamespace], device: torch.device):
+    def __init__(self, nets: list[torch.nn.Module], data: list[SimpleNamespace], device: torch.device, mode: str):
         self.net = PackedNet(nets).to(device).train()
-        mode = resolve_mode("auto", device)
+        mode = resolve_mode(mode, device) or "eager"
         step = FusedSGDStep(self.net, list(self.net.parameters()), SETTINGS, mode=mode)
         epoch_data = EpochData(data, data[0].batch_size, device)
         self.loop = EpochLoop(step, epoch_data, lambda _: 1.0, torch.full((len(nets),), 0.01))
@@ -116,11 +116,13 @@ def timed_epoch(arm: Reference | Normlab, device: torch.device) -> float:
     return (time.perf_counter() - started) / steps
 
 
-def measure(model: str, norm: str, batch: int, k: int, steps: int, device: torch.device, budget: Budget) -> dict:
+def measure(
+    model: str, norm: str, batch: int, k: int, steps: int, device: torch.device, budget: Budget, mode: str = "auto"
+) -> dict:
     """One row: the cell's ratio t(normlab) / t(reference) per step, with its interval."""
     data = [fake_datamodule(batch, steps, seed) for seed in range(k)]
     reference = Reference(build_nets(model, norm, k, device), data, device)
-    normlab = Normlab(build_nets(model, norm, k, device), data, device)
+    normlab = Normlab(build_nets(model, norm, k, device), data, device, mode)
     for _ in range(2):  # warm up: compilation, graph capture, the allocator
         timed_epoch(reference, device)
         timed_epoch(normlab, device)
@@ -160,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=24, help="steps of one block (an epoch of the fake split)")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="per cell")
     parser.add_argument("--min-rounds", type=int, default=6)
+    parser.add_argument("--mode", default="auto", help="normlab's fused_step (auto: graph on CUDA, compile on CPU)")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -167,14 +170,20 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)  # one thread: the step's own overhead, as the throughput bench times it
     budget = Budget(precision=0.02, min_rounds=args.min_rounds, min_seconds=0.0, max_seconds=args.max_seconds)
     rows = [
-        measure(args.model, args.norm, int(batch), int(k), args.steps, device, budget)
+        measure(args.model, args.norm, int(batch), int(k), args.steps, device, budget, args.mode)
         for k in args.ks.split(",")
         for batch in args.batches.split(",")
     ]
     table = pd.DataFrame(rows)
     command = "python -m benchmarks.fused " + " ".join(argv if argv is not None else sys.argv[1:])
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
-    header = f"# {command.strip()}\n# commit {git_commit()}, {machine_description()}, {stamp}\n"
+    machine = machine_description()
+    where = (
+        torch.cuda.get_device_name(0)
+        if device.type == "cuda"
+        else f"{machine['processor']} CPU, {machine['cpu_count']} cores"
+    )
+    header = f"# {command.strip()}\n# commit {git_commit()}, {where} ({machine['hostname']}), {stamp}\n"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / f"fused_{device.type}.csv", header + table.to_csv(index=False))

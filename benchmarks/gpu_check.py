@@ -6,6 +6,12 @@
 
 The steps, in order, each a subprocess with its own time limit inside the overall budget:
 
+0. ``exactness``: ``tests/test_fused_step.py`` on the device (``NORMLAB_TEST_DEVICE``): the fused packed
+   step, eager and (on CUDA) as one CUDA graph, against each member trained alone, 24 steps, every norm.
+   ``fused``: ``benchmarks.fused``, normlab's fused packed step against a plain packed loop (the ratio
+   with its interval; on CUDA K = 1, 8, 64 at batch 2 and 32: targets ≤ 1.25× at K = 8 and K = 64 ≥ 30×
+   K = 1's member steps per second). ``fused_sweep``: a packed sweep through Hydra with
+   ``fused_step=auto`` and ``hydra.launcher.size=probe``; every member completes on the device.
 1. ``single_eager``: one short run with ``trainer=gpu`` (device-resident data): it must complete with a
    finite training loss, a test error below ``sane_error`` and its record must name the GPU.
 2. ``single_compiled``: the same run with ``compile=true`` (``reduce-overhead``: CUDA graphs).
@@ -70,6 +76,9 @@ class Plan:
     sweep_model: tuple[str, ...]
     sweep_epochs: int
     sweep_compile: bool
+    fused_args: tuple[str, ...] = ()  # benchmarks.fused
+    exactness_args: tuple[str, ...] = ()  # pytest selection of tests/test_fused_step.py
+    fused_seeds: int = 8  # the fused packed sweep's seeds (one pack, its size probed)
     limits: dict[str, int] = field(default_factory=dict)  # seconds per step
 
 
@@ -88,7 +97,13 @@ GPU_PLAN = Plan(
     sweep_model=(),
     sweep_epochs=2,
     sweep_compile=False,
+    fused_args=("--ks", "1,8,64", "--batches", "2,32", "--max-seconds", "25", "--model", "resnet8", "--norm", "gn"),
+    exactness_args=("-k", "each_member and (eager or graph) or nesterov or single_run_steps"),
+    fused_seeds=16,
     limits={
+        "exactness": 150,
+        "fused": 200,
+        "fused_sweep": 150,
         "single_eager": 120,
         "single_compiled": 180,
         "parallel": 180,
@@ -133,7 +148,26 @@ CPU_PLAN = Plan(
     sweep_model=("model=resnet8",),
     sweep_epochs=1,
     sweep_compile=False,
+    fused_args=(
+        "--ks",
+        "2",
+        "--batches",
+        "2",
+        "--steps",
+        "4",
+        "--max-seconds",
+        "3",
+        "--min-rounds",
+        "2",
+        "--mode",
+        "eager",
+    ),
+    exactness_args=("-k", "each_member and gn-eager"),
+    fused_seeds=2,
     limits={
+        "exactness": 120,
+        "fused": 120,
+        "fused_sweep": 180,
         "single_eager": 120,
         "single_compiled": 240,
         "parallel": 180,
@@ -345,7 +379,79 @@ def small_batch(context: Context) -> dict[str, Any]:
     return {"sweep_seconds": round(seconds, 1), **errors}
 
 
+def exactness(context: Context) -> dict[str, Any]:
+    """tests/test_fused_step.py on the plan's device: the fused packed step (eager, compiled and, on CUDA,
+    one CUDA graph) against each member trained alone with torch.optim.SGD, 24 steps."""
+    args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fused_step.py", *context.plan.exactness_args]
+    os.environ["NORMLAB_TEST_DEVICE"] = context.plan.device
+    try:
+        seconds = context.run("exactness", args, context.plan.limits["exactness"])
+    finally:
+        os.environ.pop("NORMLAB_TEST_DEVICE", None)
+    summary = (context.log_dir / "exactness.log").read_text().strip().splitlines()[-1]
+    return {"pytest": summary, "seconds": round(seconds, 1)}
+
+
+def fused(context: Context) -> dict[str, Any]:
+    """benchmarks.fused: normlab's fused packed step against a plain packed loop, and K = 64's gain."""
+    out = context.out / "bench"
+    device = "cuda" if context.plan.device == "cuda" else "cpu"
+    context.run(
+        "fused",
+        ["-m", "benchmarks.fused", "--device", device, *context.plan.fused_args, "--out", str(out)],
+        context.plan.limits["fused"],
+    )
+    table = pd.read_csv(out / f"fused_{device}.csv", comment="#")
+    result: dict[str, Any] = {}
+    for row in table.itertuples():
+        result[f"b{row.batch}_K{row.K}"] = f"{row.ratio}x [{row.ci95_low}, {row.ci95_high}] {row.member_steps_per_s}/s"
+    rates = table.set_index(["batch", "K"])["member_steps_per_s"]
+    if device == "cuda":
+        for batch in (2, 32):
+            if (batch, 8) in rates.index:
+                ratio = float(table[(table.batch == batch) & (table.K == 8)]["ratio"].iloc[0])
+                result[f"target_K8_b{batch}_1.25x"] = "met" if ratio <= 1.25 else "not met"
+        if (2, 64) in rates.index and (2, 1) in rates.index:
+            gain = float(rates[(2, 64)] / rates[(2, 1)])
+            result["K64_gain_b2"] = round(gain, 1)
+            result["target_K64_30x"] = "met" if gain >= 30 else "not met"
+    return result
+
+
+def fused_sweep(context: Context) -> dict[str, Any]:
+    """A packed sweep through Hydra with fused_step=auto and a probed pack size: every member completes on
+    the device with its fused mode in the record."""
+    plan = context.plan
+    sweep_dir = context.out / "runs" / "fused_sweep"
+    seeds = ",".join(str(s) for s in range(plan.fused_seeds))
+    overrides = [
+        "-m",
+        *short_run(context, compiled=False),
+        "fused_step=auto",
+        f"seed={seeds}",
+        "hydra/launcher=packed",
+        "hydra.launcher.size=probe",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    seconds = context.train("fused_sweep", overrides, plan.limits["fused_sweep"])
+    records = records_under(sweep_dir)
+    if len(records) != plan.fused_seeds:
+        raise CheckFailed(f"{sweep_dir}: {len(records)} run records, expected {plan.fused_seeds}")
+    checked = [check_record(record, plan) for record in records]
+    modes = sorted({str(r["timing"].get("fused_step")) for r in records})
+    sizes = sorted({int((r.get("pack") or {}).get("size", 1)) for r in records})
+    return {
+        "seconds": round(seconds, 1),
+        "modes": modes,
+        "pack_sizes": sizes,
+        "median_step_ms": checked[0]["median_step_ms"],
+    }
+
+
 STEPS: dict[str, Callable[[Context], dict[str, Any]]] = {
+    "exactness": exactness,
+    "fused": fused,
+    "fused_sweep": fused_sweep,
     "single_eager": lambda context: single(context, compiled=False),
     "single_compiled": lambda context: single(context, compiled=True),
     "parallel": parallel,

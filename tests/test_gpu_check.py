@@ -48,7 +48,8 @@ def test_cpu_form_runs_every_step(tmp_path: Path) -> None:
         names = archive.getnames()
     assert "checks.md" in names and "bench/throughput.csv" in names
     assert "results/gpu_check_small_batch/claims.md" in names
-    assert sum(name.startswith("runs/") and name.endswith("result.json") for name in names) == 1 + 1 + 1 + 2 + 4
+    assert sum(name.startswith("runs/") and name.endswith("result.json") for name in names) == 2 + 1 + 1 + 1 + 2 + 4
+    assert "passed" in details["exactness"]["pytest"] and details["fused_sweep"]["modes"] == ["compile"]
     assert not any(name.endswith(".ckpt") for name in names)
 
 

@@ -217,6 +217,13 @@ def is_terminal(stream: Any = None) -> bool:
         return False
 
 
+def steps_per_batch(module: pl.LightningModule) -> int:
+    """Optimizer steps one Lightning training batch stands for: an epoch's under the fused loop
+    (:mod:`src.training.epoch_loop`), else 1."""
+    loop = getattr(module, "loop", None)
+    return int(loop.steps_per_epoch) if loop is not None and hasattr(loop, "steps_per_epoch") else 1
+
+
 class EpochLines(pl.Callback):
     """Progress without a terminal: a log line at the end of each epoch (train loss, val error, steps
     per second, time per epoch, ETA of the run), and a heartbeat line every ``heartbeat_minutes`` within
@@ -236,7 +243,7 @@ class EpochLines(pl.Callback):
         self._epoch_steps = 0
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        self._epoch_steps += 1
+        self._epoch_steps += steps_per_batch(pl_module)
         now = time.perf_counter()
         if self.heartbeat_seconds <= 0 or now - self._last_beat < self.heartbeat_seconds:
             return

@@ -122,5 +122,6 @@ class EpochLoop:
             last = self.step(images[index], labels[index], lrs[index])
             total += last
         self.steps_done += self.data.steps
-        self.last_lr = float(factors[-1] * self.base_lr[0]) if factors else float("nan")
+        # as torch's scheduler reports it after the epoch's last step: the next step's lr
+        self.last_lr = float(self.lr_at(self.steps_done) * self.base_lr[0])
         return total / self.data.steps, last.clone()
