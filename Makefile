@@ -30,7 +30,7 @@ endif
 STAMP := $(STAMP_DIR)/.installed-$(SPEC_KEY)
 SHOW_TORCH := import torch; cuda = torch.cuda.is_available(); print(f"torch {torch.__version__}: " + (f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build") + (f", GPU {torch.cuda.get_device_name(0)}" if cuda else ", no GPU visible"))
 
-.PHONY: help setup demo test test-all lint sweep report plan wandb-sync bench gpu-check clean
+.PHONY: help setup demo test test-all lint sweep report plan wandb-sync bench gpu-check gpu-study clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -86,6 +86,10 @@ wandb-sync: setup  ## upload every offline W&B run of multirun/$(STUDY)/ (traini
 bench: setup  ## step time of normlab's loop vs a hand loop, sweep throughput, packed vs unpacked runs per hour (about 45 min on 2 cores); writes results/bench/
 	$(RUN) -m benchmarks.throughput $(ARGS)
 	$(RUN) -m benchmarks.packing
+	$(RUN) -m benchmarks.fused
+
+gpu-study: setup  ## STUDY=<name> OUT=<dir> BUDGET_S=480: train what fits the budget (fused, probed packs), bundle the rest to resume anywhere; CPU=1: the rehearsal
+	$(RUN) -m src.gpu_study $(STUDY) --out $(OUT) --budget-s $(or $(BUDGET_S),480) $(if $(CPU),--cpu) $(ARGS)
 
 gpu-check: setup  ## every GPU path in one go (<= 8 min) into OUT=<dir>; CPU=1: the reduced CPU form
 	$(RUN) -m benchmarks.gpu_check --out $(OUT) $(if $(CPU),--cpu) $(ARGS)

@@ -1,5 +1,6 @@
 """Put a study's committed records back where a sweep looks for them, so that it continues instead of
-retraining: ``python -m src.restore results/<study>/runs.jsonl [--into multirun/<study>]``.
+retraining: ``python -m src.restore results/<study>/runs.jsonl [--into multirun/<study>]``, or a GPU
+visit's bundle: ``python -m src.restore <out>/<study>.tar.gz [--into multirun]`` (:mod:`src.gpu_study`).
 
 A sweep skips a run whose directory holds a completed ``result.json`` of the same config hash
 (:mod:`src.run.resume`). A study that did not fit one working session is committed as
@@ -14,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from src.run.bundle import unbundle
 from src.run.records import RECORD_FILE, RunRecord, read_runs, write_record
 
 
@@ -41,12 +43,17 @@ def restore(runs_file: Path, into: Path) -> tuple[list[Path], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.restore", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", type=Path, help="a committed results/<study>/runs.jsonl")
+    parser.add_argument("runs", type=Path, help="a committed results/<study>/runs.jsonl, or a gpu-study bundle")
     parser.add_argument("--into", type=Path, help="the study's sweep directory (default: multirun/<study>)")
     args = parser.parse_args(argv)
     if not args.runs.is_file():
         print(f"error: {args.runs} is not a file (give results/<study>/runs.jsonl)", file=sys.stderr)
         return 2
+    if args.runs.name.endswith(".tar.gz"):
+        into = args.into or Path("multirun")
+        written, skipped = unbundle(args.runs, into)
+        print(f"restored {len(written)} files of {args.runs} into {into}/; {len(skipped)} left as they were")
+        return 0
     into = args.into or Path("multirun") / args.runs.resolve().parent.name
     written, skipped = restore(args.runs, into)
     print(f"restored {len(written)} completed runs into {into}/; {len(skipped)} lines skipped")

@@ -100,7 +100,15 @@ def test_provenance_is_a_leaf():
 
 # --------------------------------------------------------------------------- layers
 #: the command modules (``python -m …``): they may import anything, and nothing but a command imports them
-COMMANDS = {"src.train", "src.evaluate", "src.restore", "src.report.__main__", "src.studies", "src.wandb_sync"}
+COMMANDS = {
+    "src.train",
+    "src.evaluate",
+    "src.restore",
+    "src.gpu_study",
+    "src.report.__main__",
+    "src.studies",
+    "src.wandb_sync",
+}
 #: the building blocks whose import paths stored configs name (``_target_: src.norms.…``)
 BLOCKS = {"src.norms", "src.models", "src.data", "src.schedules"}
 #: each stage and the stages it may import besides itself: run/ is the bottom (records, resume, the

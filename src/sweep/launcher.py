@@ -14,6 +14,7 @@ CPU, ``n_jobs: 2`` keeps both cores busy with packs.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -26,9 +27,10 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.run.config_keys import _top_key
+from src.run.config_keys import _top_key, run_dirname
 
 log = logging.getLogger(__name__)
+LAUNCH_PLAN = "launch_plan.json"  # size=probe: what was measured and estimated, beside the run directories
 
 #: pack sizes by device type and batch, from ``make bench`` (runs per hour packed / unpacked;
 #: results/bench/packing.csv and first_run/): on this project's 2-core CPU, one thread, at batch 2 K = 8
@@ -109,6 +111,8 @@ class PackedLauncher(Launcher):
         if self.n_jobs < 1:
             raise ValueError(f"hydra.launcher.n_jobs={n_jobs}: must be an integer ≥ 1")
         self.config: DictConfig | None = None
+        self.plan: list[dict[str, Any]] = []  # size=probe: each group's measured size and time
+        self.earlier_plan: list[dict[str, Any]] = []
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
 
@@ -127,22 +131,59 @@ class PackedLauncher(Launcher):
 
     def _pack_size(self, config: DictConfig, members: int) -> int:
         """The pack size for a group of ``members`` runs: the given ``size``; ``auto``, the measured table;
-        ``probe``, measured now on this machine for this cell (:func:`src.sweep.probe.probe_pack_size`)."""
+        ``probe``, measured now on this machine for this cell (:func:`src.sweep.probe.probe_cell`; its
+        estimate of a pack's time goes into ``launch_plan.json`` in the sweep directory)."""
         if self.size == "probe":
-            from src.sweep.probe import probe_pack_size
+            from src.sweep.probe import probe_cell
 
-            return probe_pack_size(config, members)[0] if members > 1 else 1
+            cell = run_dirname([o for o in config.hydra.overrides.task if _top_key(o) not in by_keys(self.by)])
+            earlier = next((g for g in self.earlier_plan if g.get("cell") == cell), None)
+            if earlier is not None:  # a resumed sweep keeps its packs (their checkpoints name their members)
+                log.info(
+                    "pack size of %s: %d, as launch_plan.json measured it before", cell or "the sweep", earlier["size"]
+                )
+                self.plan.append(earlier)
+                return int(earlier["size"])
+            probe = probe_cell(config, members)
+            self.plan.append(
+                {
+                    "cell": cell,
+                    "runs": members,
+                    "size": probe.k,
+                    "packs": math.ceil(members / probe.k),
+                    "pack_seconds": round(probe.pack_seconds(), 1),
+                    "probe": [vars(row) for row in probe.rows],
+                }
+            )
+            return probe.k
         if self.size != "auto":
             return max(1, int(self.size))
         return default_pack_size(_device_type(config), int(config.batch))
 
+    def _read_plan(self) -> list[dict[str, Any]]:
+        """The groups of an earlier ``launch_plan.json`` of this sweep directory (none when absent)."""
+        if self.config is None:
+            return []
+        try:
+            data = json.loads((Path(str(self.config.hydra.sweep.dir)) / LAUNCH_PLAN).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return [g for g in data.get("groups", []) if isinstance(g, dict) and "cell" in g and "size" in g]
+
     def units(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[list[int]]:
         """The sweep's jobs (indices) cut into what trains together: packs, and lone runs as units of one."""
         units: list[list[int]] = []
+        self.plan = []
+        self.earlier_plan = self._read_plan()
         for group in group_jobs(job_overrides, self.by):
             config = self._job_config(job_overrides[group[0]], initial_job_idx + group[0])
             size = self._pack_size(config, len(group))
             units += [group[start : start + size] for start in range(0, len(group), size)]
+        if self.plan and self.config is not None:
+            from src.run.atomic import write_text_atomic
+
+            text = json.dumps({"n_jobs": self.n_jobs, "groups": self.plan}, indent=2)
+            write_text_atomic(Path(str(self.config.hydra.sweep.dir)) / LAUNCH_PLAN, text + "\n")
         return units
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:

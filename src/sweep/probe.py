@@ -69,10 +69,36 @@ def time_pack(net: torch.nn.Module, k: int, shape: tuple[int, ...], classes: int
     return (time.perf_counter() - started) / steps
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What the probe measured for one cell, and the pack size it chose."""
+
+    k: int
+    rows: list[ProbeRow]
+    steps_per_epoch: int
+    epochs: int
+
+    def pack_seconds(self) -> float:
+        """The estimated training time of one pack of :attr:`k` (steps × the measured step; no evaluation)."""
+        step_ms = next((r.step_ms for r in self.rows if r.k == self.k), float("nan"))
+        return step_ms / 1e3 * self.steps_per_epoch * self.epochs
+
+
+def probe_cell(cfg: DictConfig, most: int, steps: int = 5, budget_s: float = BUDGET_S) -> Probe:
+    """:func:`probe_pack_size` with the cell's steps per epoch and epochs (for a time estimate)."""
+    k, rows, steps_per_epoch = _probe(cfg, most, steps, budget_s)
+    return Probe(k, rows, steps_per_epoch, int(cfg.epochs))
+
+
 def probe_pack_size(
     cfg: DictConfig, most: int, steps: int = 5, budget_s: float = BUDGET_S
 ) -> tuple[int, list[ProbeRow]]:
     """The pack size for ``cfg``'s cell (at most ``most``, the runs there are to pack) and the rows measured."""
+    k, rows, _ = _probe(cfg, most, steps, budget_s)
+    return k, rows
+
+
+def _probe(cfg: DictConfig, most: int, steps: int, budget_s: float) -> tuple[int, list[ProbeRow], int]:
     device = device_of(cfg)
     with run_settings(int(cfg.seed), cfg.get("cpu_threads")):
         datamodule, _, net = build_model(cfg)
@@ -109,4 +135,4 @@ def probe_pack_size(
         table,
         chosen,
     )
-    return chosen, rows
+    return chosen, rows, len(datamodule.splits["train"]) // int(cfg.batch)

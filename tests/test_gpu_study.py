@@ -1,0 +1,71 @@
+"""make gpu-study: a study in a device budget, bundled for the way back and restored anywhere (issue 31)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from src.gpu_study import run_until, sweep_command
+from src.run.bundle import bundle, unbundle
+from tests.conftest import ROOT
+
+
+def test_a_bundle_cuts_large_files_into_parts_and_restores_them_whole(tmp_path: Path) -> None:
+    sweep = tmp_path / "multirun" / "study"
+    (sweep / "seed=0").mkdir(parents=True)
+    (sweep / "seed=0" / "result.json").write_text('{"status": "running"}')
+    checkpoint = sweep / ".packs" / "pack-1" / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(bytes(range(256)) * 40)  # 10,240 bytes
+    (sweep / "seed=0" / "other.bin").write_bytes(b"not bundled")
+    names = bundle(sweep, tmp_path / "study.tar.gz", part_bytes=4096)
+    assert "study/.packs/pack-1/checkpoints/last.ckpt.part002" in names and "study/seed=0/result.json" in names
+    assert not any(n.endswith("other.bin") for n in names)
+    with tarfile.open(tmp_path / "study.tar.gz") as tar:
+        assert max(m.size for m in tar.getmembers()) <= 4096
+    into = tmp_path / "elsewhere"
+    written, skipped = unbundle(tmp_path / "study.tar.gz", into)
+    assert (into / "study" / ".packs" / "pack-1" / "checkpoints" / "last.ckpt").read_bytes() == checkpoint.read_bytes()
+    assert (into / "study" / "seed=0" / "result.json").exists() and not skipped
+    again, skipped = unbundle(tmp_path / "study.tar.gz", into)  # nothing is overwritten
+    assert again == [] and len(skipped) == len(written)
+
+
+def test_the_sweep_stops_at_the_budget(tmp_path: Path) -> None:
+    status, stopped = run_until(["-c", "import time; time.sleep(120)"], 1.0, tmp_path / "log")
+    assert stopped and status is None
+
+
+def test_the_sweep_is_the_same_runs_on_any_device() -> None:
+    """Only steering keys name the device, so a run's directory and hash are those of a CPU run."""
+    gpu = sweep_command("demo", Path("multirun/demo"), cpu=False, n_jobs=2, overrides=[])
+    assert "trainer.accelerator=auto" in gpu and not any(a.startswith("trainer=") for a in gpu)
+    assert {"fused_step=auto", "hydra/launcher=packed", "hydra.launcher.size=probe"} <= set(gpu)
+
+
+@pytest.mark.slow  # trains a small sweep: make test-all
+def test_the_cpu_rehearsal_trains_bundles_and_a_restored_sweep_skips_what_it_did(tmp_path: Path) -> None:
+    out = tmp_path / "visit"
+    args = ["demo", "--out", str(out), "--budget-s", "400", "--cpu", "--n-jobs", "1"]
+    overrides = ["fused_step=eager", "epochs=1", "norm=gn", "batch=32", "seed=0,1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "src.gpu_study", *args, *overrides],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs_completed"] == 2 and summary["runs_left"] == 0 and not summary["stopped_at_budget"]
+    plan = json.loads((out / "multirun" / "demo" / "launch_plan.json").read_text())
+    assert plan["groups"][0]["size"] in (1, 2) and plan["groups"][0]["probe"]
+    into = tmp_path / "multirun"
+    unbundle(out / "demo.tar.gz", into)
+    records = sorted(into.rglob("result.json"))
+    assert len(records) == 2 and all(json.loads(p.read_text())["status"] == "completed" for p in records)
