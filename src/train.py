@@ -29,6 +29,7 @@ from src.studies import experiment_choice
 from src.studies import register_resolver as register_studies_resolver
 from src.training.perf import gpu_for_job
 from src.training.single import train
+from src.training.validation import ConfigError, validate_config
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra composes: the sweep's run directory names use ${run_dirname:…}
@@ -49,6 +50,12 @@ def log_traceback_to_file(text: str, run_dir: Path) -> None:
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode != RunMode.MULTIRUN:  # a sweep's jobs were checked before its first (CheckedSweeper)
+        try:
+            validate_config(cfg)
+        except ConfigError as error:
+            print(f"error: {error}; nothing was trained", file=sys.stderr)
+            raise SystemExit(2) from None
     try:
         with distributed_job(hydra_cfg):  # DDP ranks Lightning starts re-run this job, in this directory
             gpu = gpu_for_job(hydra_cfg.job.get("num", 0) or 0, cfg.trainer.get("devices"))

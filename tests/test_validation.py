@@ -31,3 +31,75 @@ def test_a_silently_accepted_value_now_fails_with_one_line(change, message):
     with pytest.raises(ConfigError) as caught:
         validate_config(OmegaConf.create({**GOOD, **change}))
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("trainer", "message"),
+    [
+        ({"max_epochs": 3}, "trainer.max_epochs=3 is invalid: it follows epochs=1"),
+        ({"max_steps": 10}, "trainer.max_steps=10 is invalid: normlab records every run whole; use epochs=N"),
+        (
+            {"fast_dev_run": True},
+            "trainer.fast_dev_run=True is invalid: normlab records every run whole; use debug=fast",
+        ),
+        ({"limit_train_batches": 0.5}, "trainer.limit_train_batches=0.5 is invalid"),
+        (
+            {"overfit_batches": 2},
+            "trainer.overfit_batches=2 is invalid: normlab records every run whole; use debug=overfit",
+        ),
+        ({"accumulate_grad_batches": 4}, "trainer.accumulate_grad_batches=4 is invalid"),
+    ],
+)
+def test_a_trainer_key_that_changes_what_is_trained_is_refused(trainer, message):
+    """The record names the run's epochs and batch; a trainer key that trains less would be counted as more."""
+    cfg = OmegaConf.create({**GOOD, "trainer": {"max_epochs": 1, **trainer}})
+    with pytest.raises(ConfigError) as caught:
+        validate_config(cfg)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_debug_modes_may_limit_batches_and_ddp_beyond_the_cores_warns(caplog):
+    validate_config(OmegaConf.create({**GOOD, "debug": "fast", "trainer": {"max_epochs": 1, "limit_train_batches": 5}}))
+    many = {"max_epochs": 1, "accelerator": "cpu", "devices": 64}
+    with caplog.at_level("WARNING"):
+        validate_config(OmegaConf.create({**GOOD, "trainer": many}))
+    assert "trainer.devices=64 on a CPU with" in caplog.text and "64 DDP processes" in caplog.text
+
+
+def test_a_sweep_with_a_bad_value_fails_before_its_first_job(tmp_path):
+    """-m batch=0,32: one line naming the job and the value, exit 2, no sweep directory."""
+    from .conftest import run_train
+
+    result = run_train(
+        "-m", "batch=0,32", "dataset=digits", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert lines == [
+        "error: batch=0 is invalid: it must be an integer >= 1 (the per-device batch size) "
+        "(job #0: batch=0 dataset=digits logger=none); nothing was trained"
+    ]
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_single_run_with_a_bad_value_writes_no_record(tmp_path):
+    from .conftest import run_train
+
+    result = run_train(
+        "compile=maybe", "dataset=digits", "logger=none", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "error: compile='maybe' is invalid: it must be true or false; nothing was trained" in result.stderr
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_a_run_that_trained_fewer_epochs_than_its_config_is_not_completed():
+    from src.run.lifecycle import completed
+    from src.run.records import RunRecord
+
+    record = RunRecord(epochs=16)
+    completed(record, {"timing": {"epochs_completed": 3}, "metrics": {"test_error": 50.0}})
+    assert record.status == "failed" and record.error.startswith("trained 3 of the 16 epochs its config names")
+    whole = RunRecord(epochs=16)
+    completed(whole, {"timing": {"epochs_completed": 16}})
+    assert whole.status == "completed"

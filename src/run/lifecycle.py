@@ -144,9 +144,17 @@ def start(
 
 
 def completed(record: RunRecord, produced: dict[str, Any]) -> None:
-    """The run trained and was tested: its record takes the fields it produced."""
+    """The run trained and was tested: its record takes the fields it produced. A run that trained fewer
+    epochs than its config names (the trainer stopped it early) is not completed: it is recorded failed,
+    so no report counts it as the run its config describes."""
     for key, value in produced.items():
         setattr(record, key, value)
+    trained = (produced.get("timing") or {}).get("epochs_completed")
+    if record.epochs is not None and trained is not None and int(trained) != int(record.epochs):
+        record.status = "failed"
+        record.error = f"trained {trained} of the {record.epochs} epochs its config names (the trainer stopped early)"
+        log.warning("%s: %s", record.run_dir, record.error)
+        return
     record.status = "completed"
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
+import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -11,6 +13,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -35,6 +39,7 @@ def validate_config(cfg: DictConfig) -> None:
         value = cfg.get(key)
         if value is not None and not isinstance(value, bool):
             raise ConfigError(f"{key}={value!r} is invalid: it must be true or false")
+    check_trainer(cfg)
     fused = cfg.get("fused_step", "off")
     if fused not in FUSED_CHOICES:
         raise ConfigError(f"fused_step={fused!r} is invalid: choose one of {', '.join(FUSED_CHOICES)}")
@@ -43,6 +48,51 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"study={study!r} is invalid: it must be a plain name (letters, digits, '_', '-', '.'; no '/' or '..'),"
             " since it names the sweep directory multirun/<study>/"
+        )
+
+
+#: Lightning Trainer keys that change how much is trained, each with its default and what to use instead:
+#: a run's record names its epochs and batch, and a report pools runs by them, so a trainer key that trains
+#: less (or in other steps) would be counted as what it is not. ``debug`` modes (conf/debug/) set the limits.
+TRAINER_LIMITS: dict[str, tuple[tuple[Any, ...], str]] = {
+    "max_steps": ((-1, None), "use epochs=N"),
+    "min_steps": ((None, 0), "use epochs=N"),
+    "min_epochs": ((None, 0), "use epochs=N"),
+    "max_time": ((None,), "use epochs=N"),
+    "fast_dev_run": ((False, 0, None), "use debug=fast (runs under debug/, never counted)"),
+    "limit_train_batches": ((None, 1.0, 1), "use debug=fast, or dataset.train_size=N for fewer images"),
+    "limit_val_batches": ((None, 1.0, 1), "use debug=fast"),
+    "limit_test_batches": ((None, 1.0, 1), "use debug=fast"),
+    "overfit_batches": ((0, 0.0, None), "use debug=overfit"),
+    "accumulate_grad_batches": ((1, None), "batch=N is the batch a norm sees; accumulation is not supported"),
+}
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """Refuse trainer keys that would make the record misstate the run (:data:`TRAINER_LIMITS`), and a
+    ``trainer.max_epochs`` other than ``epochs``; warn when CPU DDP starts more processes than cores."""
+    trainer = cfg.get("trainer") or {}
+    debug = cfg.get("debug")
+    max_epochs = trainer.get("max_epochs", cfg.epochs)
+    if max_epochs != cfg.epochs:
+        raise ConfigError(
+            f"trainer.max_epochs={max_epochs!r} is invalid: it follows epochs={cfg.epochs} "
+            "(the epochs the record names); use epochs=N"
+        )
+    for key, (defaults, instead) in TRAINER_LIMITS.items():
+        value = trainer.get(key)
+        if key in trainer and value not in defaults and not (debug and key.startswith(("limit_", "overfit"))):
+            raise ConfigError(f"trainer.{key}={value!r} is invalid: normlab records every run whole; {instead}")
+    processes = int(trainer.get("devices", 1) or 1) * int(trainer.get("num_nodes", 1) or 1)
+    cores = os.cpu_count() or 1
+    if str(trainer.get("accelerator", "auto")) == "cpu" and processes > cores:
+        log.warning(
+            "trainer.devices=%s on a CPU with %d cores: %d DDP processes share them, and the global batch and "
+            "learning rate are %d× a one-process run's",
+            trainer.get("devices"),
+            cores,
+            processes,
+            processes,
         )
 
 

@@ -1,0 +1,46 @@
+"""Hydra's basic sweeper, with every job's config checked before the first job starts.
+
+``python -m src.train -m batch=0,32`` would train batch 32 and only then fail on batch 0: Hydra composes
+and checks each job when it launches it. :class:`CheckedSweeper` composes every job of the sweep first
+(Hydra's own composition, as its launcher will) and runs :func:`src.training.validation.validate_config` on
+each; the first bad value ends the command with one line naming the job, the key, the value and what is
+allowed (exit 2), before any run directory or ``multirun.yaml`` is written. ``conf/train.yaml`` selects it
+(``override hydra/sweeper: checked``); its settings are the basic sweeper's (``params``, ``max_batch_size``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from src.training.validation import ConfigError, validate_config
+
+
+class CheckedSweeper(BasicSweeper):
+    """See the module docstring."""
+
+    def jobs(self, arguments: list[str]) -> list[list[str]]:
+        """Every job's overrides, in launch order, as :meth:`sweep` will launch them."""
+        assert self.hydra_context is not None
+        params = [*self._parse_config(), *arguments]
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        batches = self.split_arguments(parser.parse_overrides(params), None)
+        return [list(job) for batch in batches for job in batch]
+
+    def check(self, arguments: list[str]) -> None:
+        """Compose and validate every job; the first error ends the command (one line, exit 2)."""
+        assert self.hydra_context is not None and self.config is not None
+        for number, job in enumerate(self.jobs(arguments)):
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, job)
+            try:
+                validate_config(config)
+            except ConfigError as error:
+                print(f"error: {error} (job #{number}: {' '.join(job)}); nothing was trained", file=sys.stderr)
+                raise SystemExit(2) from None
+
+    def sweep(self, arguments: list[str]) -> Any:
+        self.check(arguments)
+        return super().sweep(arguments)
