@@ -26,6 +26,27 @@ def scalars(log_dir) -> dict[str, list[float]]:
     return values
 
 
+def hparams(log_dir) -> dict[str, object]:
+    """The HParams of the event files in ``log_dir`` (their session start), read with TensorBoard's reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    found: dict[str, object] = {}
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(path))
+        accumulator.Reload()
+        try:
+            contents = accumulator.PluginTagToContent("hparams").values()
+        except KeyError:  # a file without HParams (Lightning writes one per fit and test)
+            continue
+        for content in contents:
+            data = plugin_data_pb2.HParamsPluginData.FromString(content)
+            if data.HasField("session_start_info"):
+                for key, value in data.session_start_info.hparams.items():
+                    found[key] = value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+    return found
+
+
 def test_tensorboard_events_land_in_the_study_folder_named_by_the_overrides(tmp_path):
     sweep = tmp_path / "multirun" / "tb_study"
     result = run_train(
@@ -52,6 +73,13 @@ def test_tensorboard_events_land_in_the_study_folder_named_by_the_overrides(tmp_
         assert logged["val/error"] == pytest.approx([point["val_error"] for point in record["curve"]])
         assert logged["train/loss"] == pytest.approx([point["train_loss"] for point in record["curve"]], rel=1e-6)
         assert logged["test/error"] == pytest.approx([record["metrics"]["test_error"]])
+        # the HParams tab compares runs: identity and lr as hparams, the final metrics beside them
+        params = hparams(sweep / "tensorboard" / name)
+        assert params["norm"] == record["norm"] and params["batch"] == record["batch"] and params["model"]
+        assert params["lr"] == pytest.approx(record["lr"]) and params["epochs"] == 2
+        assert logged["hparams/test_error"] == pytest.approx([record["metrics"]["test_error"]])
+        saved = (sweep / "tensorboard" / name / "hparams.yaml").read_text()
+        assert f"norm: {record['norm']}" in saved
 
 
 def test_a_single_run_is_named_by_its_overrides_and_dated(tmp_path):

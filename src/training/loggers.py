@@ -205,8 +205,27 @@ def _is_wandb(logger: Any) -> bool:
     return isinstance(logger, LightningWandbLogger)
 
 
+HPARAM_METRICS = ("test_error", "best_val_error", "val_error", "train_loss")
+
+
+def record_hparams(record: RunRecord | Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """TensorBoard's HParams of a run: its identity (norm, batch, model, dataset, epochs, seed, study), its
+    learning rate, weight standardization and G; and its final metrics as ``hparams/<metric>``."""
+    record = _as_record(record)
+    params: dict[str, Any] = {k: v for k, v in record.identity().items() if v is not None}
+    if _finite(record.lr):
+        params["lr"] = record.lr
+    for key in ("standardize_weights", "norm_groups"):
+        if key in (record.config or {}):
+            params[key] = record.config[key]
+    metrics = {f"hparams/{k}": float(record.metrics[k]) for k in HPARAM_METRICS if _finite(record.metrics.get(k))}
+    return params, metrics
+
+
 def publish_record(loggers: Iterable[Any], record: RunRecord | Mapping[str, Any]) -> None:
-    """For each W&B logger: put the record into its run's summary and config, then finish the run.
+    """For each TensorBoard logger: the run's HParams (:func:`record_hparams`) with its final metrics, so
+    TensorBoard's HParams tab compares norms and batches. For each W&B logger: put the record into its
+    run's summary and config, then finish the run.
 
     Called by :func:`src.training.single.train` right after the run record is written, whatever the
     run's status (a failed or diverged run's W&B run finishes with exit code 1). Other loggers are
@@ -214,6 +233,16 @@ def publish_record(loggers: Iterable[Any], record: RunRecord | Mapping[str, Any]
     A logger whose W&B run never started (the run failed before logging anything) is left alone.
     """
     for logger in list(loggers or []):
+        if isinstance(logger, LightningTensorBoardLogger):
+            try:
+                params, metrics = record_hparams(record)
+                # Lightning wrote hparams.yaml at the fit's end, empty, and saves it only when absent
+                (Path(logger.log_dir) / "hparams.yaml").unlink(missing_ok=True)
+                logger.log_hyperparams(params, metrics)
+                logger.finalize("success" if _as_record(record).completed else "failed")
+            except Exception as error:
+                _warn(f"TensorBoard hparams not written: {type(error).__name__}: {error}")
+            continue
         if not _is_wandb(logger):
             continue
         run = None
