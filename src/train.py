@@ -29,7 +29,7 @@ from src.studies import experiment_choice
 from src.studies import register_resolver as register_studies_resolver
 from src.training.perf import gpu_for_job
 from src.training.single import train
-from src.training.validation import ConfigError, validate_config
+from src.training.validation import ConfigError, check_device, validate_config
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra composes: the sweep's run directory names use ${run_dirname:…}
@@ -53,6 +53,7 @@ def main(cfg: DictConfig) -> float:
     if hydra_cfg.mode != RunMode.MULTIRUN:  # a sweep's jobs were checked before its first (CheckedSweeper)
         try:
             validate_config(cfg)
+            check_device(cfg)
         except ConfigError as error:
             print(f"error: {error}; nothing was trained", file=sys.stderr)
             raise SystemExit(2) from None

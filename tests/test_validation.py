@@ -103,3 +103,49 @@ def test_a_run_that_trained_fewer_epochs_than_its_config_is_not_completed():
     whole = RunRecord(epochs=16)
     completed(whole, {"timing": {"epochs_completed": 16}})
     assert whole.status == "completed"
+
+
+def test_joblib_n_jobs_zero_and_a_gpu_trainer_without_a_gpu_fail_in_one_line(tmp_path):
+    from .conftest import run_train
+
+    zero = run_train("-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=0", "dataset=digits", cwd=tmp_path)
+    assert zero.returncode == 2
+    assert "error: hydra.launcher.n_jobs=0 is invalid: the jobs (or packs) at a time" in zero.stderr
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    gpu = run_train("trainer=gpu", "dataset=digits", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert gpu.returncode == 2 and "sees no GPU; use trainer=cpu, or install a CUDA build" in gpu.stderr
+
+
+class Interrupted(Exception):
+    """A kill at the start of the second epoch (its checkpoint written)."""
+
+
+def test_ckpt_path_resumes_from_a_named_checkpoint_and_a_missing_one_fails_in_one_line(
+    compose_cfg, tmp_path, monkeypatch
+):
+    import shutil
+
+    from src.training import module
+    from src.training.single import train
+
+    base = ("dataset=digits", "epochs=2", "logger=none", "trainer.accelerator=cpu")
+    original = module.Classifier.on_train_epoch_start
+
+    def killed(self):
+        if self.current_epoch == 1:
+            raise Interrupted
+        original(self)
+
+    monkeypatch.setattr(module.Classifier, "on_train_epoch_start", killed)
+    with pytest.raises(Interrupted):
+        train(compose_cfg(*base), tmp_path / "first")
+    monkeypatch.setattr(module.Classifier, "on_train_epoch_start", original)
+    saved = tmp_path / "saved.ckpt"
+    shutil.copy(tmp_path / "first" / "checkpoints" / "last.ckpt", saved)
+    record = train(compose_cfg(*base, f"ckpt_path={saved}"), tmp_path / "second")
+    assert record["status"] == "completed" and record["timing"]["resumed_from_epoch"] == 1
+    with pytest.raises(ConfigError, match=r"^ckpt_path='nothere.ckpt' is invalid: no such file; give a Lightning"):
+        validate_config(OmegaConf.create({**GOOD, "ckpt_path": "nothere.ckpt"}))

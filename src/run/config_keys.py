@@ -12,7 +12,8 @@ Top-level keys (every one the project's configs define must be listed here; a te
   sub-keys), ``optim``, ``trainer`` (less its steering sub-keys), ``batch``, ``epochs``, ``seed``,
   ``norm_groups``, ``standardize_weights``.
 - steering: ``study``, ``force``, ``resume``, ``logger``, ``cpu_threads``, ``report``, ``compile``,
-  ``compile_mode``, ``fused_step`` (the fused epoch loop, :mod:`src.training.epoch_loop`), ``callbacks``
+  ``compile_mode``, ``fused_step`` (the fused epoch loop, :mod:`src.training.epoch_loop`), ``ckpt_path`` (a
+  checkpoint to resume from: where training restarts, not what it computes), ``callbacks``
   (progress output, ``conf/callbacks/``), ``debug`` (the name of a
   ``conf/debug/`` mode: what the mode changes, trainer limits and epochs, is computation and hashed),
   ``save_weights`` (keeps ``model.pt``).
@@ -57,6 +58,7 @@ STEERING_KEYS = (
     "compile",
     "compile_mode",
     "fused_step",
+    "ckpt_path",
     "callbacks",
     "debug",
     "save_weights",

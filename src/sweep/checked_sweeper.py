@@ -16,7 +16,7 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from src.training.validation import ConfigError, validate_config
+from src.training.validation import ConfigError, check_device, validate_config
 
 
 class CheckedSweeper(BasicSweeper):
@@ -33,10 +33,22 @@ class CheckedSweeper(BasicSweeper):
     def check(self, arguments: list[str]) -> None:
         """Compose and validate every job; the first error ends the command (one line, exit 2)."""
         assert self.hydra_context is not None and self.config is not None
+        n_jobs = self.config.hydra.launcher.get("n_jobs")
+        if n_jobs is not None and (
+            isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1
+        ):
+            print(
+                f"error: hydra.launcher.n_jobs={n_jobs!r} is invalid: the jobs (or packs) at a time, an integer >= 1 "
+                "(-1: one per core); nothing was trained",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
         for number, job in enumerate(self.jobs(arguments)):
             config = self.hydra_context.config_loader.load_sweep_config(self.config, job)
             try:
                 validate_config(config)
+                if "submitit" not in str(self.config.hydra.launcher.get("_target_", "")):
+                    check_device(config)  # a local launcher: the jobs run on this machine
             except ConfigError as error:
                 print(f"error: {error} (job #{number}: {' '.join(job)}); nothing was trained", file=sys.stderr)
                 raise SystemExit(2) from None

@@ -46,6 +46,8 @@ def train(
 
     def fit(record: RunRecord, resume_from: Path | None) -> dict[str, Any]:
         validate_config(cfg)
+        if cfg.get("ckpt_path"):  # the user's checkpoint comes before the run directory's own
+            resume_from = Path(str(cfg.ckpt_path))
         with run_settings(cfg.seed, cfg.get("cpu_threads")):
             if resume_from is not None:
                 log.info("resuming %s from %s", run_dir, resume_from)

@@ -8,6 +8,7 @@ import math
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,6 +41,12 @@ def validate_config(cfg: DictConfig) -> None:
         if value is not None and not isinstance(value, bool):
             raise ConfigError(f"{key}={value!r} is invalid: it must be true or false")
     check_trainer(cfg)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is not None and not Path(str(ckpt_path)).is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} is invalid: no such file; give a Lightning checkpoint such as "
+            "<run dir>/checkpoints/last.ckpt (a run interrupted in its own directory resumes without it)"
+        )
     fused = cfg.get("fused_step", "off")
     if fused not in FUSED_CHOICES:
         raise ConfigError(f"fused_step={fused!r} is invalid: choose one of {', '.join(FUSED_CHOICES)}")
@@ -93,6 +100,18 @@ def check_trainer(cfg: DictConfig) -> None:
             cores,
             processes,
             processes,
+        )
+
+
+def check_device(cfg: DictConfig) -> None:
+    """``trainer=gpu`` where torch sees no GPU: one line with what to do (checked where the job will run:
+    by a local sweep before its first job, by a single run; a cluster launcher's jobs run elsewhere)."""
+    accelerator = str((cfg.get("trainer") or {}).get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} (trainer=gpu) is invalid here: torch {torch.__version__} ({build}) "
+            "sees no GPU; use trainer=cpu, or install a CUDA build (make setup TORCH_SPEC=..., docs/gpu.md)"
         )
 
 
