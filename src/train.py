@@ -21,15 +21,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.run.config_keys import register_resolvers
-from src.run.distributed import distributed_job
-from src.run.identity import launch_description
-from src.run.provenance import redact
-from src.run.resume import RunRefused
 from src.studies import experiment_choice
 from src.studies import register_resolver as register_studies_resolver
-from src.training.perf import gpu_for_job
-from src.training.single import train
-from src.training.validation import ConfigError, check_device, validate_config
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra composes: the sweep's run directory names use ${run_dirname:…}
@@ -46,8 +39,21 @@ def log_traceback_to_file(text: str, run_dir: Path) -> None:
             handler.emit(logging.LogRecord(__name__, logging.ERROR, __file__, 0, text, None, None))
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+# absolute, so the config is found whatever runs this module: python -m src.train, or the normlab-train command
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
+    # imported here, not at the top: `--help`, `--cfg` and tab completion then never load torch (< 3 s)
+    from src.run.distributed import distributed_job
+    from src.run.identity import launch_description
+    from src.run.provenance import redact
+    from src.run.resume import RunRefused
+    from src.training.perf import gpu_for_job
+    from src.training.single import train
+    from src.training.validation import ConfigError, check_device, validate_config
+
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode != RunMode.MULTIRUN:  # a sweep's jobs were checked before its first (CheckedSweeper)
@@ -88,6 +94,11 @@ def main(cfg: DictConfig) -> float:
     return metrics["test_error"]
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``normlab-train`` (pyproject's console script) and ``python -m src.train``."""
     sys.argv = experiment_choice(sys.argv)  # +experiment=<name> as experiment=<name> (conf/train.yaml)
     main()
+
+
+if __name__ == "__main__":
+    cli()

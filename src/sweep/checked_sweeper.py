@@ -16,8 +16,6 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from src.training.validation import ConfigError, check_device, validate_config
-
 
 class CheckedSweeper(BasicSweeper):
     """See the module docstring."""
@@ -32,6 +30,8 @@ class CheckedSweeper(BasicSweeper):
 
     def check(self, arguments: list[str]) -> None:
         """Compose and validate every job; the first error ends the command (one line, exit 2)."""
+        from src.training.validation import ConfigError, check_device, validate_config  # torch: only when sweeping
+
         assert self.hydra_context is not None and self.config is not None
         n_jobs = self.config.hydra.launcher.get("n_jobs")
         if n_jobs is not None and (
