@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,26 @@ def compose_cfg() -> Iterator[Callable[..., DictConfig]]:
 def _quiet_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run every test in its own directory so nothing is written into the checkout."""
     monkeypatch.chdir(tmp_path)
+
+
+class Interrupted(Exception):
+    """Stands in for a kill at the start of a run's second epoch (its first checkpoint written)."""
+
+
+@contextmanager
+def killed_at_second_epoch(monkeypatch, module_class) -> Iterator[None]:
+    """Within the block, training ``module_class`` raises :class:`Interrupted` as its second epoch starts
+    (the block must train it); afterwards the class trains as usual again."""
+    original = module_class.on_train_epoch_start
+
+    def killed(self):
+        if self.current_epoch == 1:
+            raise Interrupted
+        original(self)
+
+    monkeypatch.setattr(module_class, "on_train_epoch_start", killed)
+    try:
+        with pytest.raises(Interrupted):
+            yield
+    finally:
+        monkeypatch.setattr(module_class, "on_train_epoch_start", original)

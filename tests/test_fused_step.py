@@ -190,40 +190,13 @@ def test_a_fused_learning_rate_follows_the_unpacked_rule(compose_cfg, tmp_path):
     assert factor(12) == pytest.approx(rule.schedule(0.5))
 
 
-class Interrupted(Exception):
-    """A kill at the start of the second epoch (its checkpoint written)."""
-
-
 def test_an_interrupted_fused_pack_resumes_exactly(compose_cfg, tmp_path, monkeypatch):
     """Momentum, the step count and each member's RNG are in the checkpoint: a resumed fused pack ends
     where the uninterrupted one does."""
-    from src.sweep import pack
-    from src.sweep.pack import fit_pack
-    from src.training.process import run_settings
+    from .test_pack import interrupted_and_resumed
 
-    cfgs = fused_cfgs(compose_cfg, "gn", "eager")
-    whole = [build_member(RunSpec(cfg, tmp_path / f"w{cfg.seed}")) for cfg in cfgs]
-    with run_settings(0):
-        fit_pack(whole, tmp_path / "whole", resume=False)
-    original = pack.PackedClassifier.on_train_epoch_start
-
-    def killed(self):
-        if self.current_epoch == 1:
-            raise Interrupted
-        original(self)
-
-    monkeypatch.setattr(pack.PackedClassifier, "on_train_epoch_start", killed)
-    first = [build_member(RunSpec(cfg, tmp_path / f"r{cfg.seed}")) for cfg in cfgs]
-    with run_settings(0), pytest.raises(Interrupted):
-        fit_pack(first, tmp_path / "resumed", resume=True)
-    monkeypatch.setattr(pack.PackedClassifier, "on_train_epoch_start", original)
-    again = [build_member(RunSpec(cfg, tmp_path / f"r{cfg.seed}")) for cfg in cfgs]
-    with run_settings(0):
-        produced, _ = fit_pack(again, tmp_path / "resumed", resume=True)
-    assert produced[0]["timing"]["resumed_from_epoch"] == 1 and produced[0]["timing"]["train_steps"] == 24
-    for done, resumed in zip(whole, again, strict=True):
-        for name, value in done.net.state_dict().items():
-            torch.testing.assert_close(resumed.net.state_dict()[name], value, msg=name)
+    _, _, produced = interrupted_and_resumed(fused_cfgs(compose_cfg, "gn", "eager"), tmp_path, monkeypatch)
+    assert produced[0]["timing"]["train_steps"] == 24
 
 
 def test_a_pack_with_batch_renorm_runs_its_fused_step_eager(compose_cfg):

@@ -18,7 +18,7 @@ from src.sweep.pack import PackedNet, PackRefused, build_member, check_packable,
 from src.training.experiment import build_experiment, fit_and_test
 from src.training.process import run_settings
 
-from .conftest import config_options
+from .conftest import config_options, killed_at_second_epoch
 
 # every norm whose statistics are per channel or per group, and those vmap makes exact per member
 PACKABLE = [
@@ -174,30 +174,18 @@ def test_a_diverged_member_stops_alone(compose_cfg, tmp_path):
     assert diverged[1].startswith("training loss is nan at step 12, epoch 0") and produced[1] is None
 
 
-class Interrupted(Exception):
-    """Stands in for a kill at the start of the second epoch (its checkpoint written)."""
-
-
-def test_an_interrupted_pack_resumes_from_its_checkpoint_exactly(compose_cfg, tmp_path, monkeypatch):
+def interrupted_and_resumed(cfgs, tmp_path, monkeypatch):
+    """The members trained whole, and trained again killed at their second epoch then resumed from the
+    pack's checkpoint: (whole, resumed, the resumed fit's records)."""
     from src.sweep import pack
 
-    cfgs = member_cfgs(compose_cfg, "bn")
     whole = [build_member(RunSpec(cfg, tmp_path / f"w{cfg.seed}")) for cfg in cfgs]
     with run_settings(0):
         fit_pack(whole, tmp_path / "whole", resume=False)
-    original = pack.PackedClassifier.on_train_epoch_start
-
-    def killed(self):
-        if self.current_epoch == 1:
-            raise Interrupted
-        original(self)
-
-    monkeypatch.setattr(pack.PackedClassifier, "on_train_epoch_start", killed)
     first = [build_member(RunSpec(cfg, tmp_path / f"r{cfg.seed}")) for cfg in cfgs]
-    with run_settings(0), pytest.raises(Interrupted):
+    with killed_at_second_epoch(monkeypatch, pack.PackedClassifier), run_settings(0):
         fit_pack(first, tmp_path / "resumed", resume=True)
     assert (tmp_path / "resumed" / "checkpoints" / "last.ckpt").exists()
-    monkeypatch.setattr(pack.PackedClassifier, "on_train_epoch_start", original)
     again = [build_member(RunSpec(cfg, tmp_path / f"r{cfg.seed}")) for cfg in cfgs]
     with run_settings(0):
         produced, _ = fit_pack(again, tmp_path / "resumed", resume=True)
@@ -205,6 +193,11 @@ def test_an_interrupted_pack_resumes_from_its_checkpoint_exactly(compose_cfg, tm
     for done, resumed in zip(whole, again, strict=True):
         for name, value in done.net.state_dict().items():
             torch.testing.assert_close(resumed.net.state_dict()[name], value, msg=name)
+    return whole, again, produced
+
+
+def test_an_interrupted_pack_resumes_from_its_checkpoint_exactly(compose_cfg, tmp_path, monkeypatch):
+    interrupted_and_resumed(member_cfgs(compose_cfg, "bn"), tmp_path, monkeypatch)
 
 
 def test_a_packed_sweep_writes_every_record_and_its_rerun_skips_them(tmp_path):

@@ -119,10 +119,6 @@ def test_joblib_n_jobs_zero_and_a_gpu_trainer_without_a_gpu_fail_in_one_line(tmp
     assert gpu.returncode == 2 and "sees no GPU; use trainer=cpu, or install a CUDA build" in gpu.stderr
 
 
-class Interrupted(Exception):
-    """A kill at the start of the second epoch (its checkpoint written)."""
-
-
 def test_ckpt_path_resumes_from_a_named_checkpoint_and_a_missing_one_fails_in_one_line(
     compose_cfg, tmp_path, monkeypatch
 ):
@@ -132,17 +128,10 @@ def test_ckpt_path_resumes_from_a_named_checkpoint_and_a_missing_one_fails_in_on
     from src.training.single import train
 
     base = ("dataset=digits", "epochs=2", "logger=none", "trainer.accelerator=cpu")
-    original = module.Classifier.on_train_epoch_start
+    from .conftest import killed_at_second_epoch
 
-    def killed(self):
-        if self.current_epoch == 1:
-            raise Interrupted
-        original(self)
-
-    monkeypatch.setattr(module.Classifier, "on_train_epoch_start", killed)
-    with pytest.raises(Interrupted):
+    with killed_at_second_epoch(monkeypatch, module.Classifier):
         train(compose_cfg(*base), tmp_path / "first")
-    monkeypatch.setattr(module.Classifier, "on_train_epoch_start", original)
     saved = tmp_path / "saved.ckpt"
     shutil.copy(tmp_path / "first" / "checkpoints" / "last.ckpt", saved)
     record = train(compose_cfg(*base, f"ckpt_path={saved}"), tmp_path / "second")

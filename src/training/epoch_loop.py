@@ -106,6 +106,16 @@ class EpochLoop:
         self.steps_done = 0  # global steps trained (a checkpoint keeps it)
         self.last_lr = float("nan")
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the loop: the steps done and the step's momentum."""
+        return {"steps_done": self.steps_done, "step": self.step.state_dict()}
+
+    def restore(self, saved: dict[str, Any] | None) -> None:
+        """Continue from a checkpoint's :meth:`state` (nothing for None: a fresh run)."""
+        if saved is not None:
+            self.steps_done = int(saved["steps_done"])
+            self.step.load_state_dict(saved["step"])
+
     @property
     def steps_per_epoch(self) -> int:
         return self.data.steps

@@ -152,9 +152,7 @@ class Classifier(pl.LightningModule):
             self.loop = EpochLoop(
                 step, data, lr_factor(self.rule, data.steps * epochs, epochs), torch.tensor([self.lr])
             )
-            if self._loaded_loop is not None:
-                self.loop.steps_done = int(self._loaded_loop["steps_done"])
-                step.load_state_dict(self._loaded_loop["step"])
+            self.loop.restore(self._loaded_loop)
         return self.loop
 
     def steps_trained(self) -> int:
@@ -228,7 +226,7 @@ class Classifier(pl.LightningModule):
             "curve": list(self.curve),
         }
         if self.loop is not None:
-            checkpoint["normlab"]["fused"] = {"steps_done": self.loop.steps_done, "step": self.loop.step.state_dict()}
+            checkpoint["normlab"]["fused"] = self.loop.state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("normlab", {})

@@ -90,9 +90,7 @@ class PackedClassifier(pl.LightningModule):
             total = data.steps * int(self.trainer.max_epochs or 1)
             base_lr = torch.tensor(self.member_lr or [float(self.lr)] * self.size)
             self.loop = EpochLoop(step, data, lr_factor(self.rule, total, int(self.trainer.max_epochs or 1)), base_lr)
-            if self._loaded_loop is not None:
-                self.loop.steps_done = int(self._loaded_loop["steps_done"])
-                step.load_state_dict(self._loaded_loop["step"])
+            self.loop.restore(self._loaded_loop)
             for index in self.diverged:
                 step.active[index] = False
         return self.loop
@@ -194,10 +192,7 @@ class PackedClassifier(pl.LightningModule):
             "rng": [rng.state for rng in self.rngs],
         }
         if self.loop is not None:
-            checkpoint["normlab_pack"]["fused"] = {
-                "steps_done": self.loop.steps_done,
-                "step": self.loop.step.state_dict(),
-            }
+            checkpoint["normlab_pack"]["fused"] = self.loop.state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("normlab_pack", {})
