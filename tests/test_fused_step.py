@@ -286,3 +286,44 @@ def test_the_pack_size_probe_measures_each_k_and_picks_one_it_measured(compose_c
     assert probe_pack_size(cfg, most=1, steps=1)[0] == 1
     with pytest.raises(ValueError, match=r"^hydra.launcher.size='big': allowed are auto, probe or an integer >= 1$"):
         PackedLauncher(size="big")
+
+
+def test_an_epoch_is_drawn_per_member_on_the_device_with_its_images_and_labels_together():
+    """EpochData: (S, K, N, C, H, W), the last partial batch dropped, every image with its own label, each
+    member's order from its own RNG (the same state gives the same epoch)."""
+    from types import SimpleNamespace
+
+    from src.training.epoch_loop import EpochData
+
+    count, batch = 10, 4
+    images = torch.arange(count, dtype=torch.uint8).reshape(count, 1, 1, 1).expand(count, 1, 2, 2).contiguous()
+    split = SimpleNamespace(tensors=(images, torch.arange(count)))
+    member = SimpleNamespace(
+        splits={"train": split}, augment=None, mean=torch.zeros(1, 1, 1, 1), std=torch.ones(1, 1, 1, 1)
+    )
+    states = [torch.Generator().manual_seed(s).get_state() for s in (0, 1, 0)]
+
+    def context(index):
+        def enter():
+            import contextlib
+
+            @contextlib.contextmanager
+            def swapped():
+                outside = torch.get_rng_state()
+                torch.set_rng_state(states[index])
+                try:
+                    yield
+                finally:
+                    states[index] = torch.get_rng_state()
+                    torch.set_rng_state(outside)
+
+            return swapped()
+
+        return enter
+
+    data = EpochData([member] * 3, batch, torch.device("cpu"), [context(i) for i in range(3)])
+    drawn, labels = data.draw()
+    assert drawn.shape == (2, 3, batch, 1, 2, 2) and labels.shape == (2, 3, batch)  # 10 // 4 = 2 steps
+    assert torch.equal((drawn[..., 0, 0, 0] * 255).round().long(), labels)  # each image with its label
+    orders = [labels[:, k].flatten().tolist() for k in range(3)]
+    assert orders[0] == orders[2] != orders[1] and len(set(orders[0])) == 2 * batch
