@@ -61,9 +61,14 @@ class EpochData:
         self.batch = batch
         self.device = device
         self.contexts = list(rng_contexts) if rng_contexts is not None else [nullcontext] * len(self.datamodules)
-        self.splits = []
+        self.splits: list[tuple[torch.Tensor, torch.Tensor]] = []
+        first: tuple[torch.Tensor, torch.Tensor] | None = None
         for datamodule in self.datamodules:
             images, labels = datamodule.splits["train"].tensors
+            if first is not None and torch.equal(images, first[0]) and torch.equal(labels, first[1]):
+                self.splits.append(self.splits[0])  # the members' split is one (seeds differ, data not): one copy
+                continue
+            first = first or (images, labels)
             self.splits.append((images.to(device), labels.to(device)))
         counts = {len(labels) for _, labels in self.splits}
         if len(counts) != 1:
