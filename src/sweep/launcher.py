@@ -97,8 +97,9 @@ class PackedLauncher(Launcher):
 
     Args:
         by: the override that differs between the members of a pack (``seed``).
-        size: the most runs in one pack; ``auto``: :func:`default_pack_size` for the device and batch;
-            ``probe``: measured for each cell on this machine (:mod:`src.sweep.probe`, up to 64).
+        size: the most runs in one pack; ``probe``: measured for each cell on this machine
+            (:mod:`src.sweep.probe`, up to 64); ``auto``: ``probe`` on a GPU, :func:`default_pack_size`'s
+            measured table on a CPU (where a probe would cost more than it saves on short sweeps).
         n_jobs: packs trained at once, each in its own worker process (1: one after another, in this one).
     """
 
@@ -130,10 +131,11 @@ class PackedLauncher(Launcher):
         return sweep_config
 
     def _pack_size(self, config: DictConfig, members: int) -> int:
-        """The pack size for a group of ``members`` runs: the given ``size``; ``auto``, the measured table;
-        ``probe``, measured now on this machine for this cell (:func:`src.sweep.probe.probe_cell`; its
-        estimate of a pack's time goes into ``launch_plan.json`` in the sweep directory)."""
-        if self.size == "probe":
+        """The pack size for a group of ``members`` runs: the given ``size``; ``auto`` on a CPU, the measured
+        table; ``probe`` (and ``auto`` on a GPU), measured now on this machine for this cell
+        (:func:`src.sweep.probe.probe_cell`; its estimate of a pack's time goes into ``launch_plan.json``)."""
+        probing = self.size == "probe" or (self.size == "auto" and _device_type(config) == "cuda")
+        if probing:  # auto on a GPU: a probe costs seconds there, and the table was measured only up to K = 8
             from src.sweep.probe import probe_cell
 
             cell = run_dirname([o for o in config.hydra.overrides.task if _top_key(o) not in by_keys(self.by)])
