@@ -51,12 +51,9 @@ def default_pack_size(device: str, batch: int) -> int:
 
 
 def _device_type(config: DictConfig) -> str:
-    import torch
+    from src.training.perf import training_device  # torch: only when a sweep launches
 
-    accelerator = str(OmegaConf.select(config, "trainer.accelerator", default="auto"))
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    return "cpu"
+    return training_device(OmegaConf.select(config, "trainer.accelerator", default="auto")).type
 
 
 #: what members of one pack may differ in besides the seed: settings that keep every parameter's shape

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from src.sweep.pack.network import PackedNet
 from src.training.experiment import build_model
 from src.training.fused_step import WARMUP_STEPS, FusedSGDStep, SGDSettings, mode_for
+from src.training.perf import training_device
 from src.training.process import run_settings
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,6 @@ class ProbeRow:
     k: int
     step_ms: float
     member_steps_per_s: float
-
-
-def device_of(cfg: DictConfig) -> torch.device:
-    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return torch.device("cuda" if on_gpu else "cpu")
 
 
 def _synchronize(device: torch.device) -> None:
@@ -99,7 +94,7 @@ def probe_pack_size(
 
 
 def _probe(cfg: DictConfig, most: int, steps: int, budget_s: float) -> tuple[int, list[ProbeRow], int]:
-    device = device_of(cfg)
+    device = training_device(cfg.trainer.get("accelerator", "auto"))
     with run_settings(int(cfg.seed), cfg.get("cpu_threads")):
         datamodule, _, net = build_model(cfg)
     net = net.to(device)

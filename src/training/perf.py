@@ -20,6 +20,13 @@ def compile_for_training(net: nn.Module, mode: str | None) -> nn.Module:
     return torch.compile(net, mode=mode, dynamic=False)
 
 
+def training_device(accelerator: object) -> torch.device:
+    """The device a run with ``trainer.accelerator`` trains on: CUDA for ``gpu``/``cuda``, and for ``auto``
+    when a GPU is visible; else the CPU (the one rule of the launcher, the probe and the fused step)."""
+    on_gpu = str(accelerator) in ("gpu", "cuda") or (str(accelerator) == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if on_gpu else "cpu")
+
+
 def gpu_for_job(job_number: int, devices: object) -> list[int] | None:
     """The GPU a job of a parallel sweep should use: job number modulo the visible GPUs.
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 
 from src.norms import describe_norm_layers
 from src.run import lifecycle
@@ -34,6 +33,7 @@ from src.training.checkpointing import AtomicCheckpointIO, LastCheckpoint
 from src.training.experiment import batch_sizes, build, lr_arguments, result_fields, resumed_epoch
 from src.training.fused_step import mode_for, sgd_settings
 from src.training.module import lr_rule
+from src.training.perf import training_device
 from src.training.process import run_settings
 from src.training.single import train
 
@@ -140,9 +140,8 @@ def fit_pack(
 def fused_mode(cfg: Any, built: Sequence[BuiltMember]) -> str | None:
     """The pack's fused-step mode (``fused_step``; :func:`src.training.fused_step.mode_for`) on the device
     its trainer uses."""
-    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return mode_for(cfg.get("fused_step", "off"), torch.device("cuda" if on_gpu else "cpu"), built[0].net)
+    device = training_device(cfg.trainer.get("accelerator", "auto"))
+    return mode_for(cfg.get("fused_step", "off"), device, built[0].net)
 
 
 METRICS_FILE = "metrics.csv"
