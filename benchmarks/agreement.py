@@ -28,12 +28,25 @@ from src.run.atomic import write_text_atomic
 # definition)
 TABLES: dict[str, tuple[list[str], str, dict[str, object]]] = {
     "packing.csv": (["model", "norm", "batch", "K"], "runs_per_hour_ratio", {}),
-    "embedded.csv": (["model", "data", "batch", "threads"], "normlab_over_hand", {}),
+    "embedded.csv": (["model", "data", "fused_step", "batch", "threads"], "normlab_over_hand", {}),
     "throughput.csv": (["batch", "mode"], "normlab_over_hand", {}),
     "sweep.csv": (["launcher"], "speedup", {"launcher": "sequential"}),
 }
 
 PRECISION = ("spread", "rel_se")  # the columns a table may record its own ratio's precision in
+# key columns added to a table after runs were committed, with the value those runs had: embedded.csv
+# timed the per-step loop alone before the fused loop became the default
+ADDED_KEYS: dict[str, object] = {"fused_step": "off"}
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A bench CSV, with :data:`ADDED_KEYS` filled where an older run lacks them."""
+    frame = pd.read_csv(path)
+    if "normlab_over_hand" in frame and {"model", "data"} <= set(frame.columns):
+        for key, value in ADDED_KEYS.items():
+            if key not in frame:
+                frame[key] = value
+    return frame
 
 
 def agreement(
@@ -85,7 +98,7 @@ def compare_folders(
     for name in TABLES:
         keys, ratio, reference = table_spec(name, packing_ratio)
         if (first / name).exists() and (second / name).exists():
-            frames = pd.read_csv(first / name), pd.read_csv(second / name)
+            frames = read_table(first / name), read_table(second / name)
             found[name] = agreement(*frames, keys, ratio, within, reference)
     return found
 
@@ -111,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     parser.add_argument("--out", type=Path, default=None, help="also write the text to this file")
     args = parser.parse_args(argv)
     if args.first.is_file() and args.second.is_file():
-        first, second = pd.read_csv(args.first), pd.read_csv(args.second)
+        first, second = read_table(args.first), read_table(args.second)
         kind = table_kind(first)
         if kind is None:
             parser.error(f"{args.first} is none of the bench tables ({', '.join(TABLES)}): no key and ratio columns")

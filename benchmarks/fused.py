@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=24, help="steps of one block (an epoch of the fake split)")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="per cell")
     parser.add_argument("--min-rounds", type=int, default=6)
-    parser.add_argument("--mode", default="auto", help="normlab's fused_step (auto: graph on CUDA, compile on CPU)")
+    parser.add_argument("--mode", default="auto", help="normlab's fused_step (auto: graph on CUDA, eager on CPU)")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
     device = torch.device(args.device)

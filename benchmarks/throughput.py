@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -161,6 +162,10 @@ class InterleavedBlocks(pl.Callback):
 
     normlab's step is batch end to batch end with the hand block left out: data, hooks, step and every
     other callback. ``warmup`` steps of each are not timed. Add it last, so its hook runs after the others.
+
+    The fused loop (``fused_step``, one Lightning batch an epoch) is timed per epoch instead: its training
+    tick (the epoch's draw and all its steps) divided by its steps, then as many hand steps as one block,
+    likewise per step; its first epoch (which builds the loop) is the warm-up.
     """
 
     def __init__(self, hand: HandSteps, block: int, warmup: int):
@@ -168,13 +173,23 @@ class InterleavedBlocks(pl.Callback):
         self.normlab_times: list[float] = []
         self.hand_times: list[float] = []
         self._mark: float | None = None
+        self._tick = 0.0
 
     def on_train_start(self, trainer, pl_module) -> None:
         for _ in range(self.warmup):
             self.hand.step()
 
+    def on_train_batch_start(self, trainer, pl_module, *args) -> None:
+        self._tick = time.perf_counter()
+
     def on_train_batch_end(self, trainer, pl_module, *args) -> None:
         now, step = time.perf_counter(), trainer.global_step
+        if getattr(pl_module, "fused", None) is not None:
+            steps = pl_module.loop.steps_per_epoch
+            if trainer.current_epoch >= 1:
+                self.normlab_times.append((now - self._tick) / steps)
+                self.hand_times.append(sum(self.hand.step() for _ in range(steps)) / steps)
+            return
         if self._mark is not None and step > self.warmup:
             self.normlab_times.append(now - self._mark)
         if step >= self.warmup and step % self.block == 0:
@@ -244,25 +259,34 @@ def resnet_pair(batch: int, steps: int, warmup: int) -> tuple[float, float]:
     return blocks.medians()
 
 
-def embedded_config(batch: int, steps: int, threads: int):
-    """The default run (small CNN, bn, the default embedded dataset) sized to one epoch of ``steps`` steps."""
+#: the fused loop's timed epochs (after one warm-up epoch) in one embedded cell
+FUSED_EPOCHS = 8
+
+
+def embedded_config(batch: int, steps: int, threads: int, loop: str = "auto"):
+    """The default run (small CNN, bn, the default embedded dataset) sized to ``steps`` timed steps: one
+    epoch for the per-step loop (``loop`` off), 1 + :data:`FUSED_EPOCHS` epochs of ``steps`` /
+    FUSED_EPOCHS steps (at least 10) for the fused loop (``fused_step=auto``, the default)."""
+    per_epoch = steps if loop == "off" else max(10, steps // FUSED_EPOCHS)
     overrides = [
         f"batch={batch}",
-        "epochs=1",
-        f"dataset.train_size={batch * (steps + 1)}",
+        f"epochs={1 if loop == 'off' else 1 + FUSED_EPOCHS}",
+        f"dataset.train_size={batch * (per_epoch + 1)}",
         "logger=none",
         "force=true",
         f"cpu_threads={threads}",
+        f"fused_step={loop}",
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=overrides)
 
 
-def embedded_pair(batch: int, steps: int, threads: int, run_dir: Path) -> tuple[float, float]:
-    """(normlab, hand) median seconds per step of the default run: normlab's full ``src.train`` path, with
-    a minimal loop on the run's own model and images (normalized once) interleaved in blocks."""
+def embedded_pair(batch: int, steps: int, threads: int, run_dir: Path, loop: str = "auto") -> tuple[float, float, str]:
+    """(normlab, hand) median seconds per step of the default run, and the loop it trained with: normlab's
+    full ``src.train`` path, with a minimal loop on the run's own model and images (normalized once)
+    interleaved in blocks."""
     torch.set_num_threads(threads)
-    cfg = embedded_config(batch, steps, threads)
+    cfg = embedded_config(batch, steps, threads, loop)
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.dataset)
     datamodule.setup("fit")
@@ -275,8 +299,8 @@ def embedded_pair(batch: int, steps: int, threads: int, run_dir: Path) -> tuple[
     _PENDING.append(blocks)
     OmegaConf.set_struct(cfg, False)
     cfg.callbacks = {**(cfg.get("callbacks") or {}), "hand_blocks": {"_target_": f"{__name__}.pending_blocks"}}
-    train(cfg, run_dir)
-    return blocks.medians()
+    record = train(cfg, run_dir)
+    return (*blocks.medians(), str(record["timing"].get("fused_step", "per-step")))
 
 
 def ratio_and_spread(ours: list[float], hands: list[float]) -> tuple[float, float]:
@@ -287,40 +311,46 @@ def ratio_and_spread(ours: list[float], hands: list[float]) -> tuple[float, floa
     return ratio, (max(ratios) - min(ratios)) / ratio
 
 
-def embedded_table(batches: list[int], steps: int, reps: int, threads: list[int]) -> pd.DataFrame:
+def embedded_table(
+    batches: list[int], steps: int, reps: int, threads: list[int], loops: Sequence[str] = ("auto", "off")
+) -> pd.DataFrame:
     """Hand loop vs normlab's full run path on the default small CNN and embedded data, interleaved in
-    blocks (:class:`InterleavedBlocks`): median step times, and :func:`ratio_and_spread` of the
-    repetitions' ratios."""
+    blocks (:class:`InterleavedBlocks`), for each ``fused_step`` in ``loops`` (the default ``auto`` and the
+    per-step ``off``): median step times, and :func:`ratio_and_spread` of the repetitions' ratios."""
     rows = []
     run_dir = ROOT / "multirun" / "bench_embedded"
-    for thread_count in threads:
-        for batch in batches:
-            steps_here = max(steps * 2 // batch, min(steps, 120))  # as many images as `steps` at batch 2
-            hand, ours = [], []
-            for _ in range(reps):
-                our, theirs = embedded_pair(batch, steps_here, thread_count, run_dir)
-                ours.append(our)
-                hand.append(theirs)
-            hand_s, ours_s = float(np.median(hand)), float(np.median(ours))
-            ratio, spread = ratio_and_spread(ours, hand)
-            rows.append(
-                {
-                    "model": "small_cnn",
-                    "data": str(embedded_config(batch, 1, thread_count).dataset.name),
-                    "batch": batch,
-                    "threads": thread_count,
-                    "hand_ms": 1e3 * hand_s,
-                    "normlab_ms": 1e3 * ours_s,
-                    "normlab_over_hand": ratio,
-                    "spread": spread,
-                    "reps": reps,
-                }
-            )
-            print(
-                f"  small_cnn batch {batch:>3} threads {thread_count}  hand {1e3 * hand_s:7.2f} ms"
-                f"  normlab {1e3 * ours_s:7.2f} ms  ratio {ratio:5.2f} (spread {spread:.2f}, {reps} reps)",
-                flush=True,
-            )
+    for loop in loops:
+        for thread_count in threads:
+            for batch in batches:
+                steps_here = max(steps * 2 // batch, min(steps, 120))  # as many images as `steps` at batch 2
+                hand, ours, trained = [], [], ""
+                for _ in range(reps):
+                    our, theirs, trained = embedded_pair(batch, steps_here, thread_count, run_dir, loop)
+                    ours.append(our)
+                    hand.append(theirs)
+                hand_s, ours_s = float(np.median(hand)), float(np.median(ours))
+                ratio, spread = ratio_and_spread(ours, hand)
+                rows.append(
+                    {
+                        "model": "small_cnn",
+                        "data": str(embedded_config(batch, 1, thread_count).dataset.name),
+                        "fused_step": loop,
+                        "loop": trained,
+                        "batch": batch,
+                        "threads": thread_count,
+                        "hand_ms": 1e3 * hand_s,
+                        "normlab_ms": 1e3 * ours_s,
+                        "normlab_over_hand": ratio,
+                        "spread": spread,
+                        "reps": reps,
+                    }
+                )
+                print(
+                    f"  small_cnn fused_step={loop} ({trained}) batch {batch:>3} threads {thread_count}"
+                    f"  hand {1e3 * hand_s:7.2f} ms  normlab {1e3 * ours_s:7.2f} ms"
+                    f"  ratio {ratio:5.2f} (spread {spread:.2f}, {reps} reps)",
+                    flush=True,
+                )
     return pd.DataFrame(rows)
 
 
@@ -483,6 +513,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions per cell (embedded and ResNet-20)")
     parser.add_argument("--threads", default=None, help="CPU threads for the embedded table (default: 1 and all)")
+    parser.add_argument("--loops", default="auto,off", help="fused_step values of the embedded table")
     parser.add_argument(
         "--sweep-precision",
         type=float,
@@ -521,7 +552,7 @@ def main(argv: list[str] | None = None) -> None:
         default_threads = sorted({1, torch.get_num_threads()})
         threads = [int(t) for t in args.threads.split(",")] if args.threads else default_threads
         print(f"Default run (small CNN, bn, the default embedded dataset): median step, {args.reps} reps")
-        embedded = embedded_table([2, 32], args.embedded_steps, args.reps, threads)
+        embedded = embedded_table([2, 32], args.embedded_steps, args.reps, threads, args.loops.split(","))
         print(embedded.round(3).to_string(index=False))
         write_text_atomic(out / "embedded.csv", embedded.assign(**stamp).round(4).to_csv(index=False))
         torch.set_num_threads(max(threads))

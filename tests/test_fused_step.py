@@ -145,10 +145,11 @@ def test_the_fused_step_reads_the_sgd_config_and_refuses_what_it_does_not_implem
     assert [resolve_mode(c, cpu) for c in ("off", False, "auto", "eager", "compile")] == [
         None,
         None,
-        "compile",
+        "eager",
         "eager",
         "compile",
     ]
+    assert resolve_mode("auto", cpu, compile=True) == "compile"  # compile=true: the whole step compiled
     assert resolve_mode("auto", torch.device("cuda")) == "graph"
     with pytest.raises(FusedStepRefused, match=r"^fused_step=graph on cpu: CUDA graphs need a CUDA device"):
         resolve_mode("graph", cpu)
@@ -208,7 +209,7 @@ def test_a_pack_with_batch_renorm_runs_its_fused_step_eager(compose_cfg):
 
     from src.norms import BatchRenorm2d
 
-    cfg = compose_cfg(*BASE, "fused_step=auto")
+    cfg = compose_cfg(*BASE, "fused_step=auto", "compile=true")
     assert fused_mode(cfg, [Built(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1)))]) == "compile"
     assert fused_mode(cfg, [Built(torch.nn.Sequential(BatchRenorm2d(1)))]) == "eager"
 

@@ -49,6 +49,7 @@ BASE = (
     "model.widths=[8,16]",
     "norm_groups=4",
     "trainer.accelerator=cpu",
+    "fused_step=off",  # the per-step packed loop against the per-step unpacked one (the fused: test_fused_step.py)
 )
 EXTRA = {"ghost": ("norm.layer.virtual_batch=2",), "brn": ("norm.layer.warmup_steps=10",)}
 

@@ -99,9 +99,12 @@ def test_the_benchmark_writes_its_tables_with_the_machine_and_command(tmp_path, 
     argv = ["--steps", "2", "--batches", "2", "--no-sweep", "--embedded", "--embedded-steps", "3", "--reps", "2"]
     throughput.main([*argv, "--threads", "1", "--out", str(out)])
     embedded = pd.read_csv(out / "embedded.csv")
-    assert list(embedded["batch"]) == [2, 32] and (embedded["threads"] == 1).all()
+    assert list(embedded["batch"]) == [2, 32, 2, 32] and (embedded["threads"] == 1).all()
+    # the default loop (fused_step=auto: eager on a CPU) and the per-step loop, each against the hand loop
+    assert list(embedded["fused_step"]) == ["auto", "auto", "off", "off"]
+    assert list(embedded["loop"]) == ["eager", "eager", "per-step", "per-step"]
     assert (embedded[["hand_ms", "normlab_ms", "normlab_over_hand"]] > 0).all().all()
-    assert list(embedded["reps"]) == [2, 2] and (embedded["spread"] >= 0).all()
+    assert list(embedded["reps"]) == [2] * 4 and (embedded["spread"] >= 0).all()
     steps = pd.read_csv(out / "throughput.csv")
     assert list(steps["batch"]) == [2] and (steps["normlab_over_hand"] > 0).all()
     assert list(steps["reps"]) == [2] and (steps["spread"] >= 0).all()  # interleaved repetitions, their spread
@@ -140,6 +143,30 @@ def test_hand_blocks_interleave_with_normlab_steps_and_leave_their_time_out_of_n
     assert max(blocks.normlab_times) < 0.05  # the hand blocks ran outside normlab's intervals
     assert blocks.medians()[1] == 0.001
     assert [block_size(n) for n in (4, 40, 600)] == [1, 5, 10]
+
+
+def test_hand_blocks_pair_each_fused_epoch_with_as_many_hand_steps_and_skip_the_first():
+    """The fused loop's Lightning batch is an epoch: its time per step is paired with a hand block of the
+    epoch's steps, per step; the first epoch (which builds the loop) is warm-up."""
+    from types import SimpleNamespace
+
+    from benchmarks.throughput import InterleavedBlocks
+
+    calls = []
+
+    class FakeHand:
+        def step(self) -> float:
+            calls.append(1)
+            return 0.002
+
+    module = SimpleNamespace(fused="eager", loop=SimpleNamespace(steps_per_epoch=4))
+    blocks = InterleavedBlocks(FakeHand(), block=2, warmup=0)
+    for epoch in range(3):
+        trainer = SimpleNamespace(global_step=4 * (epoch + 1), current_epoch=epoch)
+        blocks.on_train_batch_start(trainer, module)
+        blocks.on_train_batch_end(trainer, module)
+    assert len(calls) == 2 * 4  # epochs 1 and 2, four hand steps each
+    assert len(blocks.normlab_times) == 2 and blocks.hand_times == [0.002, 0.002]
 
 
 def test_the_packing_benchmark_writes_its_table_with_the_machine_and_command(tmp_path, capsys, monkeypatch):

@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 
 from src.run.lifecycle import Diverged
+from src.training.epoch_loop import steps_per_batch
 
 log = logging.getLogger(__name__)
 BARS = ("tqdm", "rich")
@@ -217,13 +218,6 @@ def is_terminal(stream: Any = None) -> bool:
         return False
 
 
-def steps_per_batch(module: pl.LightningModule) -> int:
-    """Optimizer steps one Lightning training batch stands for: an epoch's under the fused loop
-    (:mod:`src.training.epoch_loop`), else 1."""
-    loop = getattr(module, "loop", None)
-    return int(loop.steps_per_epoch) if loop is not None and hasattr(loop, "steps_per_epoch") else 1
-
-
 class EpochLines(pl.Callback):
     """Progress without a terminal: a log line at the end of each epoch (train loss, val error, steps
     per second, time per epoch, ETA of the run), and a heartbeat line every ``heartbeat_minutes`` within
@@ -244,17 +238,23 @@ class EpochLines(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         self._epoch_steps += steps_per_batch(pl_module)
+        self._heartbeat(trainer, self._epoch_steps, trainer.num_training_batches)
+
+    def on_fused_steps(self, trainer: pl.Trainer, pl_module: pl.LightningModule, done: int, total: int) -> None:
+        """The fused loop's steps inside its one training tick an epoch (:mod:`src.training.epoch_loop`)."""
+        self._heartbeat(trainer, done, total)
+
+    def _heartbeat(self, trainer: pl.Trainer, done: int, total: Any) -> None:
         now = time.perf_counter()
         if self.heartbeat_seconds <= 0 or now - self._last_beat < self.heartbeat_seconds:
             return
         self._last_beat = now
-        rate = self._epoch_steps / max(now - self._epoch_start, 1e-9)
-        total = trainer.num_training_batches
+        rate = done / max(now - self._epoch_start, 1e-9)
         if isinstance(total, int | float) and math.isfinite(total) and total > 0:
-            where = f"step {self._epoch_steps}/{int(total)} ({100 * self._epoch_steps / total:.0f}%)"
-            eta = f", epoch ETA {fmt_seconds((total - self._epoch_steps) / rate)}"
+            where = f"step {done}/{int(total)} ({100 * done / total:.0f}%)"
+            eta = f", epoch ETA {fmt_seconds((total - done) / rate)}"
         else:
-            where, eta = f"step {self._epoch_steps}", ""
+            where, eta = f"step {done}", ""
         log.info("epoch %d/%d: %s, %.1f steps/s%s", trainer.current_epoch + 1, trainer.max_epochs, where, rate, eta)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -284,10 +284,6 @@ def progress_callback(
         raise ValueError(f"callbacks.progress.bar={bar}: allowed are {', '.join(BARS)}")
     if not (is_terminal() if terminal is None else terminal):
         return EpochLines(heartbeat_minutes)
-    if bar == "rich":
-        from pytorch_lightning.callbacks import RichProgressBar
+    from src.training.progress_bars import StepRichBar, StepTQDMBar
 
-        return RichProgressBar(refresh_rate=refresh_rate)
-    from pytorch_lightning.callbacks import TQDMProgressBar
-
-    return TQDMProgressBar(refresh_rate=refresh_rate)
+    return (StepRichBar if bar == "rich" else StepTQDMBar)(refresh_rate=refresh_rate)

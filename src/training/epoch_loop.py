@@ -16,10 +16,15 @@ Per epoch (:meth:`EpochLoop.run_epoch`):
    (:func:`src.training.module.lr_factor`), written to one (S, K) device tensor.
 3. S calls of :class:`src.training.fused_step.FusedSGDStep`; the losses are summed on the device and
    read back once, at the epoch's end.
+
+Progress inside the epoch: every :data:`PROGRESS_SECONDS` (a host clock read a step, no device read) the
+loop tells the Trainer's callbacks that have an ``on_fused_steps(trainer, module, done, total)`` hook
+(:func:`report_fused_steps`: the progress bars and the heartbeat lines of :mod:`src.training.callbacks`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -27,6 +32,23 @@ from typing import Any
 import torch
 
 from src.training.fused_step import FusedSGDStep
+
+PROGRESS_SECONDS = 0.5  # how often the fused loop reports its steps inside an epoch
+
+
+def steps_per_batch(module: Any) -> int:
+    """Optimizer steps one Lightning training batch of ``module`` stands for: an epoch's under the fused
+    loop (its ``loop``), else 1."""
+    loop = getattr(module, "loop", None)
+    return int(loop.steps_per_epoch) if loop is not None and hasattr(loop, "steps_per_epoch") else 1
+
+
+def report_fused_steps(trainer: Any, module: Any, done: int, total: int) -> None:
+    """Call ``on_fused_steps(trainer, module, done, total)`` on each of the Trainer's callbacks that has it."""
+    for callback in getattr(trainer, "callbacks", None) or ():
+        hook = getattr(callback, "on_fused_steps", None)
+        if hook is not None:
+            hook(trainer, module, done, total)
 
 
 def same_loop(fused: str | None, saved: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -125,17 +147,22 @@ class EpochLoop:
     def steps_per_epoch(self) -> int:
         return self.data.steps
 
-    def run_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def run_epoch(self, on_steps: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Train one epoch; returns the members' mean loss over it and their last step's loss (K,),
-        device tensors (the caller reads them once)."""
+        device tensors (the caller reads them once). ``on_steps(done)`` is called at most every
+        :data:`PROGRESS_SECONDS` with the steps of the epoch done so far."""
         images, labels = self.data.draw()
         factors = [self.lr_at(self.steps_done + i) for i in range(self.data.steps)]
         lrs = torch.tensor(factors, device=self.data.device, dtype=torch.float32)[:, None] * self.base_lr[None, :]
         total = torch.zeros(images.shape[1], device=self.data.device)
         last = total
+        reported = time.perf_counter()
         for index in range(self.data.steps):
             last = self.step(images[index], labels[index], lrs[index])
             total += last
+            if on_steps is not None and time.perf_counter() - reported >= PROGRESS_SECONDS:
+                on_steps(index + 1)
+                reported = time.perf_counter()
         self.steps_done += self.data.steps
         # as torch's scheduler reports it after the epoch's last step: the next step's lr
         self.last_lr = float(self.lr_at(self.steps_done) * self.base_lr[0])

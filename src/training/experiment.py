@@ -30,7 +30,7 @@ from src.norms import Normalization, describe_norm_layers, norm_state, standardi
 from src.run.provenance import package_versions
 from src.training.callbacks import DivergenceGuard, KeepWeights, MemoryMonitor, TrainTimer
 from src.training.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
-from src.training.fused_step import mode_for
+from src.training.fused_step import checkpoint_loop, mode_for
 from src.training.module import Classifier
 from src.training.perf import warn_device_mismatch
 from src.training.validation import probe_forward
@@ -143,8 +143,10 @@ def build_experiment(
     loggers: list[Any],
     trainer_overrides: dict[str, Any] | None = None,
     identity: dict[str, Any] | None = None,
+    resume_from: Path | None = None,
 ) -> Experiment:
-    """Build the run's data, norm, model, Trainer and LightningModule from ``cfg``.
+    """Build the run's data, norm, model, Trainer and LightningModule from ``cfg`` (``resume_from``: the
+    checkpoint the run will resume, whose loop ``fused_step=auto`` keeps).
 
     The loggers are appended to ``loggers`` as soon as they exist, so the caller can hand them the
     final record even when a later step fails. ``trainer_overrides`` are Trainer arguments that do not
@@ -170,7 +172,16 @@ def build_experiment(
     )
     warn_device_mismatch(trainer.strategy.root_device, cfg.trainer.get("accelerator"))
     batches = batch_sizes(cfg.batch, trainer.world_size, norm)
-    fused = mode_for(cfg.get("fused_step", "off"), trainer.strategy.root_device, net, trainer.world_size)
+    fused = mode_for(
+        cfg.get("fused_step", "off"),
+        trainer.strategy.root_device,
+        net,
+        trainer.world_size,
+        trainer=cfg.trainer,
+        optimizer=build(cfg.optim.optimizer),
+        saved_fused=checkpoint_loop(resume_from, "normlab"),
+        compile=bool(cfg.get("compile", False)),
+    )
     datamodule.fused_loop = fused is not None  # one training tick per epoch (src/training/epoch_loop.py)
     module = Classifier(
         net=net,

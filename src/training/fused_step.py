@@ -17,7 +17,7 @@ every packable norm). Nothing in a step reads a value back to the host.
 ``mode``:
 - ``eager``: the step as written (the reference; CPU or GPU);
 - ``compile``: the forward and loss through ``torch.compile`` (AOTAutograd compiles its backward too),
-  the update as fused ``foreach`` kernels; the CPU's default;
+  the update as fused ``foreach`` kernels (on a CPU its compile time is paid by every run: opt in);
 - ``graph`` (CUDA): after ``WARMUP_STEPS`` eager steps on a side stream, the whole step (forward, loss,
   backward, update, learning rate read from a device tensor) is captured once as one CUDA graph
   (``torch.cuda.graph``) over static input buffers, and every later step is one graph replay plus the
@@ -27,23 +27,28 @@ every packable norm). Nothing in a step reads a value back to the host.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
 
 MODES = ("eager", "compile", "graph")
 WARMUP_STEPS = 3  # eager steps on a side stream before a CUDA graph is captured (torch.cuda.graph's rule)
 
 
-def resolve_mode(choice: object, device: torch.device) -> str | None:
-    """``fused_step`` as a mode for ``device``: None for ``off``; ``auto`` is ``graph`` on CUDA, ``compile``
-    elsewhere; ``graph`` off CUDA is refused with one line."""
+def resolve_mode(choice: object, device: torch.device, compile: bool = False) -> str | None:
+    """``fused_step`` as a mode for ``device``: None for ``off``; ``auto`` is ``graph`` on CUDA, elsewhere
+    ``compile`` when the run asks for compilation (``compile=true``) and ``eager`` otherwise (on a CPU a
+    compiled step pays its compile time in every run); ``graph`` off CUDA is refused with one line."""
     if choice in (None, False, "off"):
         return None
     if choice == "auto":
-        return "graph" if device.type == "cuda" else "compile"
+        return "graph" if device.type == "cuda" else ("compile" if compile else "eager")
     if choice not in MODES:
         raise FusedStepRefused(f"fused_step={choice!r} is invalid: choose one of off, auto, {', '.join(MODES)}")
     if choice == "graph" and device.type != "cuda":
@@ -53,21 +58,83 @@ def resolve_mode(choice: object, device: torch.device) -> str | None:
     return str(choice)
 
 
-def mode_for(choice: object, device: torch.device, net: torch.nn.Module, world_size: int = 1) -> str | None:
+#: Trainer keys whose per-step meaning the fused loop (one Lightning step an epoch) would drop: the values
+#: that leave nothing to drop, and what would be dropped.
+PER_STEP_TRAINER_KEYS: dict[str, tuple[tuple[Any, ...], str]] = {
+    "limit_train_batches": ((None, 1.0, 1), "the fused loop trains whole epochs"),  # debug=fast
+    "overfit_batches": ((None, 0, 0.0), "the fused loop draws every epoch from the whole split"),  # debug=overfit
+    "val_check_interval": ((None, 1.0, 1), "the fused loop validates once an epoch"),
+    "gradient_clip_val": ((None, 0, 0.0), "the fused update does not clip gradients"),
+}
+
+
+def fused_obstacle(
+    world_size: int = 1,
+    trainer: Mapping[str, Any] | None = None,
+    optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+    saved_fused: bool | None = None,
+) -> str | None:
+    """Why the fused loop cannot train this run as the per-step loop would, or None: several devices
+    (the fused step does not all-reduce), a trainer key acting per step (:data:`PER_STEP_TRAINER_KEYS`),
+    an optimizer other than plain SGD (:func:`sgd_settings`), or a checkpoint to resume that the per-step
+    loop wrote (``saved_fused`` False; None: no checkpoint)."""
+    if world_size > 1:
+        return f"{world_size} devices: the fused step trains on one device"
+    for key, (neutral, dropped) in PER_STEP_TRAINER_KEYS.items():
+        value = (trainer or {}).get(key)
+        if value not in neutral:
+            return f"trainer.{key}={value!r}: {dropped}"
+    if optimizer is not None:
+        try:
+            sgd_settings(optimizer)
+        except FusedStepRefused as refused:
+            return str(refused)
+    if saved_fused is False:
+        return "the checkpoint it resumes was written by the per-step loop"
+    return None
+
+
+def mode_for(
+    choice: object,
+    device: torch.device,
+    net: torch.nn.Module,
+    world_size: int = 1,
+    trainer: Mapping[str, Any] | None = None,
+    optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+    saved_fused: bool | None = None,
+    compile: bool = False,
+) -> str | None:
     """The fused-step mode a run (or a pack, ``net`` its template) trains with on ``device``
-    (:func:`resolve_mode`): BatchRenorm's clipping follows a step count kept on the host, which a trace
-    or a graph would freeze, so such a net steps eager; several devices are refused (the fused step does
-    not all-reduce gradients)."""
+    (:func:`resolve_mode`), None for the per-step loop.
+
+    Where the fused loop cannot train the run as the per-step loop would (:func:`fused_obstacle`),
+    ``auto`` takes the per-step loop (and says why in the log) and a named mode is refused in one line.
+    BatchRenorm's clipping follows a step count kept on the host, which a trace or a graph would freeze,
+    so such a net steps eager."""
     from src.norms import BatchRenorm2d
 
-    mode = resolve_mode(choice, device)
-    if mode is not None and world_size > 1:
-        raise FusedStepRefused(
-            f"fused_step={choice} with {world_size} devices: the fused step trains on one device (use fused_step=off)"
-        )
+    mode = resolve_mode(choice, device, compile)
+    if mode is None:
+        return None
+    obstacle = fused_obstacle(world_size, trainer, optimizer, saved_fused)
+    if obstacle is not None:
+        if choice == "auto":
+            log.info("fused_step=auto: %s; the per-step loop trains it", obstacle)
+            return None
+        raise FusedStepRefused(f"fused_step={choice}: {obstacle} (use fused_step=auto or off)")
     if mode in ("compile", "graph") and any(isinstance(m, BatchRenorm2d) for m in net.modules()):
         return "eager"
     return mode
+
+
+def checkpoint_loop(checkpoint: Any, key: str) -> bool | None:
+    """Whether the checkpoint at ``checkpoint`` (a path, or None for no checkpoint) was written by the
+    fused loop: its ``<key>`` section (``normlab`` for a run, ``normlab_pack`` for a pack) holds a
+    ``fused`` state; None when there is no checkpoint."""
+    if checkpoint is None:
+        return None
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return "fused" in (saved.get(key) or {})
 
 
 class FusedStepRefused(ValueError):

@@ -20,7 +20,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.schedules import Schedule, check_schedule, cosine, warmed_up
-from src.training.epoch_loop import EpochData, EpochLoop, same_loop
+from src.training.epoch_loop import EpochData, EpochLoop, report_fused_steps, same_loop
 from src.training.fused_step import FusedSGDStep, sgd_settings
 from src.training.perf import compile_for_training
 
@@ -161,7 +161,8 @@ class Classifier(pl.LightningModule):
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.fused is not None:  # the batch is the epoch's tick: the loop draws the epoch itself
-            mean, last = self.fused_loop().run_epoch()
+            loop = self.fused_loop()
+            mean, last = loop.run_epoch(lambda done: report_fused_steps(self.trainer, self, done, loop.steps_per_epoch))
             self.loss_sum, self.loss_count = mean[0], 1
             return last[0]  # the epoch's last loss, for DivergenceGuard
         images, labels = batch

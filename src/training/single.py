@@ -51,7 +51,7 @@ def train(
         with run_settings(cfg.seed, cfg.get("cpu_threads")):
             if resume_from is not None:
                 log.info("resuming %s from %s", run_dir, resume_from)
-            experiment = build_experiment(cfg, run_dir, loggers, trainer_overrides, record.identity())
+            experiment = build_experiment(cfg, run_dir, loggers, trainer_overrides, record.identity(), resume_from)
             record.norm_info = experiment.norm.info()
             return fit_and_test(experiment, resume_from, compiled=bool(cfg.compile))
 

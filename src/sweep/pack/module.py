@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from src.sweep.pack.members import MemberRng
 from src.sweep.pack.network import PackedNet
-from src.training.epoch_loop import EpochData, EpochLoop, same_loop
+from src.training.epoch_loop import EpochData, EpochLoop, report_fused_steps, same_loop
 from src.training.fused_step import FusedSGDStep, sgd_settings
 from src.training.module import lr_factor, lr_rule, optimizer_and_schedule
 
@@ -97,7 +97,10 @@ class PackedClassifier(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         if self.fused is not None:
-            mean, self.last_losses = self.fused_loop().run_epoch()
+            loop = self.fused_loop()
+            mean, self.last_losses = loop.run_epoch(
+                lambda done: report_fused_steps(self.trainer, self, done, loop.steps_per_epoch)
+            )
             self.loss_sum, self.loss_count = mean, 1
             return None
         losses = self.member_losses(batch)

@@ -118,7 +118,7 @@ def check_packable(members: Sequence[BuiltMember], fused: str | None = None) -> 
         raise PackRefused(f"norm={name} cannot be packed: {REFUSED_NORMS[name]}")
     if any(m.member.cfg.get("ckpt_path") for m in members):
         raise PackRefused("ckpt_path names one run's checkpoint: such a run trains alone")
-    if any(bool(m.member.cfg.get("compile", False)) for m in members):
+    if fused is None and any(bool(m.member.cfg.get("compile", False)) for m in members):
         raise PackRefused("compile=true: a pack compiles only through its fused step (use fused_step=compile or auto)")
     differ = optim_differences(members)
     fixed = [k for k in differ if k not in PER_MEMBER_OPTIM]

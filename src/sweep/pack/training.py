@@ -31,7 +31,7 @@ from src.sweep.pack.network import PackedNet, PackRefused, check_packable
 from src.training.callbacks import MemoryMonitor, TrainTimer
 from src.training.checkpointing import AtomicCheckpointIO, LastCheckpoint
 from src.training.experiment import batch_sizes, build, lr_arguments, result_fields, resumed_epoch
-from src.training.fused_step import mode_for, sgd_settings
+from src.training.fused_step import checkpoint_loop, mode_for, sgd_settings
 from src.training.module import lr_rule
 from src.training.perf import training_device
 from src.training.process import run_settings
@@ -69,10 +69,11 @@ def fit_pack(
     cfg = built[0].member.cfg
     rngs = [b.rng for b in built]
     net = PackedNet([b.net for b in built])
-    fused = fused_mode(cfg, built)
+    checkpoint = pack_dir / CHECKPOINT_DIR / "last.ckpt"
+    resume_from = checkpoint if resume and checkpoint.exists() else None
+    fused = fused_mode(cfg, built, resume_from)
     datamodule = PackedDataModule([b.datamodule for b in built], rngs, fused=fused is not None)
     timer, memory = TrainTimer(), MemoryMonitor()
-    checkpoint = pack_dir / CHECKPOINT_DIR / "last.ckpt"
     trainer: pl.Trainer = build(
         cfg.trainer,
         logger=False,
@@ -93,7 +94,6 @@ def fit_pack(
         member_weight_decay=[sgd_settings(rule.optimizer).weight_decay for rule in rules] if fused else None,
         **lr_arguments(cfg.optim),
     )
-    resume_from = checkpoint if resume and checkpoint.exists() else None
     if resume_from is not None:
         log.info("resuming pack %s from %s", pack_dir.name, resume_from)
     resumed_from_epoch = resumed_epoch(resume_from)
@@ -137,11 +137,30 @@ def fit_pack(
     return produced, diverged
 
 
-def fused_mode(cfg: Any, built: Sequence[BuiltMember]) -> str | None:
+def fused_mode(cfg: Any, built: Sequence[BuiltMember], resume_from: Path | None = None) -> str | None:
     """The pack's fused-step mode (``fused_step``; :func:`src.training.fused_step.mode_for`) on the device
-    its trainer uses."""
+    its trainer uses; ``resume_from``: the pack checkpoint it will resume (``auto`` keeps its loop)."""
     device = training_device(cfg.trainer.get("accelerator", "auto"))
-    return mode_for(cfg.get("fused_step", "off"), device, built[0].net)
+    return mode_for(
+        cfg.get("fused_step", "off"),
+        device,
+        built[0].net,
+        trainer=cfg.trainer,
+        optimizer=build(cfg.optim.optimizer),
+        saved_fused=checkpoint_loop(resume_from, "normlab_pack"),
+        compile=bool(cfg.get("compile", False)),
+    )
+
+
+def pack_directory(members: Sequence[Any], digests: Sequence[str]) -> Path:
+    """A pack's working directory: ``<sweep dir>/.packs/<pack id>/`` (its checkpoint while it trains)."""
+    return Path(members[0].run_dir).parent / PACKS_DIR / pack_id(digests)
+
+
+def pack_checkpoint(members: Sequence[Any], digests: Sequence[str]) -> Path | None:
+    """The checkpoint an interrupted pack of these members left, or None."""
+    checkpoint = pack_directory(members, digests) / CHECKPOINT_DIR / "last.ckpt"
+    return checkpoint if checkpoint.exists() else None
 
 
 METRICS_FILE = "metrics.csv"
@@ -207,7 +226,8 @@ def train_pack(members: Sequence[RunSpec], by: str = "seed") -> list[PackOutcome
         if len(to_pack) >= 2:
             try:
                 built = [build_member(members[i]) for i in to_pack]
-                check_packable(built, fused_mode(members[to_pack[0]].cfg, built))
+                saved = pack_checkpoint([members[i] for i in to_pack], [plans[i].digest for i in to_pack])
+                check_packable(built, fused_mode(members[to_pack[0]].cfg, built, saved))
             except PackRefused as error:
                 log.warning("%s: these %d runs train one by one", error, len(to_pack))
                 alone.extend(to_pack)
@@ -234,7 +254,7 @@ def _train_packed(
     """Train the built members as one pack and write each member's record (under the held locks)."""
     members = [b.member for b in built]
     digests = [planned.digest for planned in plans]
-    pack_dir = members[0].run_dir.parent / PACKS_DIR / pack_id(digests)
+    pack_dir = pack_directory(members, digests)
     commit = git_commit()
     records = [
         lifecycle.start(planned, pack=pack_description(members, digests, index, by), norm_info=b.norm.info())
