@@ -137,6 +137,30 @@ def build_model(cfg: DictConfig) -> tuple[pl.LightningDataModule, Normalization,
     return datamodule, norm, net
 
 
+def fused_mode(
+    cfg: DictConfig,
+    device: torch.device,
+    net: torch.nn.Module,
+    world_size: int = 1,
+    resume_from: Path | None = None,
+    section: str = "normlab",
+) -> str | None:
+    """The training loop a run (or a pack, ``net`` its template) takes from its config: ``fused_step`` on
+    ``device`` given its trainer keys, optimizer, ``compile`` and the checkpoint it will resume (whose loop
+    ``auto`` keeps; ``section``: ``normlab`` for a run, ``normlab_pack`` for a pack). See
+    :func:`src.training.fused_step.mode_for`; None: the per-step loop."""
+    return mode_for(
+        cfg.get("fused_step", "off"),
+        device,
+        net,
+        world_size,
+        trainer=cfg.trainer,
+        optimizer=build(cfg.optim.optimizer),
+        saved_fused=checkpoint_loop(resume_from, section),
+        compile=bool(cfg.get("compile", False)),
+    )
+
+
 def build_experiment(
     cfg: DictConfig,
     run_dir: Path,
@@ -172,16 +196,7 @@ def build_experiment(
     )
     warn_device_mismatch(trainer.strategy.root_device, cfg.trainer.get("accelerator"))
     batches = batch_sizes(cfg.batch, trainer.world_size, norm)
-    fused = mode_for(
-        cfg.get("fused_step", "off"),
-        trainer.strategy.root_device,
-        net,
-        trainer.world_size,
-        trainer=cfg.trainer,
-        optimizer=build(cfg.optim.optimizer),
-        saved_fused=checkpoint_loop(resume_from, "normlab"),
-        compile=bool(cfg.get("compile", False)),
-    )
+    fused = fused_mode(cfg, trainer.strategy.root_device, net, trainer.world_size, resume_from)
     datamodule.fused_loop = fused is not None  # one training tick per epoch (src/training/epoch_loop.py)
     module = Classifier(
         net=net,

@@ -31,7 +31,8 @@ from src.sweep.pack.network import PackedNet, PackRefused, check_packable
 from src.training.callbacks import MemoryMonitor, TrainTimer
 from src.training.checkpointing import AtomicCheckpointIO, LastCheckpoint
 from src.training.experiment import batch_sizes, build, lr_arguments, result_fields, resumed_epoch
-from src.training.fused_step import checkpoint_loop, mode_for, sgd_settings
+from src.training.experiment import fused_mode as run_fused_mode
+from src.training.fused_step import sgd_settings
 from src.training.module import lr_rule
 from src.training.perf import training_device
 from src.training.process import run_settings
@@ -141,15 +142,7 @@ def fused_mode(cfg: Any, built: Sequence[BuiltMember], resume_from: Path | None 
     """The pack's fused-step mode (``fused_step``; :func:`src.training.fused_step.mode_for`) on the device
     its trainer uses; ``resume_from``: the pack checkpoint it will resume (``auto`` keeps its loop)."""
     device = training_device(cfg.trainer.get("accelerator", "auto"))
-    return mode_for(
-        cfg.get("fused_step", "off"),
-        device,
-        built[0].net,
-        trainer=cfg.trainer,
-        optimizer=build(cfg.optim.optimizer),
-        saved_fused=checkpoint_loop(resume_from, "normlab_pack"),
-        compile=bool(cfg.get("compile", False)),
-    )
+    return run_fused_mode(cfg, device, built[0].net, resume_from=resume_from, section="normlab_pack")
 
 
 def pack_directory(members: Sequence[Any], digests: Sequence[str]) -> Path:
