@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from benchmarks import gpu_check
+from benchmarks import gpu_check, gpu_plans, gpu_steps
 from tests.conftest import ROOT
 
 SWEEPS = ROOT / "sweeps"
@@ -32,7 +32,7 @@ def test_cpu_form_runs_every_step(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     checks = json.loads((out / "checks.json").read_text())
-    assert [step["step"] for step in checks["steps"]] == list(gpu_check.STEPS)
+    assert [step["step"] for step in checks["steps"]] == list(gpu_steps.STEPS)
     assert {step["status"] for step in checks["steps"]} == {"passed"}
     details = {step["step"]: step["details"] for step in checks["steps"]}
     assert details["single_eager"]["device"] == "cpu"
@@ -49,7 +49,8 @@ def test_cpu_form_runs_every_step(tmp_path: Path) -> None:
     assert "checks.md" in names and "bench/throughput.csv" in names
     assert "results/gpu_check_small_batch/claims.md" in names
     assert sum(name.startswith("runs/") and name.endswith("result.json") for name in names) == 2 + 1 + 1 + 1 + 2 + 4
-    assert "passed" in details["exactness"]["pytest"] and details["fused_sweep"]["modes"] == ["compile"]
+    assert "passed" in details["exactness"]["pytest"]
+    assert details["fused_sweep"]["modes"] == ["eager"]  # fused_step=auto on a CPU without compile=true
     assert not any(name.endswith(".ckpt") for name in names)
 
 
@@ -60,11 +61,11 @@ def _compose(config_dir: Path, name: str, overrides: list[str]):
 
 def test_gpu_form_commands_compose(tmp_path: Path) -> None:
     """The GPU plan's runs are valid configs, so the script cannot rot between GPU visits."""
-    context = gpu_check.Context(gpu_check.GPU_PLAN, tmp_path, 0.0, tmp_path)
-    cfg = _compose(ROOT / "conf", "train", gpu_check.short_run(context, compiled=True))
+    context = gpu_steps.Context(gpu_plans.GPU_PLAN, tmp_path, 0.0, tmp_path)
+    cfg = _compose(ROOT / "conf", "train", gpu_steps.short_run(context, compiled=True))
     assert cfg.trainer.accelerator == "gpu" and cfg.compile and cfg.dataset.name == "cifar10_jpeg"
     search = f"hydra.searchpath=[file://{ROOT / 'conf'}]"
-    study = _compose(SWEEPS, "small_batch_cifar10_gpu", [search, "norm=gn", *gpu_check.GPU_PLAN.sweep_data])
+    study = _compose(SWEEPS, "small_batch_cifar10_gpu", [search, "norm=gn", *gpu_plans.GPU_PLAN.sweep_data])
     assert study.norm.layer.groups == 32 and not study.model.zero_init_last and study.dataset.train_size == 10000
     assert study.hydra.sweeper.params.norm == "bn,gn"
 

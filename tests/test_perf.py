@@ -94,10 +94,10 @@ def test_the_benchmark_writes_its_tables_with_the_machine_and_command(tmp_path, 
     from benchmarks import throughput
     from benchmarks.agreement import main as agreement_main
 
-    monkeypatch.setattr(throughput, "ROOT", tmp_path)  # its runs go to tmp_path/multirun
     out = tmp_path / "bench"
     argv = ["--steps", "2", "--batches", "2", "--no-sweep", "--embedded", "--embedded-steps", "3", "--reps", "2"]
-    throughput.main([*argv, "--threads", "1", "--out", str(out)])
+    throughput.main([*argv, "--threads", "1", "--out", str(out), "--runs", str(tmp_path / "multirun")])
+    assert (tmp_path / "multirun" / "bench_embedded" / "result.json").is_file()  # its runs went where told
     embedded = pd.read_csv(out / "embedded.csv")
     assert list(embedded["batch"]) == [2, 32, 2, 32] and (embedded["threads"] == 1).all()
     # the default loop (fused_step=auto: eager on a CPU) and the per-step loop, each against the hand loop
@@ -124,7 +124,7 @@ def test_a_cpu_step_time_is_the_median_of_the_steps_and_a_gpu_one_the_synchroniz
 def test_hand_blocks_interleave_with_normlab_steps_and_leave_their_time_out_of_normlabs():
     from types import SimpleNamespace
 
-    from benchmarks.throughput import InterleavedBlocks, block_size
+    from benchmarks.step_loops import InterleavedBlocks, block_size
 
     class FakeHand:
         calls = 0
@@ -150,7 +150,7 @@ def test_hand_blocks_pair_each_fused_epoch_with_as_many_hand_steps_and_skip_the_
     epoch's steps, per step; the first epoch (which builds the loop) is warm-up."""
     from types import SimpleNamespace
 
-    from benchmarks.throughput import InterleavedBlocks
+    from benchmarks.step_loops import InterleavedBlocks
 
     calls = []
 
@@ -342,13 +342,13 @@ def test_a_one_thread_cpu_step_is_timed_by_cpu_time_so_time_lost_to_other_work_i
 def test_the_sweep_bench_brackets_each_parallel_sweep_by_sequential_ones_until_the_speedup_is_precise(
     monkeypatch, tmp_path
 ):
-    from benchmarks import throughput
+    from benchmarks import sweep_rate, throughput
     from benchmarks.ratios import Budget
 
     launched = []
     clock = iter(range(1000))  # perf_counter: each call one second later
 
-    real_run = throughput.subprocess.run
+    real_run = sweep_rate.subprocess.run
 
     def run(command, **kwargs):  # a training sweep is stubbed; anything else (uname -p, git) runs
         if "src.train" not in command:
@@ -357,18 +357,20 @@ def test_the_sweep_bench_brackets_each_parallel_sweep_by_sequential_ones_until_t
         for _ in range(29 if "hydra/launcher=parallel" in command else 39):  # 30 s parallel, 40 s sequential
             next(clock)
 
-    monkeypatch.setattr(throughput, "ROOT", tmp_path)
-    monkeypatch.setattr(throughput.subprocess, "run", run)
-    monkeypatch.setattr(throughput.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(sweep_rate.subprocess, "run", run)
+    monkeypatch.setattr(sweep_rate.time, "perf_counter", lambda: float(next(clock)))
     budget = Budget(precision=0.02, min_rounds=3, min_seconds=0.0, max_seconds=1e9)
-    table, blocks = throughput.sweep_throughput(
-        jobs=2, budget=budget, study=("norm=bn,gn", "batch=8,16,32", "epochs=1")
+    table, blocks = sweep_rate.sweep_throughput(
+        jobs=2, runs_dir=tmp_path / "multirun", budget=budget, study=("norm=bn,gn", "batch=8,16,32", "epochs=1")
     )
     assert ["hydra/launcher=parallel" in command for command in launched] == [False, True] * 3 + [False]
     assert blocks["launcher"].tolist() == ["sequential", "parallel"] * 3 + ["sequential"]
     assert blocks["seconds"].tolist() == [40.0, 30.0] * 3 + [40.0]  # in the order they ran
     assert (blocks["cpu_seconds"] >= 0).all() and blocks["block"].tolist() == list(range(7))
     assert all("norm=bn,gn" in command and "batch=8,16,32" in command for command in launched)
+    assert {next(a for a in command if a.startswith("hydra.sweep.dir=")) for command in launched} == {
+        f"hydra.sweep.dir={tmp_path / 'multirun' / name}" for name in ("bench_sequential", "bench_parallel")
+    }  # the sweeps write where they are told
     table = table.set_index("launcher")
     assert (table["runs"] == 6).all() and table["sweeps"].tolist() == [4, 3]
     assert table.loc["parallel", "speedup"] == pytest.approx(40 / 30, rel=1e-3)  # clock reads add ~1 s each
@@ -379,6 +381,8 @@ def test_the_sweep_bench_brackets_each_parallel_sweep_by_sequential_ones_until_t
 
     launched.clear()  # the sweep bench alone, from the command line
     limits = ["--sweep-min-rounds", "2", "--sweep-max-seconds", "0"]
-    throughput.main(["--no-embedded", "--no-resnet", *limits, "--out", str(tmp_path / "bench")])
+    throughput.main(
+        ["--no-embedded", "--no-resnet", *limits, "--out", str(tmp_path / "bench"), "--runs", str(tmp_path)]
+    )
     assert len(launched) == 5  # the default 900 s window is capped by --sweep-max-seconds
     assert sorted(path.name for path in (tmp_path / "bench").iterdir()) == ["sweep.csv", "sweep_blocks.csv"]

@@ -82,6 +82,20 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+#: the most lines a module of the product (src/) or of its benchmarks may have: past it, split by what it does
+MAX_MODULE_LINES = 450
+
+
+def test_every_module_of_src_and_benchmarks_is_small():
+    sizes = {
+        str(path.relative_to(ROOT)): len(path.read_text(encoding="utf-8").splitlines())
+        for folder in (SRC, ROOT / "benchmarks")
+        for path in folder.rglob("*.py")
+    }
+    assert len(sizes) > 50  # the folders were found
+    assert {name: lines for name, lines in sizes.items() if lines > MAX_MODULE_LINES} == {}
+
+
 def test_src_has_no_import_cycle():
     graph = import_graph()
     assert {"src.train", "src.run.records", "src.run.resume", "src.run.provenance", "src.run.distributed"} <= set(graph)
