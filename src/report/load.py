@@ -249,7 +249,10 @@ def load_run_set(directories: Paths) -> RunSet:
                 if reason:
                     kept.setdefault(study or "", []).append(record)
                     cell = f"{record.norm}@{record.batch}" if record.norm and record.batch else None
-                    skipped.append(Skipped(where, reason, study, record.status, cell, record.config or None))
+                    # named by its run's record file wherever it was read (result.json or a report's
+                    # runs.jsonl), so a report rebuilt from runs.jsonl lists it as the first one did
+                    named = str(Path(str(record.run_dir)) / RECORD_FILE) if record.run_dir else where
+                    skipped.append(Skipped(named, reason, study, record.status, cell, record.config or None))
                     continue
                 key = (
                     *(record.identity().values()),

@@ -83,10 +83,11 @@ def study_spec(
         if spec is not None:
             return spec, f"`{claims_file}` (--claims)", claims_file
     if remembered:
-        if not Path(remembered).exists():
+        found = next((path for path in (Path(remembered), PROJECT_ROOT / remembered) if path.is_file()), None)
+        if found is None:  # relative: to where the last report ran, which is the project root as a rule
             warnings.warn(f"{study}: {remembered} (claims_from in its meta.json) not found", stacklevel=2)
         else:
-            spec = read_spec_file(Path(remembered))
+            spec = read_spec_file(found)
             if spec is not None:
                 return spec, f"`{remembered}` (the claims file of the last report, meta.json's claims_from)", remembered
     if study in run_set.specs:
