@@ -289,6 +289,38 @@ def test_the_pack_size_probe_measures_each_k_and_picks_one_it_measured(compose_c
         PackedLauncher(size="big")
 
 
+def test_cells_that_differ_only_in_length_share_one_probe(monkeypatch):
+    """A study's 16- and 8-epoch arms train the same step: size=probe measures it once, and each arm's
+    launch plan estimates its own pack time from that one probe; another norm or batch is probed again, and
+    so is a group too small for the pack size measured."""
+    from omegaconf import OmegaConf
+
+    import src.sweep.probe as probe_module
+    from src.sweep.launcher import PackedLauncher
+    from src.sweep.probe import Probe, ProbeRow
+
+    probed = []
+
+    def fake_probe(cfg, most):
+        probed.append((list(cfg.hydra.overrides.task), most))
+        return Probe(4, [ProbeRow(4, 100.0, 40.0)], steps_per_epoch=10, epochs=int(cfg.epochs))
+
+    monkeypatch.setattr(probe_module, "probe_cell", fake_probe)
+    launcher = PackedLauncher(size="probe")
+
+    def cell(*overrides: str, members: int = 8) -> int:
+        task = [*overrides, "seed=0"]
+        values = dict(o.split("=") for o in task)
+        cfg = OmegaConf.create({"hydra": {"overrides": {"task": task}}, "epochs": int(values["epochs"])})
+        return launcher._pack_size(cfg, members)
+
+    assert [cell("norm=gn", "epochs=16"), cell("norm=gn", "epochs=8"), cell("norm=bn", "epochs=8")] == [4, 4, 4]
+    assert [task for task, _ in probed] == [["norm=gn", "epochs=16", "seed=0"], ["norm=bn", "epochs=8", "seed=0"]]
+    assert [group["pack_seconds"] for group in launcher.plan] == [16.0, 8.0, 8.0]  # 100 ms × 10 steps × epochs
+    cell("norm=gn", "epochs=4", members=2)  # a group of 2 cannot take the 4 measured: probed for its 2
+    assert len(probed) == 3 and probed[-1][1] == 2
+
+
 def test_an_epoch_is_drawn_per_member_on_the_device_with_its_images_and_labels_together():
     """EpochData: (S, K, N, C, H, W), the last partial batch dropped, every image with its own label, each
     member's order from its own RNG (the same state gives the same epoch)."""

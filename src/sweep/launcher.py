@@ -18,6 +18,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,10 @@ def _device_type(config: DictConfig) -> str:
 
     return training_device(OmegaConf.select(config, "trainer.accelerator", default="auto")).type
 
+
+#: overrides that set how many steps a cell trains, not what one step costs: cells that differ only in these
+#: share one pack-size probe (a study's half-length arm is not measured again)
+LENGTH_KEYS = ("epochs",)
 
 #: what members of one pack may differ in besides the seed: settings that keep every parameter's shape
 #: and that the fused step takes per member (src/training/fused_step.py)
@@ -111,6 +116,7 @@ class PackedLauncher(Launcher):
         self.config: DictConfig | None = None
         self.plan: list[dict[str, Any]] = []  # size=probe: each group's measured size and time
         self.earlier_plan: list[dict[str, Any]] = []
+        self.probes: dict[str, Any] = {}  # size=probe: each step's probe (src.sweep.probe.Probe), by its cell
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
 
@@ -143,7 +149,16 @@ class PackedLauncher(Launcher):
                 )
                 self.plan.append(earlier)
                 return int(earlier["size"])
-            probe = probe_cell(config, members)
+            step_cell = run_dirname(
+                [o for o in config.hydra.overrides.task if _top_key(o) not in (*by_keys(self.by), *LENGTH_KEYS)]
+            )
+            measured = self.probes.get(step_cell)
+            if measured is not None and measured.k <= members:
+                probe = replace(measured, epochs=int(config.epochs))
+                log.info("pack size of %s: %d, as the probe of the same step measured it", cell, probe.k)
+            else:
+                probe = probe_cell(config, members)
+                self.probes[step_cell] = probe
             self.plan.append(
                 {
                     "cell": cell,
@@ -172,7 +187,7 @@ class PackedLauncher(Launcher):
     def units(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[list[int]]:
         """The sweep's jobs (indices) cut into what trains together: packs, and lone runs as units of one."""
         units: list[list[int]] = []
-        self.plan = []
+        self.plan, self.probes = [], {}
         self.earlier_plan = self._read_plan()
         for group in group_jobs(job_overrides, self.by):
             config = self._job_config(job_overrides[group[0]], initial_job_idx + group[0])
