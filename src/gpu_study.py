@@ -78,24 +78,30 @@ def run_until(command: list[str], seconds: float, log_file: Path) -> tuple[int |
 
 
 def summarize(sweep_dir: Path, stopped: bool, command: list[str], budget_s: float, seconds: float) -> dict[str, Any]:
-    """What the visit trained, what is left, and the launch plan's estimate for the rest."""
+    """What the visit trained, what is left, and the launch plan's estimate for the rest.
+
+    The sweep's runs are the launch plan's (runs never started have no record yet), else the records';
+    the rest's estimate is the plan's total training time × the share of runs left."""
     records = [read_record(path) for path in sorted(sweep_dir.rglob(RECORD_FILE))]
     done = [r for r in records if r.get("status") == "completed"]
-    left = [r for r in records if r.get("status") != "completed"]
     plan_file = sweep_dir / "launch_plan.json"
     plan = json.loads(plan_file.read_text()) if plan_file.exists() else {}
     groups = plan.get("groups", [])
+    runs = max(sum(int(g["runs"]) for g in groups), len(records))
     total_s = sum(g["pack_seconds"] * g["packs"] for g in groups) / max(1, int(plan.get("n_jobs", 1)))
-    share_left = len(left) / max(1, len(records)) if records else 1.0
+    left = runs - len(done)
     return {
         "commit": git_commit(),
         "budget_s": budget_s,
         "seconds": round(seconds, 1),
         "stopped_at_budget": stopped,
+        "runs": runs,
         "runs_completed": len(done),
-        "runs_left": len(left),
+        "runs_left": left,
+        "runs_not_started": runs - len(records),
+        "probe_seconds": round(sum(float(g.get("probe_seconds", 0.0)) for g in groups), 1),
         "estimated_total_s": round(total_s, 1),
-        "estimated_rest_s": round(total_s * share_left, 1),
+        "estimated_rest_s": round(total_s * left / max(1, runs), 1),
         "resume": f"python -m src.restore <bundle> && python {' '.join(command)}",
     }
 

@@ -317,6 +317,7 @@ def test_cells_that_differ_only_in_length_share_one_probe(monkeypatch):
     assert [cell("norm=gn", "epochs=16"), cell("norm=gn", "epochs=8"), cell("norm=bn", "epochs=8")] == [4, 4, 4]
     assert [task for task, _ in probed] == [["norm=gn", "epochs=16", "seed=0"], ["norm=bn", "epochs=8", "seed=0"]]
     assert [group["pack_seconds"] for group in launcher.plan] == [16.0, 8.0, 8.0]  # 100 ms × 10 steps × epochs
+    assert all(group["probe_seconds"] >= 0 for group in launcher.plan)  # what each probe cost, in the plan
     cell("norm=gn", "epochs=4", members=2)  # a group of 2 cannot take the 4 measured: probed for its 2
     assert len(probed) == 3 and probed[-1][1] == 2
 

@@ -36,6 +36,25 @@ def test_a_bundle_cuts_large_files_into_parts_and_restores_them_whole(tmp_path: 
     assert again == [] and len(skipped) == len(written)
 
 
+def test_the_summary_counts_the_runs_a_stopped_sweep_never_started(tmp_path: Path) -> None:
+    from src.gpu_study import summarize
+
+    sweep = tmp_path / "multirun" / "study"
+    for seed, status in ((0, "completed"), (1, "running")):
+        (sweep / f"seed={seed}").mkdir(parents=True)
+        (sweep / f"seed={seed}" / "result.json").write_text(json.dumps({"status": status}))
+    groups = [  # two cells of 4 runs, packs of 2 estimated at 10 s each, probed in 3 s and (shared) 0 s
+        {"cell": "norm=bn", "runs": 4, "size": 2, "packs": 2, "pack_seconds": 10.0, "probe_seconds": 3.0},
+        {"cell": "norm=gn", "runs": 4, "size": 2, "packs": 2, "pack_seconds": 10.0, "probe_seconds": 0.0},
+    ]
+    (sweep / "launch_plan.json").write_text(json.dumps({"n_jobs": 2, "groups": groups}))
+    summary = summarize(sweep, stopped=True, command=["-m", "src.train"], budget_s=60.0, seconds=59.0)
+    counts = [summary[key] for key in ("runs", "runs_completed", "runs_left", "runs_not_started")]
+    assert counts == [8, 1, 7, 6]
+    assert summary["estimated_total_s"] == 20.0 and summary["estimated_rest_s"] == 17.5  # 40 s / 2 jobs × 7/8
+    assert summary["probe_seconds"] == 3.0
+
+
 def test_the_sweep_stops_at_the_budget(tmp_path: Path) -> None:
     status, stopped = run_until(["-c", "import time; time.sleep(120)"], 1.0, tmp_path / "log")
     assert stopped and status is None

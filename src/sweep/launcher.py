@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -152,7 +153,7 @@ class PackedLauncher(Launcher):
             step_cell = run_dirname(
                 [o for o in config.hydra.overrides.task if _top_key(o) not in (*by_keys(self.by), *LENGTH_KEYS)]
             )
-            measured = self.probes.get(step_cell)
+            measured, started = self.probes.get(step_cell), time.perf_counter()
             if measured is not None and measured.k <= members:
                 probe = replace(measured, epochs=int(config.epochs))
                 log.info("pack size of %s: %d, as the probe of the same step measured it", cell, probe.k)
@@ -167,6 +168,7 @@ class PackedLauncher(Launcher):
                     "packs": math.ceil(members / probe.k),
                     "pack_seconds": round(probe.pack_seconds(), 1),
                     "probe": [vars(row) for row in probe.rows],
+                    "probe_seconds": round(time.perf_counter() - started, 1),  # what measuring it cost here
                 }
             )
             return probe.k
