@@ -51,6 +51,7 @@ def main(cfg: DictConfig) -> float:
     from src.run.provenance import redact
     from src.run.resume import RunRefused
     from src.training.perf import gpu_for_job
+    from src.training.preflight import first_unbuildable
     from src.training.single import train
     from src.training.validation import ConfigError, check_device, validate_config
 
@@ -63,6 +64,10 @@ def main(cfg: DictConfig) -> float:
         except ConfigError as error:
             print(f"error: {error}; nothing was trained", file=sys.stderr)
             raise SystemExit(2) from None
+        unbuildable = first_unbuildable([cfg])  # its data and network, before its run directory is written
+        if unbuildable is not None:
+            print(f"error: {unbuildable[1]}; nothing was trained", file=sys.stderr)
+            raise SystemExit(2)
     try:
         with distributed_job(hydra_cfg):  # DDP ranks Lightning starts re-run this job, in this directory
             gpu = gpu_for_job(hydra_cfg.job.get("num", 0) or 0, cfg.trainer.get("devices"))

@@ -143,26 +143,50 @@ def test_one_failed_and_one_diverged_run_do_not_stop_the_sweep(tmp_path):
         *FAST,
         "epochs=2",
         "norm=gn",
-        "norm.layer.min_group_size=1",
-        "norm.layer.groups=1,3",
+        "+callbacks.boom._target_=tests.failing_callback.FailAtTrainStart",
+        "+callbacks.boom.seed=${seed}",
+        "+callbacks.boom.fail_seed=1",
+        "seed=0,1",
         "optim.base_lr=0.1,1e9",
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
     assert result.returncode == 1
     records = [read(p) for p in sweep.glob(f"*/{RECORD_FILE}")]
-    status = {(r["config"]["norm"]["layer"]["groups"], r["config"]["optim"]["base_lr"]): r["status"] for r in records}
-    assert status == {(1, 0.1): "completed", (1, 1e9): "diverged", (3, 0.1): "failed", (3, 1e9): "failed"}
+    status = {(r["seed"], r["config"]["optim"]["base_lr"]): r["status"] for r in records}
+    assert status == {(0, 0.1): "completed", (0, 1e9): "diverged", (1, 0.1): "failed", (1, 1e9): "failed"}
     assert "3 run(s) of this sweep did not complete" in result.stderr
-    failed = read(next(p for p in sweep.glob(f"*groups=3*/{RECORD_FILE}")))
-    assert "norm.layer.groups=3" in failed["error"] and "Traceback" in failed["traceback"]
-    log = next(p for p in sweep.glob("*groups=3*/train.log")).read_text()
-    assert "Traceback" in log and "norm.layer.groups=3" in log
+    failed = read(next(p for p in sweep.glob(f"*seed=1*/{RECORD_FILE}")))
+    assert "boom: this run was made to fail" in failed["error"] and "Traceback" in failed["traceback"]
+    log = next(p for p in sweep.glob("*seed=1*/train.log")).read_text()
+    assert "Traceback" in log and "boom" in log
     diverged = next(r for r in records if r["status"] == "diverged")
     assert "training loss is" in diverged["error"]
     runs = load_runs([sweep])
     skipped = runs.attrs["not_counted"]
     assert len(runs) == 1 and len(skipped) == 3
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["norm=gn", "norm.layer.min_group_size=1", "norm.layer.groups=1,3"], "norm.layer.groups=3 gives 3 groups"),
+        (["dataset.augment=none,bogus"], "dataset.augment='bogus' is invalid: choose one of"),
+        (["batch=8,5000"], "batch=5000 is larger than the training split"),
+    ],
+    ids=["gn_groups", "augment", "batch_over_split"],
+)
+def test_a_sweep_with_a_value_only_a_class_can_judge_fails_before_its_first_job(values, message, tmp_path):
+    """The class checks (a dataset's, a norm's against the model's channels) run for every job before the
+    first starts: one line naming the job, exit 2, and no run directory, where a sweep used to write a
+    failed run for each bad job."""
+    sweep = tmp_path / "multirun"
+    result = run_train("-m", *FAST, "epochs=1", *values, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and message in lines[0] and "(job #1: " in lines[0], result.stderr[-2000:]
+    assert lines[0].endswith("; nothing was trained")
+    assert not sweep.exists() or not any(sweep.iterdir())
 
 
 # ------------------------------------------------------------------------------ bad input fails early
@@ -204,7 +228,7 @@ BAD_INPUTS = {
         ["norm=gn", "norm.layer.groups=3", "norm.layer.min_group_size=1"],
         "norm.layer.groups=3",
     ),
-    "lr_not_positive": (["optim.base_lr=0"], "optim.base_lr=0 is invalid: it must be a number > 0"),
+    "lr_not_positive": (["optim.base_lr=0"], "optim.base_lr=0 is invalid: it must be a finite number > 0"),
     "epochs_not_positive": (["epochs=0"], "epochs=0 is invalid: it must be an integer >= 1"),
     "val_split_too_large": (["dataset.val_size=2000"], "dataset.val_size=2000 gives 2000 validation images"),
     "npz_missing_keys": (["dataset=npz"], "missing keys ['y_test']"),

@@ -125,8 +125,22 @@ def build_model(cfg: DictConfig) -> tuple[pl.LightningDataModule, Normalization,
     """The run's data (set up), norm and initialised network, in the order that fixes what the seeded
     global RNG gives each: the model's initialisation draws follow the dataset's set-up. Packed runs
     (:mod:`src.sweep.pack`) build each member with this, so a member starts exactly as its unpacked run."""
+    datamodule = build_data(cfg)
+    norm, net = build_network(cfg, datamodule)
+    return datamodule, norm, net
+
+
+def build_data(cfg: DictConfig) -> pl.LightningDataModule:
+    """The run's datamodule, set up for fitting (its splits drawn, the batch checked against them)."""
     datamodule: pl.LightningDataModule = build(cfg.dataset)
     datamodule.setup("fit")
+    return datamodule
+
+
+def build_network(cfg: DictConfig, datamodule: pl.LightningDataModule) -> tuple[Normalization, nn.Module]:
+    """The run's norm and initialised network for ``datamodule``'s input shape and classes (the norm's
+    weight reparametrization and weight standardization applied), checked by one training-mode forward
+    pass at the run's batch."""
     norm: Normalization = build(cfg.norm)
     norm.validate(batch=cfg.batch)
     net = build(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, norm=norm)
@@ -134,7 +148,7 @@ def build_model(cfg: DictConfig) -> tuple[pl.LightningDataModule, Normalization,
     if cfg.get("standardize_weights", False):
         standardize_convolutions(net)
     probe_forward(net, cfg.batch, datamodule.input_shape, norm.name)
-    return datamodule, norm, net
+    return norm, net
 
 
 def fused_mode(
