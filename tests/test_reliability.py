@@ -282,6 +282,7 @@ def test_bad_input_fails_before_training_with_one_clear_line(case, tmp_path):
     lines = [line for line in output.splitlines() if message in line]
     assert lines, output[-3000:]
     assert "epoch 1/" not in output  # nothing trained
+    assert not list(tmp_path.rglob(RECORD_FILE))  # and nothing recorded: it failed before its run started
     assert not (tmp_path / "results").exists()
 
 
