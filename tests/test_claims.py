@@ -227,6 +227,11 @@ def test_holm_across_a_studys_claims_can_undo_a_marginal_reproduced(tmp_path):
     assert 0.025 / 4 < p < 0.025, p  # the data make this claim marginal by construction
     assert family[0].verdict == UNDECIDED and family[0].p_study == pytest.approx(min(1.0, 4 * p))
     assert any("Holm's correction across the study's 4 claims" in note for note in family[0].notes)
+    # what it would take: the seeds at which the observed effect survives the correction (Bonferroni's
+    # level α/2/4, which Holm never asks more than), named like any undecided claim's
+    assert family[0].holm_seeds and family[0].seeds == family[0].holm_seeds > 4
+    assert family[0].as_row()["seeds_per_cell_needed"] == family[0].holm_seeds
+    assert alone[0].holm_seeds is None
 
 
 def test_a_duplicate_claim_kind_name_raises():

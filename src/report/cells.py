@@ -103,6 +103,9 @@ class Test:
     pooled_verdict: str = ""
     seeds: int | None = None
     seeds_note: str = ""
+    # a decided test: the seeds per cell at which it would survive Holm across the study's claims (at the
+    # Bonferroni level, which Holm never asks more than), for when that correction makes its claim undecided
+    seeds_if_corrected: int | None = None
 
     @property
     def claim(self) -> str:

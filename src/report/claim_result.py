@@ -96,6 +96,7 @@ class ClaimResult:
     model_cells: int = 0
     pooled_sd: float = math.nan
     not_counted: list[Skipped] = field(default_factory=list)
+    holm_seeds: int | None = None  # undecided only by Holm across the study's claims: the seeds that decide it
 
     @property
     def tests(self) -> list[Test]:
@@ -134,6 +135,8 @@ class ClaimResult:
         needed = [t.seeds for t in self.tests if t.verdict == UNDECIDED and t.seeds]
         if self.stability and self.stability.seeds:
             needed.append(self.stability.seeds)
+        if self.holm_seeds:
+            needed.append(self.holm_seeds)
         return max(needed) if needed else None
 
     def as_row(self) -> dict[str, Any]:

@@ -132,6 +132,7 @@ class ClaimEvaluator:
         self.curves = curves or {}
         self.skipped = skipped or []
         self.models: dict[str, CellModel] = {}
+        self.claim_count = len(claims_of(spec))  # the family Holm corrects across (src/report/claims.py)
         named = {column for claim in claims_of(spec) for column in named_columns(claim)}
         self.design = [c for c in dict.fromkeys([*DESIGN, *sorted(named)]) if c in runs]
 
@@ -178,7 +179,9 @@ class ClaimEvaluator:
         test.p, test.p_against, test.verdict = self.judge(test, test.estimate)
         test.pooled_verdict = self.judge(test, test.pooled)[2]
         if test.verdict == UNDECIDED:
-            self.size_up(test, model, metric)
+            test.seeds, test.seeds_note = self.size_up(test, model, metric)
+        elif test.verdict == REPRODUCED and self.claim_count > 1:
+            test.seeds_if_corrected = self.size_up(test, model, metric, self.alpha / 2 / self.claim_count)[0]
         return test
 
     def judge(self, test: Test, estimate: Estimate) -> tuple[float, float, str]:
@@ -201,10 +204,11 @@ class ClaimEvaluator:
             return p, against, REVERSED if test.test == "direction" else NOT_REPRODUCED
         return p, against, UNDECIDED
 
-    def size_up(self, test: Test, model: CellModel, metric: str) -> None:
-        """Seeds per cell at which the observed effect decides ``test`` with ``self.power``, each cell with
-        its own SD: se(n) = √(Σ c_i² s_i² / n) = σ_c·√(Σ c_i² / n) with σ_c² = Σ c_i² s_i² / Σ c_i², and
-        df = cells·(n − 1) for the cells of the contrast (Welch–Satterthwaite's df is at most that)."""
+    def size_up(self, test: Test, model: CellModel, metric: str, level: float | None = None) -> tuple[int | None, str]:
+        """Seeds per cell at which the observed effect decides ``test`` with ``self.power`` at ``level`` (each
+        one-sided test's, α/2, by default), each cell with its own SD: se(n) = √(Σ c_i² s_i² / n) =
+        σ_c·√(Σ c_i² / n) with σ_c² = Σ c_i² s_i² / Σ c_i², and df = cells·(n − 1) for the cells of the
+        contrast (Welch–Satterthwaite's df is at most that); with a note where no number does."""
         weights = self.design_weights(test.weights, metric)
         variances = model.cell_variances
         factor = sum(w**2 for w in weights.values())
@@ -212,21 +216,18 @@ class ClaimEvaluator:
         sd = math.sqrt(sum(spread) / factor) if factor and all(math.isfinite(v) for v in spread) else math.nan
         value = test.estimate.value
         if not (math.isfinite(sd) and sd > 0):
-            test.seeds_note = "a cell has one run, so no SD: run ≥ 2 seeds per cell"
-            return
-        cells, level = len(weights), self.alpha / 2
+            return None, "a cell has one run, so no SD: run ≥ 2 seeds per cell"
+        cells, level = len(weights), self.alpha / 2 if level is None else level
         if test.test == "within" and abs(value) < test.bound:
             power = lambda n: power_tost(value, test.bound, sd, factor, n, cells, level)  # noqa: E731
         else:
             edge = test.bound if test.test != "within" else test.bound * (1 if value > 0 else -1)
             shift = abs(value - edge)
             if shift == 0:
-                test.seeds_note = "the estimate sits on the bound: no number of seeds decides it at this effect"
-                return
+                return None, "the estimate sits on the bound: no number of seeds decides it at this effect"
             power = lambda n: power_one_sided(shift, sd, factor, n, cells, level)  # noqa: E731
-        test.seeds = seeds_needed(power, self.power)
-        if test.seeds is None:
-            test.seeds_note = f"more than {MAX_SEEDS} seeds per cell at this effect"
+        seeds = seeds_needed(power, self.power)
+        return seeds, "" if seeds is not None else f"more than {MAX_SEEDS} seeds per cell at this effect"
 
     # ------------------------------------------------------------------ claims
 
@@ -398,9 +399,12 @@ def holm_across_claims(results: list[ClaimResult], alpha: float) -> None:
             level = alpha / 2
             if result.verdict == REPRODUCED and not p < level:
                 result.verdict = UNDECIDED
+                needed = [t.seeds_if_corrected for t in result.tests if t.seeds_if_corrected]
+                result.holm_seeds = max(needed) if needed else None
                 result.notes.append(
                     f"reproduced on its own (p = {result.p:.3g}) but not after Holm's correction across the"
                     f" study's {len(family)} claims (adjusted p = {p:.3g} ≥ {level:g})"
+                    + (f"; about {result.holm_seeds} seeds per cell would decide it" if result.holm_seeds else "")
                 )
             elif result.verdict == NOT_REPRODUCED and math.isfinite(p_against) and not p_against < level:
                 result.verdict = UNDECIDED
