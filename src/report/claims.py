@@ -132,7 +132,8 @@ class ClaimEvaluator:
         self.curves = curves or {}
         self.skipped = skipped or []
         self.models: dict[str, CellModel] = {}
-        self.claim_count = len(claims_of(spec))  # the family Holm corrects across (src/report/claims.py)
+        # every claim of the study: at least Holm's family in holm_across_claims (which leaves out gated ones)
+        self.claim_count = len(claims_of(spec))
         named = {column for claim in claims_of(spec) for column in named_columns(claim)}
         self.design = [c for c in dict.fromkeys([*DESIGN, *sorted(named)]) if c in runs]
 

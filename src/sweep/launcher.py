@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
@@ -30,6 +30,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.run.config_keys import _top_key, run_dirname
+
+if TYPE_CHECKING:
+    from src.sweep.probe import Probe  # torch: imported only when a sweep probes
 
 log = logging.getLogger(__name__)
 LAUNCH_PLAN = "launch_plan.json"  # size=probe: what was measured and estimated, beside the run directories
@@ -117,7 +120,7 @@ class PackedLauncher(Launcher):
         self.config: DictConfig | None = None
         self.plan: list[dict[str, Any]] = []  # size=probe: each group's measured size and time
         self.earlier_plan: list[dict[str, Any]] = []
-        self.probes: dict[str, Any] = {}  # size=probe: each step's probe (src.sweep.probe.Probe), by its cell
+        self.probes: dict[str, Probe] = {}  # size=probe: each step's probe, by its cell less seed and length
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
 
