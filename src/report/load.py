@@ -115,6 +115,8 @@ def flatten(record: RunRecord, run_dir: str) -> dict[str, Any]:
     row["started_at"] = record.started_at
     row["finished_at"] = record.finished_at
     row["run_dir"] = run_dir
+    if record.reused_from:  # copied from another study's sweep (reuse_from): the study it trained for
+        row["reused_from"] = record.reused_from.get("study") or "another study"
     row.update({f"norm_{key}": record.norm_info[key] for key in NORM_INFO if key in record.norm_info})
     row.update(mixture_weights(record.norm_state))
     return row

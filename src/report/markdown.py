@@ -52,6 +52,15 @@ def _values(runs: pd.DataFrame, column: str) -> str:
     return ", ".join(found) if found else "unknown"
 
 
+def _reused(runs: pd.DataFrame) -> list[str]:
+    """A line for the runs copied from other studies' sweeps (``reuse_from``), if any."""
+    if "reused_from" not in runs or not runs["reused_from"].notna().any():
+        return []
+    counts = runs["reused_from"].value_counts()
+    named = ", ".join(f"{n} from {study}" for study, n in sorted(counts.items()))
+    return [f"- reused: {named} (the same computation, trained for that study; `reused_from` in their records)"]
+
+
 def provenance(runs: pd.DataFrame, context: dict[str, Any]) -> str:
     """Where the numbers came from: the report command, commits, machines and dates."""
     finished = runs["finished_at"].dropna() if "finished_at" in runs else pd.Series(dtype=str)
@@ -62,6 +71,7 @@ def provenance(runs: pd.DataFrame, context: dict[str, Any]) -> str:
         f"- runs: {len(runs)} completed (one row each in runs.csv, with its overrides and run directory)",
         f"- commit: runs {_values(runs, 'git_commit')}; report {context['commit']}",
         f"- machine: runs {_values(runs, 'hostname')} ({_values(runs, 'device')}); report {context['machine']}",
+        *_reused(runs),
         f"- runs finished: {dates}",
         f"- report written: {context['written_at']}",
     ]

@@ -16,7 +16,8 @@ Top-level keys (every one the project's configs define must be listed here; a te
   checkpoint to resume from: where training restarts, not what it computes), ``callbacks``
   (progress output, ``conf/callbacks/``), ``debug`` (the name of a
   ``conf/debug/`` mode: what the mode changes, trainer limits and epochs, is computation and hashed),
-  ``save_weights`` (keeps ``model.pt``).
+  ``save_weights`` (keeps ``model.pt``), ``reuse_from`` (sweep directories whose completed runs of the same
+  hash are copied instead of trained, :mod:`src.run.reuse`).
 
 Decisions: ``compile`` and ``compile_mode`` run the same model and the same arithmetic through other
 kernels (the compiled step equals the eager one within float tolerance, ``tests/test_perf.py``); like
@@ -62,6 +63,7 @@ STEERING_KEYS = (
     "callbacks",
     "debug",
     "save_weights",
+    "reuse_from",
 )
 # Sub-keys of computation groups that only steer: caches, evaluation chunking, devices, logging, speed.
 STEERING_SUBKEYS = {

@@ -2,9 +2,10 @@
 → write the record.
 
 Per run directory, under its lock (:func:`plan`): a completed record of the same config hash is
-skipped; one of another config is refused (``refused.txt``, nothing else written); ``force=true``
-retrains either, keeping the old record as ``result.<hash>.json``; a checkpoint an interrupted job left
-is resumed from (``resume=true``). A run that trains (:func:`start`) gets its record, ``status:
+skipped, and so is a run another sweep completed with that hash when ``reuse_from`` names that sweep (it is
+copied here first, :mod:`src.run.reuse`); one of another config is refused (``refused.txt``, nothing else
+written); ``force=true`` retrains either, keeping the old record as ``result.<hash>.json``; a checkpoint
+an interrupted job left is resumed from (``resume=true``). A run that trains (:func:`start`) gets its record, ``status:
 running``, written before anything is built; when it ends, whatever happened, the record says how
 (:func:`completed`, :func:`diverged`, :func:`failed`) and is written again (:func:`finish`).
 
@@ -32,7 +33,18 @@ from src.run.config_keys import config_hash
 from src.run.identity import now, run_identity
 from src.run.provenance import git_commit, machine_description
 from src.run.records import RunRecord, write_record
-from src.run.resume import CHECKPOINT_DIR, REFUSAL_FILE, Action, Decision, RunRefused, archive_record, decide, run_lock
+from src.run.resume import (
+    CHECKPOINT_DIR,
+    REFUSAL_FILE,
+    Action,
+    Decision,
+    RunRefused,
+    archive_record,
+    decide,
+    previous_run,
+    run_lock,
+)
+from src.run.reuse import copy_run, find_completed, source_dirs
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +118,28 @@ def plan(spec: RunSpec, locks: ExitStack, main: bool = True) -> Plan:
     cfg = spec.cfg
     force, resume = bool(cfg.get("force", False)), bool(cfg.get("resume", True))
     decision = decide(spec.run_dir, config, digest, force=force, resume=resume)
+    if decision.action is Action.TRAIN and not force:
+        decision = reused(spec, config, digest, decision, main)
     if decision.action is Action.SKIP:
         log.info("skipping %s: completed earlier with the same config (force=true retrains)", spec.run_dir)
     elif decision.action is Action.REFUSE and main:
         write_text_atomic(spec.run_dir / REFUSAL_FILE, decision.message + "\n")
     return Plan(spec, config, digest, decision)
+
+
+def reused(spec: RunSpec, config: dict[str, Any], digest: str, decision: Decision, main: bool) -> Decision:
+    """``decision`` (to train) unless a sweep in ``reuse_from`` completed the same computation: then that
+    run is copied into the run directory (:func:`src.run.reuse.copy_run`, rank 0; a checkpoint this directory
+    kept is deleted) and the decision is to skip it. Every DDP rank searches alike, so all agree."""
+    source = find_completed(source_dirs(spec.cfg.get("reuse_from")), digest, exclude=spec.run_dir)
+    if source is None:
+        return decision
+    if main:
+        identity = run_identity(spec.cfg, spec.overrides, spec.choices)
+        copy_run(source, spec.run_dir, identity, config, digest, spec.launch)
+        shutil.rmtree(spec.run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    log.info("reusing %s for %s: the same config, completed there (reuse_from)", source, spec.run_dir)
+    return Decision(Action.SKIP, previous_run(spec.run_dir))
 
 
 def start(

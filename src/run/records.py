@@ -10,6 +10,8 @@ Schema versions (``schema_version``):
   ``norm_info`` (label, family, plot order and colour, batch dependence, affine shift).
   A run trained packed with others of its configuration (:mod:`src.sweep.pack`) names its pack in ``pack``
   (``null`` for a run trained alone); nothing else differs, so the field needs no new version.
+  A run copied from another study's sweep (``reuse_from``, :mod:`src.run.reuse`) names its source in
+  ``reused_from`` (``run_dir``, ``study``, ``at``; ``null`` for a run trained for its own study).
 
 Every version loads: fields this version does not know are kept in :attr:`RunRecord.extra` and written
 back unchanged. ``result.json`` is written once per state change, atomically (a temporary file in the
@@ -96,6 +98,7 @@ class RunRecord:
     environment: dict[str, Any] = field(default_factory=dict)
     curve: list[dict[str, float]] = field(default_factory=list)
     pack: dict[str, Any] | None = None
+    reused_from: dict[str, Any] | None = None  # the run this record was copied from (src.run.reuse)
     weights: dict[str, Any] = field(default_factory=dict)  # save_weights: the kept model.pt (which, epoch)
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # python -m src.evaluate, appended
     schema_version: int = SCHEMA_VERSION

@@ -83,12 +83,13 @@ class SweepProgress:
         label = event["overrides"] or "(no overrides)"
         text = f"[{k}/{total or '?'}] {label}: {result} ({fmt_seconds(event['seconds'])})"
         skipped = sum(e["status"] == "skipped" for e in done)
-        failed = sum(e["status"] not in ("completed", "skipped") for e in done)
-        counts = [f"{skipped} skipped", f"{failed} failed"]
+        reused = sum(e["status"] == "reused" for e in done)
+        failed = sum(e["status"] not in ("completed", "skipped", "reused") for e in done)
+        counts = [f"{skipped} skipped", *([f"{reused} reused"] if reused else []), f"{failed} failed"]
         if total:
             left = max(total - k, 0)
             counts.append(f"{left} left")
-            trained = k - skipped
+            trained = k - skipped - reused
             if left and trained:
                 elapsed = event["finished"] - self.started
                 counts.append(f"ETA {fmt_seconds(elapsed / trained * left)}")
@@ -126,7 +127,7 @@ class SweepProgress:
 def job_event(run_dir: Path, overrides: str, started: float, job_started: float, job_failed: bool) -> dict[str, Any]:
     """One job's outcome from what it left in its run directory: completed, diverged or failed (with
     its test error), skipped (a record completed before this sweep began; any other status of an older record, e.g.
-    a killed run's "running", is shown as it is) or refused."""
+    a killed run's "running", is shown as it is), reused (copied from another sweep, ``reuse_from``) or refused."""
     from src.run.records import RECORD_FILE, read_record
     from src.run.resume import REFUSAL_FILE
 
@@ -142,6 +143,8 @@ def job_event(run_dir: Path, overrides: str, started: float, job_started: float,
             error = (record.get("metrics") or {}).get("test_error", math.nan)
             if status == "completed" and record_path.stat().st_mtime < started:
                 status = "skipped"
+            elif status == "completed" and record.get("reused_from"):
+                status = "reused"
         except (OSError, ValueError):
             status = "unreadable"
     return {

@@ -27,6 +27,21 @@ def require_positive_int(value: Any, key: str, meaning: str) -> None:
         raise ConfigError(f"{key}={value!r} is invalid: it must be an integer >= 1 ({meaning})")
 
 
+def check_reuse_from(value: Any) -> None:
+    """``reuse_from``: a list of existing directories (sweep directories whose runs may be copied)."""
+    items = [value] if isinstance(value, str) else value
+    if items is None:
+        return
+    if not isinstance(items, Sequence):
+        raise ConfigError(f"reuse_from={value!r} is invalid: give a list of sweep directories, e.g. [multirun/<study>]")
+    for index, item in enumerate(items):
+        if not isinstance(item, str) or not Path(item).is_dir():
+            raise ConfigError(
+                f"reuse_from[{index}]={item!r} is invalid: not a directory; give sweep directories whose completed "
+                "runs of the same config are copied instead of retrained (e.g. multirun/small_batch_cifar10)"
+            )
+
+
 def validate_config(cfg: DictConfig) -> None:
     """The top-level keys every run needs; dataset- and norm-specific checks live with their classes."""
     require_positive_int(cfg.batch, "batch", "the per-device batch size")
@@ -47,6 +62,7 @@ def validate_config(cfg: DictConfig) -> None:
             f"ckpt_path={ckpt_path!r} is invalid: no such file; give a Lightning checkpoint such as "
             "<run dir>/checkpoints/last.ckpt (a run interrupted in its own directory resumes without it)"
         )
+    check_reuse_from(cfg.get("reuse_from"))
     fused = cfg.get("fused_step", "off")
     if fused not in FUSED_CHOICES:
         raise ConfigError(f"fused_step={fused!r} is invalid: choose one of {', '.join(FUSED_CHOICES)}")
