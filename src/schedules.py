@@ -41,9 +41,14 @@ def warmed_up(schedule: Schedule, progress: float, warmup: float) -> float:
     return ramp * schedule(progress)
 
 
+#: where :func:`check_schedule` evaluates a schedule: its start, every eighth of training, its end
+CHECKED_PROGRESS = tuple(k / 8 for k in range(9))
+
+
 def check_schedule(schedule: object) -> Schedule:
     """``schedule`` must be callable with the progress alone (a ``_partial_`` whose other parameters
-    are all given); fails with one line naming ``optim.schedule``.
+    are all given) and give a finite multiplier >= 0 over training (checked at :data:`CHECKED_PROGRESS`:
+    a step decay with a negative ``gamma`` fails); fails with one line naming ``optim.schedule``.
 
     Returns a plain :class:`functools.partial` of the same function and arguments: the schedule is
     called at every optimizer step, and Hydra's ``_partial_`` object (``_DeferredTarget``, Hydra
@@ -52,12 +57,14 @@ def check_schedule(schedule: object) -> Schedule:
     if not callable(schedule):
         allowed = "it must be a schedule config (optim/schedule=cosine|step|constant)"
         raise ValueError(f"optim.schedule={schedule!r} is invalid: {allowed}")
-    try:
-        value = schedule(0.0)
-    except TypeError as error:
-        raise ValueError(f"optim.schedule is invalid: calling it with the progress alone fails ({error})") from None
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"optim.schedule gives {value!r} at the start of training: it must give a number >= 0")
+    for progress in CHECKED_PROGRESS:
+        try:
+            value = schedule(progress)
+        except TypeError as error:
+            raise ValueError(f"optim.schedule is invalid: calling it with the progress alone fails ({error})") from None
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            where = "at the start of training" if progress == 0 else f"at {progress:.0%} of training"
+            raise ValueError(f"optim.schedule gives {value!r} {where}: it must give a number >= 0")
     if isinstance(schedule, functools.partial) and type(schedule) is not functools.partial:
         return functools.partial(schedule.func, *schedule.args, **schedule.keywords)
     return schedule

@@ -25,6 +25,23 @@ def test_a_good_config_passes():
         ({"study": "../../escape"}, "study='../../escape' is invalid: it must be a plain name"),
         ({"study": ".."}, "study='..' is invalid"),
         ({"study": "a/b"}, "study='a/b' is invalid"),
+        # stop 38: values a run only met when it trained (a failed record each), or never
+        ({"norm_group": 8}, "norm_group=8 is invalid: 'norm_group' is no key normlab reads; the top-level keys are"),
+        (
+            {"optim": {"base_lr": 0.1, "warmup_epochs": 5}},
+            "optim.warmup_epochs=5 is invalid: it must be a number from 0",
+        ),
+        ({"optim": {"base_lr": 0.1, "warmup_epochs": -1}}, "optim.warmup_epochs=-1 is invalid"),
+        ({"optim": {"base_lr": 0.1, "base_batch": 0}}, "optim.base_batch=0 is invalid: it must be an integer >= 1"),
+        ({"optim": {"base_lr": 0.1, "scale_lr": "yes"}}, "optim.scale_lr='yes' is invalid: it must be true or false"),
+        ({"optim": {"base_lr": 0.1, "optimizer": {"momentum": 1.5}}}, "optim.optimizer.momentum=1.5 is invalid"),
+        ({"optim": {"base_lr": 0.1, "optimizer": {"weight_decay": -1}}}, "optim.optimizer.weight_decay=-1 is invalid"),
+        ({"cpu_threads": 0}, "cpu_threads=0 is invalid: it must be an integer >= 1"),
+        ({"cpu_threads": "all"}, "cpu_threads='all' is invalid"),
+        ({"save_weights": "last"}, "save_weights='last' is invalid: choose one of none, final, best"),
+        ({"compile_mode": "fast"}, "compile_mode='fast' is invalid: choose one of default, reduce-overhead"),
+        ({"trainer": {"precision": "8-bit"}}, "trainer.precision='8-bit' is invalid: choose one of 16-mixed"),
+        ({"trainer": {"devices": 0}}, "trainer.devices=0 is invalid: give a count >= 1, -1 (every GPU)"),
     ],
 )
 def test_a_silently_accepted_value_now_fails_with_one_line(change, message):
@@ -56,6 +73,48 @@ def test_a_trainer_key_that_changes_what_is_trained_is_refused(trainer, message)
     with pytest.raises(ConfigError) as caught:
         validate_config(cfg)
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_every_precision_allowed_is_one_lightning_takes():
+    """PRECISIONS is typed here (Lightning keeps its list private): the two must agree."""
+    from typing import get_args
+
+    from lightning_fabric.connector import _PRECISION_INPUT_INT, _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+
+    from src.training.validation import PRECISIONS
+
+    lightning = {
+        *get_args(_PRECISION_INPUT_STR),
+        *get_args(_PRECISION_INPUT_STR_ALIAS),
+        *get_args(_PRECISION_INPUT_INT),
+    }
+    assert set(PRECISIONS) == lightning
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["dataset.split_seed=abc"], "dataset.split_seed='abc' is invalid: it must be an integer"),
+        (["dataset.eval_batch_size=0"], "dataset.eval_batch_size=0 is invalid: it must be an integer >= 1"),
+        (["model.widths=[8,-16]"], "model.widths=[8, -16] is invalid: give one integer >= 1 per stage"),
+        (["+model.foo=2"], "model.foo=2 is invalid: SmallCNN takes no 'foo'; its config keys are widths"),
+        (["+dataset.foo=1"], "dataset.foo=1 is invalid: DigitsDataModule takes no 'foo'; its config keys are"),
+        (["+norm.layer.foo=1"], "norm.layer.foo=1 is invalid: BatchNorm2d takes no 'foo'"),
+        (["norm=gn", "+norm.foo=3"], "norm.foo=3 is invalid: Normalization takes no 'foo'"),
+        (["optim/schedule=step", "optim.schedule.gamma=-1"], "optim.schedule gives -1 at 50% of training"),
+        (["optim.optimizer.nesterov=true", "optim.optimizer.momentum=0"], "optim.optimizer is invalid: Nesterov"),
+    ],
+)
+def test_a_value_only_its_class_can_judge_fails_before_the_run(compose_cfg, overrides, message):
+    """The preflight (src/training/preflight.py) builds data, network, learning-rate rule and optimizer."""
+    from src.training.preflight import first_unbuildable
+
+    fast = ["dataset=digits", "model.widths=[8,16]", "logger=none", "trainer.accelerator=cpu", "epochs=1", "batch=16"]
+    good = compose_cfg(*fast)
+    assert first_unbuildable([good]) is None
+    found = first_unbuildable([good, compose_cfg(*fast, *overrides)])
+    assert found is not None and found[0] == 1
+    assert found[1].startswith(message) and "\n" not in found[1], found[1]
 
 
 def test_debug_modes_may_limit_batches_and_ddp_beyond_the_cores_warns(caplog):

@@ -94,6 +94,10 @@ class ArrayDataModule(pl.LightningDataModule):
             raise ValueError(f"batch={batch_size!r} is invalid: it must be an integer >= 1")
         if augment not in AUGMENTATIONS:
             raise ValueError(f"dataset.augment={augment!r} is invalid: choose one of {sorted(AUGMENTATIONS)}")
+        if isinstance(split_seed, bool) or not isinstance(split_seed, int):
+            raise ValueError(f"dataset.split_seed={split_seed!r} is invalid: it must be an integer")
+        if isinstance(eval_batch_size, bool) or not isinstance(eval_batch_size, int) or eval_batch_size < 1:
+            raise ValueError(f"dataset.eval_batch_size={eval_batch_size!r} is invalid: it must be an integer >= 1")
         self.name = name
         self.batch_size = batch_size
         self.val_size = val_size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 
 from src.norms import Normalization
@@ -50,3 +52,11 @@ def check_input_shape(input_shape: tuple[int, int, int] | list[int], min_size: i
     if min(height, width) < min_size:
         raise ValueError(f"input_shape={list(input_shape)}: images must be at least {min_size}×{min_size}")
     return channels, height, width
+
+
+def check_widths(widths: Sequence[int]) -> list[int]:
+    """``model.widths`` as a list of channel counts: at least one stage, each an integer >= 1."""
+    values = list(widths)
+    if not values or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in values):
+        raise ValueError(f"model.widths={values!r} is invalid: give one integer >= 1 per stage (its channels)")
+    return values

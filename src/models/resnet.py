@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.models.layers import check_input_shape, conv3x3, conv_bias, init_weights
+from src.models.layers import check_input_shape, check_widths, conv3x3, conv_bias, init_weights
 from src.norms import Normalization
 
 
@@ -92,6 +92,7 @@ class CifarResNet(nn.Module):
             raise ValueError(f"model.depth={depth} is invalid: CIFAR ResNets have depth 6n+2 (20, 32, 56, 110)")
         if shortcut not in ("pad", "conv"):
             raise ValueError(f"model.shortcut={shortcut!r} is invalid: use 'pad' or 'conv'")
+        widths = check_widths(widths)
         channels, _, _ = check_input_shape(input_shape, min_size=4)
         blocks_per_stage = (depth - 2) // 6
         self.stem = nn.Sequential(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from src.models.layers import check_input_shape, conv_norm_relu, init_weights
+from src.models.layers import check_input_shape, check_widths, conv_norm_relu, init_weights
 from src.norms import Normalization
 
 
@@ -26,6 +26,7 @@ class SmallCNN(nn.Module):
         widths: Sequence[int] = (32, 64, 128),
     ):
         super().__init__()
+        widths = check_widths(widths)
         channels, _, _ = check_input_shape(input_shape, min_size=2 ** (len(widths) - 1))
         layers: list[nn.Module] = []
         for stage, width in enumerate(widths):

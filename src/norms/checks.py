@@ -14,7 +14,8 @@ rule of the layer that takes it: ``groups`` of GN is not ``groups`` of some othe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from torch import nn
@@ -158,8 +159,48 @@ def rules_for(target: object) -> Mapping[str, Rule]:
     return {}
 
 
+def accepted_arguments(target: object) -> list[str] | None:
+    """The keyword arguments ``target`` (a class or function) takes, those of its base classes' constructors
+    included where it passes ``**kwargs`` on; None when anything goes (a ``**kwargs`` at the end of the chain,
+    or no signature to read)."""
+    names: list[str] = []
+    owners = [c for c in type.mro(target) if "__init__" in vars(c)] if isinstance(target, type) else [target]
+    for owner in owners:
+        try:
+            parameters = inspect.signature(owner.__init__ if isinstance(target, type) else owner).parameters
+        except (TypeError, ValueError):
+            return None
+        names += [n for n, p in parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n != "self"]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            return list(dict.fromkeys(names))
+    return None
+
+
+def unknown_argument(
+    prefix: str, target: object, arguments: Mapping[str, Any], supplied: Iterable[str] = ()
+) -> ValueError | None:
+    """The error of the first of ``arguments`` that ``target`` does not take: ``<prefix>.<name>=<value> is
+    invalid: <target> takes no '<name>'; its config keys are …`` (less the ``supplied`` ones, which the code
+    passes); None when it takes them all."""
+    accepted = accepted_arguments(target)
+    if accepted is None:
+        return None
+    for name, value in arguments.items():
+        if name not in accepted:
+            shown = ", ".join(a for a in accepted if a not in set(supplied)) or "none"
+            label = getattr(target, "__name__", str(target))
+            return ValueError(
+                f"{prefix}.{name}={value!r} is invalid: {label} takes no {name!r}; its config keys are {shown}"
+            )
+    return None
+
+
 def check_arguments(prefix: str, target: object, arguments: Mapping[str, Any], batch: int | None = None) -> None:
-    """Check every argument of ``target`` that has a rule (:func:`rules_for`); ``prefix`` names the config node."""
+    """Check that ``target`` takes every argument (:func:`unknown_argument`), then every argument that has a
+    rule (:func:`rules_for`); ``prefix`` names the config node."""
+    error = unknown_argument(prefix, target, arguments)
+    if error is not None:
+        raise error
     rules = rules_for(target)
     for name, value in arguments.items():
         rule = rules.get(name)

@@ -20,13 +20,14 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class, get_object, instantiate
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ProgressBar
 from torch import nn
 
 from src.norms import Normalization, describe_norm_layers, norm_state, standardize_convolutions
+from src.norms.checks import unknown_argument
 from src.run.provenance import package_versions
 from src.training.callbacks import DivergenceGuard, KeepWeights, MemoryMonitor, TrainTimer
 from src.training.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
@@ -39,9 +40,16 @@ log = logging.getLogger(__name__)
 LR_KEYS = ("base_lr", "base_batch", "scale_lr", "warmup_epochs")
 
 
-def build(config: Any, **kwargs: Any) -> Any:
+def build(config: Any, key: str | None = None, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate``, re-raising the constructor's own error: its message names the
-    config key, the bad value and what is allowed, which Hydra's wrapper would bury."""
+    config key, the bad value and what is allowed, which Hydra's wrapper would bury. With ``key`` (the
+    config node's name), a sub-key the constructor does not take (``+model.foo=2``) fails first, as one
+    line naming it and the keys there are (:func:`src.norms.checks.unknown_argument`)."""
+    if key is not None and "_target_" in config:
+        arguments = {k: v for k, v in config.items() if not str(k).startswith("_")}
+        error = unknown_argument(key, get_object(str(config["_target_"])), arguments, supplied=kwargs)
+        if error is not None:
+            raise error
     try:
         return instantiate(config, **kwargs)
     except InstantiationException as error:
@@ -132,7 +140,7 @@ def build_model(cfg: DictConfig) -> tuple[pl.LightningDataModule, Normalization,
 
 def build_data(cfg: DictConfig) -> pl.LightningDataModule:
     """The run's datamodule, set up for fitting (its splits drawn, the batch checked against them)."""
-    datamodule: pl.LightningDataModule = build(cfg.dataset)
+    datamodule: pl.LightningDataModule = build(cfg.dataset, key="dataset")
     datamodule.setup("fit")
     return datamodule
 
@@ -141,9 +149,10 @@ def build_network(cfg: DictConfig, datamodule: pl.LightningDataModule) -> tuple[
     """The run's norm and initialised network for ``datamodule``'s input shape and classes (the norm's
     weight reparametrization and weight standardization applied), checked by one training-mode forward
     pass at the run's batch."""
-    norm: Normalization = build(cfg.norm)
+    norm: Normalization = build(cfg.norm, key="norm")
     norm.validate(batch=cfg.batch)
-    net = build(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, norm=norm)
+    shape, classes = datamodule.input_shape, datamodule.num_classes
+    net = build(cfg.model, key="model", input_shape=shape, num_classes=classes, norm=norm)
     norm.apply_weight(net)
     if cfg.get("standardize_weights", False):
         standardize_convolutions(net)

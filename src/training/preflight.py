@@ -6,7 +6,8 @@ divide a layer's channels, BN at batch 1 on 1×1 maps) fail when a run builds it
 this, a sweep would write a failed run directory for each of its jobs, one after another. :func:`first_unbuildable`
 builds each distinct configuration as a run does (:func:`src.training.experiment.build_data`, then
 :func:`~src.training.experiment.build_network`: norm, network, weight standardization and one training-mode
-forward at the run's batch) and returns the first that fails, with the class's one-line message.
+forward at the run's batch; then its learning-rate rule and optimizer, :func:`build_optimizer`) and returns
+the first that fails, with the class's one-line message.
 
 The data is set up once per dataset configuration (its batch included: the batch is the datamodule's), the
 network once per configuration less its seed; each is dropped once checked, so at most one dataset is held.
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 #: the parts of a run's config its data and network are built from (src/training/experiment.py)
 DATA_KEYS = ("dataset", "batch")
-NETWORK_KEYS = ("dataset", "norm", "model", "batch", "standardize_weights")
+NETWORK_KEYS = ("dataset", "norm", "model", "batch", "standardize_weights", "optim")
 #: what a class raises for a value it cannot take (a missing file, a package a dataset needs): the message
 #: names the key and value; anything else is a fault of the code and keeps its traceback
 INPUT_ERRORS = (ValueError, OSError, ImportError)
@@ -36,6 +37,19 @@ def part(cfg: DictConfig, keys: Sequence[str]) -> str:
 
 def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def build_optimizer(cfg: DictConfig, net: Any) -> None:
+    """The run's learning-rate rule (its schedule evaluated over training) and its optimizer over ``net``'s
+    parameters, as the run's module builds them; the optimizer's own refusal is named ``optim.optimizer``."""
+    from src.training.experiment import lr_arguments
+    from src.training.module import lr_rule
+
+    rule = lr_rule(global_batch=int(cfg.batch), **lr_arguments(cfg.optim))
+    try:
+        rule.optimizer(params=net.parameters(), lr=rule.lr)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"optim.optimizer is invalid: {error}") from None
 
 
 def first_unbuildable(configs: Sequence[DictConfig]) -> tuple[int, str] | None:
@@ -59,7 +73,8 @@ def first_unbuildable(configs: Sequence[DictConfig]) -> tuple[int, str] | None:
                 continue
             built.add(network)
             try:
-                build_network(configs[index], datamodule)
+                _, net = build_network(configs[index], datamodule)
+                build_optimizer(configs[index], net)
             except INPUT_ERRORS as error:
                 return index, str(error)
         del datamodule

@@ -7,13 +7,16 @@ import logging
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
+
+from src.run.config_keys import COMPUTATION_KEYS, STEERING_KEYS
+from src.training.callbacks import WEIGHT_CHOICES
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,70 @@ def check_reuse_from(value: Any) -> None:
             )
 
 
+#: Lightning's ``precision`` values (lightning_fabric's ``_PRECISION_INPUT``; a test keeps the two alike)
+PRECISIONS = (
+    "16-mixed", "bf16-mixed", "32-true", "64-true", "16-true", "bf16-true", "transformer-engine",
+    "transformer-engine-float16", "16", "32", "64", "bf16", 16, 32, 64,
+)  # fmt: skip
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+
+
+def check_top_level_keys(cfg: DictConfig) -> None:
+    """A top-level key normlab does not read (``+norm_group=8`` for ``norm_groups``) would only change the
+    run's hash and directory, training the default: refused, naming the keys there are."""
+    unknown = sorted(set(cfg.keys()) - set(COMPUTATION_KEYS) - set(STEERING_KEYS) - {"hydra"})  # a sweep's job
+    if unknown:
+        value = cfg.get(unknown[0])
+        shown = "{…}" if isinstance(value, Mapping) else repr(value)
+        raise ConfigError(
+            f"{unknown[0]}={shown} is invalid: {unknown[0]!r} is no key normlab reads; the top-level "
+            f"keys are {', '.join(sorted((*COMPUTATION_KEYS, *STEERING_KEYS)))}"
+        )
+
+
+def check_optim(cfg: DictConfig) -> None:
+    """``optim.base_batch`` (an integer >= 1), ``scale_lr`` (true/false), ``warmup_epochs`` (0 up to
+    ``epochs``: a longer ramp never reaches the learning rate the record names) and the optimizer's
+    ``momentum`` in [0, 1) and ``weight_decay`` >= 0 where it has them."""
+    optim = cfg.optim
+    require_positive_int(optim.get("base_batch", 32), "optim.base_batch", "the batch base_lr is given for")
+    if not isinstance(optim.get("scale_lr", True), bool):
+        raise ConfigError(f"optim.scale_lr={optim.get('scale_lr')!r} is invalid: it must be true or false")
+    warmup = optim.get("warmup_epochs", 0)
+    if isinstance(warmup, bool) or not isinstance(warmup, int | float) or not 0 <= warmup <= cfg.epochs:
+        raise ConfigError(
+            f"optim.warmup_epochs={warmup!r} is invalid: it must be a number from 0 to epochs={cfg.epochs} "
+            "(epochs of linear warmup)"
+        )
+    optimizer = optim.get("optimizer") or {}
+    for key, low, high, rule in (("momentum", 0, 1, "in [0, 1)"), ("weight_decay", 0, math.inf, ">= 0")):
+        value = optimizer.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (low <= value < high):
+            raise ConfigError(f"optim.optimizer.{key}={value!r} is invalid: it must be a number {rule}")
+
+
+def check_steering(cfg: DictConfig) -> None:
+    """The steering keys with a fixed set of values: ``cpu_threads``, ``save_weights``, ``compile_mode``,
+    ``trainer.precision`` and ``trainer.devices``."""
+    threads = cfg.get("cpu_threads")
+    if threads is not None:
+        require_positive_int(threads, "cpu_threads", "torch's intra-op threads per run; null: PyTorch's default")
+    for key, allowed in (("save_weights", WEIGHT_CHOICES), ("compile_mode", COMPILE_MODES)):
+        value = cfg.get(key, allowed[0])
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is invalid: choose one of {', '.join(allowed)}")
+    trainer = cfg.get("trainer") or {}
+    precision = trainer.get("precision", "32-true")
+    if precision not in PRECISIONS:
+        allowed = ", ".join(dict.fromkeys(str(p) for p in PRECISIONS))
+        raise ConfigError(f"trainer.precision={precision!r} is invalid: choose one of {allowed}")
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, bool) or (isinstance(devices, int) and devices < 1 and devices != -1):
+        raise ConfigError(
+            f"trainer.devices={devices!r} is invalid: give a count >= 1, -1 (every GPU), auto or a list of GPU ids"
+        )
+
+
 def validate_config(cfg: DictConfig) -> None:
     """The top-level keys every run needs; dataset- and norm-specific checks live with their classes."""
     require_positive_int(cfg.batch, "batch", "the per-device batch size")
@@ -63,6 +130,9 @@ def validate_config(cfg: DictConfig) -> None:
             "<run dir>/checkpoints/last.ckpt (a run interrupted in its own directory resumes without it)"
         )
     check_reuse_from(cfg.get("reuse_from"))
+    check_top_level_keys(cfg)
+    check_optim(cfg)
+    check_steering(cfg)
     fused = cfg.get("fused_step", "off")
     if fused not in FUSED_CHOICES:
         raise ConfigError(f"fused_step={fused!r} is invalid: choose one of {', '.join(FUSED_CHOICES)}")
