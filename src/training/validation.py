@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from src.run.config_keys import COMPUTATION_KEYS, STEERING_KEYS
 from src.training.callbacks import WEIGHT_CHOICES
 
 log = logging.getLogger(__name__)
@@ -51,19 +50,6 @@ PRECISIONS = (
     "transformer-engine-float16", "16", "32", "64", "bf16", 16, 32, 64,
 )  # fmt: skip
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
-
-
-def check_top_level_keys(cfg: DictConfig) -> None:
-    """A top-level key normlab does not read (``+norm_group=8`` for ``norm_groups``) would only change the
-    run's hash and directory, training the default: refused, naming the keys there are."""
-    unknown = sorted(set(cfg.keys()) - set(COMPUTATION_KEYS) - set(STEERING_KEYS) - {"hydra"})  # a sweep's job
-    if unknown:
-        value = cfg.get(unknown[0])
-        shown = "{…}" if isinstance(value, Mapping) else repr(value)
-        raise ConfigError(
-            f"{unknown[0]}={shown} is invalid: {unknown[0]!r} is no key normlab reads; the top-level "
-            f"keys are {', '.join(sorted((*COMPUTATION_KEYS, *STEERING_KEYS)))}"
-        )
 
 
 def check_optim(cfg: DictConfig) -> None:
@@ -130,7 +116,6 @@ def validate_config(cfg: DictConfig) -> None:
             "<run dir>/checkpoints/last.ckpt (a run interrupted in its own directory resumes without it)"
         )
     check_reuse_from(cfg.get("reuse_from"))
-    check_top_level_keys(cfg)
     check_optim(cfg)
     check_steering(cfg)
     fused = cfg.get("fused_step", "off")
