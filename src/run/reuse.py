@@ -21,12 +21,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from src.run.config_keys import config_hash
 from src.run.identity import now
 from src.run.records import RECORD_FILE, RunRecord, read_record, write_record
+from src.run.resume import CHECKPOINT_DIR, LOCK_FILE, LOCK_OWNER_FILE, REFUSAL_FILE, previous_run
 
 # what a run directory holds that belongs to its own job, not to the run: never copied
-NOT_COPIED = frozenset({RECORD_FILE, "checkpoints", ".lock", ".lock.owner", "refused.txt"})
+NOT_COPIED = frozenset({RECORD_FILE, CHECKPOINT_DIR, LOCK_FILE, LOCK_OWNER_FILE, REFUSAL_FILE})
 
 
 def source_dirs(value: Any) -> list[Path]:
@@ -38,14 +38,6 @@ def source_dirs(value: Any) -> list[Path]:
     return [Path(str(item)) for item in value]
 
 
-def completed_digest(record: dict[str, Any]) -> str | None:
-    """The config hash of a completed record under today's definition; ``None`` for any other status."""
-    if record.get("status") != "completed":
-        return None
-    config = record.get("config")
-    return config_hash(config) if isinstance(config, dict) else record.get("config_hash")
-
-
 def find_completed(sources: Iterable[Path], digest: str, exclude: Path | None = None) -> Path | None:
     """The first run directory under ``sources`` (each a sweep directory, searched one level deep in
     sorted order) holding a completed record of config hash ``digest``; ``exclude`` (the job's own
@@ -55,11 +47,7 @@ def find_completed(sources: Iterable[Path], digest: str, exclude: Path | None = 
         for path in sorted(Path(source).glob(f"*/{RECORD_FILE}")):
             if own is not None and path.parent.resolve() == own:
                 continue
-            try:
-                record = read_record(path)
-            except (OSError, ValueError):
-                continue
-            if completed_digest(record) == digest:
+            if previous_run(path.parent).completed_with(digest):  # unreadable records read as none
                 return path.parent
     return None
 
