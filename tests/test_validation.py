@@ -49,6 +49,42 @@ def test_a_silently_accepted_value_now_fails_with_one_line(change, message):
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
 
 
+
+@pytest.mark.parametrize(
+    ("override", "meant"),
+    [
+        ("+norm_group=8", "norm_groups"),
+        ("+epoch=3", "epochs"),
+        ("+seeds=4", "seed"),
+        ("+optim_base_lr=0.2", "optim.base_lr"),
+        ("+dataset_augment=crop_flip", "dataset.augment"),
+        ("+lr=0.2", "optim.base_lr"),
+        ("+batch_size=8", "batch"),
+        ("+num_groups=8", "norm_groups"),
+    ],
+)
+def test_a_top_level_key_near_one_normlab_reads_is_refused(compose_cfg, override, meant):
+    """+key=value adds a key: a near miss of a real one would train the default under another hash."""
+    cfg = compose_cfg("dataset=digits", override)
+    key, value = override[1:].split("=")
+    with pytest.raises(ConfigError) as caught:
+        validate_config(cfg)
+    message = str(caught.value)
+    assert message.startswith(f"{key}=") and f"did you mean {meant}?" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("override", ["+note=ablation-3", "+tag=v2", "+comment=rerun", "+owner=lab"])
+def test_a_free_annotation_passes(compose_cfg, override):
+    validate_config(compose_cfg("dataset=digits", override))
+
+
+def test_a_refused_key_shows_its_value_as_typed_never_resolved(compose_cfg, monkeypatch):
+    monkeypatch.setenv("NORMLAB_TEST_SECRET", "s3cr3t-value")
+    cfg = compose_cfg("dataset=digits", "+norm_group=${oc.env:NORMLAB_TEST_SECRET}")
+    with pytest.raises(ConfigError) as caught:
+        validate_config(cfg)
+    assert "s3cr3t-value" not in str(caught.value) and "${oc.env:NORMLAB_TEST_SECRET}" in str(caught.value)
+
 @pytest.mark.parametrize(
     ("trainer", "message"),
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import logging
 import math
 import os
@@ -12,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from src.run.config_keys import COMPUTATION_KEYS, STEERING_KEYS
 from src.training.callbacks import WEIGHT_CHOICES
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,60 @@ PRECISIONS = (
     "transformer-engine-float16", "16", "32", "64", "bf16", 16, 32, 64,
 )  # fmt: skip
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+
+
+#: Names other frameworks give to what normlab calls otherwise; a top-level key by one of them is refused.
+FOREIGN_NAMES = {
+    "lr": "optim.base_lr",
+    "learning_rate": "optim.base_lr",
+    "weight_decay": "optim.optimizer.weight_decay",
+    "momentum": "optim.optimizer.momentum",
+    "batch_size": "batch",
+    "max_epochs": "epochs",
+    "num_epochs": "epochs",
+    "groups": "norm_groups",
+    "num_groups": "norm_groups",
+    "ws": "standardize_weights",
+}
+
+
+def known_key_names(cfg: DictConfig) -> list[str]:
+    """Every key normlab reads, by its dotted name one level down (``norm_groups``, ``norm.layer``,
+    ``optim.base_lr``): the names a typed key is compared with."""
+    names = [*COMPUTATION_KEYS, *STEERING_KEYS]
+    for top in names[:]:
+        node = cfg.get(top)
+        if isinstance(node, DictConfig):
+            names.extend(f"{top}.{sub}" for sub in node)
+    return names
+
+
+def near_misses(key: str, known: Sequence[str]) -> list[str]:
+    """The known name closest to ``key`` at a similarity ratio of 0.8 or more, as typed or with ``_`` as ``.``."""
+    return difflib.get_close_matches(key, known, n=1, cutoff=0.8) or difflib.get_close_matches(
+        key.replace("_", "."), known, n=1, cutoff=0.8
+    )
+
+
+def check_near_miss_keys(cfg: DictConfig) -> None:
+    """A top-level key normlab does not read is a free annotation (``+note=…``: recorded, hashed) unless it
+    is a near miss of a key it does read (``+norm_group=8`` for ``norm_groups``, ``+epoch=3`` for ``epochs``,
+    ``+optim_base_lr=…`` for ``optim.base_lr``), or another framework's name for one (:data:`FOREIGN_NAMES`):
+    that one would train the default under another hash, so it is refused (:func:`near_misses`).
+    The value is shown as typed, never resolved (an ``${oc.env:…}`` stays one)."""
+    known = known_key_names(cfg)
+    typed = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(typed, dict)
+    for key in sorted(set(cfg.keys()) - set(known) - {"hydra"}):
+        key = str(key)
+        close = [FOREIGN_NAMES[key]] if key in FOREIGN_NAMES else near_misses(key, known)
+        if close:
+            value = typed.get(key)
+            shown = "{…}" if isinstance(value, dict) else repr(value)
+            raise ConfigError(
+                f"{key}={shown} is invalid: normlab reads no {key!r}; did you mean {close[0]}? (a free "
+                "annotation needs a name unlike any key, e.g. +note=…)"
+            )
 
 
 def check_optim(cfg: DictConfig) -> None:
@@ -116,6 +172,7 @@ def validate_config(cfg: DictConfig) -> None:
             "<run dir>/checkpoints/last.ckpt (a run interrupted in its own directory resumes without it)"
         )
     check_reuse_from(cfg.get("reuse_from"))
+    check_near_miss_keys(cfg)
     check_optim(cfg)
     check_steering(cfg)
     fused = cfg.get("fused_step", "off")
