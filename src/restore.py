@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from src.run.bundle import unbundle
+from src.run.bundle import BundleError, unbundle
 from src.run.records import RECORD_FILE, RunRecord, read_runs, write_record
 
 
@@ -47,11 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--into", type=Path, help="the study's sweep directory (default: multirun/<study>)")
     args = parser.parse_args(argv)
     if not args.runs.is_file():
-        print(f"error: {args.runs} is not a file (give results/<study>/runs.jsonl)", file=sys.stderr)
+        print(
+            f"error: {args.runs} is not a file (give results/<study>/runs.jsonl or a gpu-study bundle"
+            " <out>/<study>.tar.gz)",
+            file=sys.stderr,
+        )
         return 2
     if args.runs.name.endswith(".tar.gz"):
         into = args.into or Path("multirun")
-        written, skipped = unbundle(args.runs, into)
+        try:
+            written, skipped = unbundle(args.runs, into)
+        except BundleError as error:
+            print(f"error: {error}; nothing was restored", file=sys.stderr)
+            return 2
         print(f"restored {len(written)} files of {args.runs} into {into}/; {len(skipped)} left as they were")
         return 0
     into = args.into or Path("multirun") / args.runs.resolve().parent.name

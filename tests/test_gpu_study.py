@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from src.gpu_study import run_until, sweep_command
-from src.run.bundle import bundle, unbundle
+from src.restore import main as restore_main
+from src.run.bundle import BundleError, bundle, unbundle
 from tests.conftest import ROOT
 
 
@@ -34,6 +35,46 @@ def test_a_bundle_cuts_large_files_into_parts_and_restores_them_whole(tmp_path: 
     assert (into / "study" / "seed=0" / "result.json").exists() and not skipped
     again, skipped = unbundle(tmp_path / "study.tar.gz", into)  # nothing is overwritten
     assert again == [] and len(skipped) == len(written)
+
+    assert not list(sweep.rglob("*.part*"))  # parts are made in memory, not in the sweep directory
+
+
+def small_bundle(tmp_path: Path) -> Path:
+    sweep = tmp_path / "multirun" / "study"
+    (sweep / "seed=0").mkdir(parents=True)
+    (sweep / "seed=0" / "result.json").write_text('{"status": "completed"}')
+    checkpoint = sweep / ".packs" / "pack-1" / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(bytes(range(256)) * 40)
+    bundle(sweep, tmp_path / "study.tar.gz", part_bytes=4096)
+    return tmp_path / "study.tar.gz"
+
+
+def test_a_truncated_bundle_restores_nothing_and_says_so_in_one_line(tmp_path: Path, capsys) -> None:
+    archive = small_bundle(tmp_path)
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    into = tmp_path / "elsewhere"
+    with pytest.raises(BundleError, match="cannot be read whole"):
+        unbundle(archive, into)
+    assert not into.exists()
+    assert restore_main([str(archive), "--into", str(into)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {archive} cannot be read whole") and error.count("\n") == 1
+    assert "nothing was restored" in error and not into.exists()
+    (tmp_path / "junk.tar.gz").write_text("not a tarball")
+    assert restore_main([str(tmp_path / "junk.tar.gz"), "--into", str(into)]) == 2 and not into.exists()
+
+
+def test_a_bundle_with_a_part_missing_restores_nothing(tmp_path: Path) -> None:
+    archive = small_bundle(tmp_path)
+    gapped = tmp_path / "gapped.tar.gz"
+    with tarfile.open(archive) as source, tarfile.open(gapped, "w:gz") as target:
+        for member in source:
+            if not member.name.endswith(".part001"):
+                target.addfile(member, source.extractfile(member))
+    with pytest.raises(BundleError, match=r"last.ckpt has parts \[0, 2\], not 0 to 1"):
+        unbundle(gapped, tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_the_summary_counts_the_runs_a_stopped_sweep_never_started(tmp_path: Path) -> None:

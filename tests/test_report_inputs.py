@@ -106,3 +106,14 @@ def test_a_runs_csv_that_does_not_exist_fails_with_one_line(tmp_path, capsys):
     bad.write_text("")
     assert report(["--from-runs-csv", str(bad), "--out", str(out)]) == 2
     assert "cannot be read as CSV (EmptyDataError)" in one_error_line(capsys) and not out.exists()
+
+
+def test_an_out_that_is_a_file_fails_with_one_line_and_leaves_it(tmp_path, capsys):
+    runs, out = study(tmp_path), tmp_path / "results"
+    out.write_text("a file the user keeps")
+    assert report([str(runs), "--out", str(out)]) == 2
+    assert (
+        one_error_line(capsys)
+        == f"error: --out = {str(out)!r}: a file, not a directory; give the results root (default: results)"
+    )
+    assert out.read_text() == "a file the user keeps"

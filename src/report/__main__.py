@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if bool(args.dirs) == bool(args.from_runs_csv):
         parser.error("give run directories or --from-runs-csv, not both and not neither")
+    if out.exists() and not out.is_dir():
+        print(
+            f"error: --out = {args.out!r}: a file, not a directory; give the results root (default: results)",
+            file=sys.stderr,
+        )
+        return 2
     committed = committed_runs_csv(args.dirs)
     if committed is not None:
         args.from_runs_csv, args.dirs = str(committed), []

@@ -8,9 +8,12 @@ under 16 MiB) goes in as parts ``<name>.part000``, ``<name>.part001``, … that 
 
 from __future__ import annotations
 
+import io
 import tarfile
+import zlib
 from pathlib import Path
 
+from src.run.atomic import write_bytes_atomic
 from src.run.records import RECORD_FILE
 
 PART_BYTES = 15 * 2**20
@@ -18,9 +21,13 @@ PART_SUFFIX = ".part"
 BUNDLED = {RECORD_FILE, "metrics.csv", "train.log", "launch_plan.json", "multirun.yaml", "last.ckpt"}
 
 
+class BundleError(ValueError):
+    """A bundle that cannot be read whole: truncated, not a gzip tar, or a file with a part missing."""
+
+
 def bundle(sweep_dir: Path, archive: Path, part_bytes: int = PART_BYTES) -> list[str]:
     """Tar the files of :data:`BUNDLED` under ``sweep_dir``, each larger than ``part_bytes`` as parts
-    ``<name>.part000``, …; returns the archive's member names."""
+    ``<name>.part000``, …; returns the archive's member names. Nothing is written into ``sweep_dir``."""
     names: list[str] = []
     partial = archive.with_name(archive.name + ".partial")
     with tarfile.open(partial, "w:gz") as tar:
@@ -34,44 +41,56 @@ def bundle(sweep_dir: Path, archive: Path, part_bytes: int = PART_BYTES) -> list
                 names.append(name)
                 continue
             for index, start in enumerate(range(0, len(data), part_bytes)):
-                part = path.with_name(f"{path.name}{PART_SUFFIX}{index:03d}")
-                part.write_bytes(data[start : start + part_bytes])
-                tar.add(part, arcname=f"{name}{PART_SUFFIX}{index:03d}")
-                names.append(f"{name}{PART_SUFFIX}{index:03d}")
-                part.unlink()
+                piece = data[start : start + part_bytes]
+                info = tarfile.TarInfo(f"{name}{PART_SUFFIX}{index:03d}")
+                info.size, info.mtime = len(piece), int(path.stat().st_mtime)
+                tar.addfile(info, io.BytesIO(piece))
+                names.append(info.name)
     partial.replace(archive)
     return names
 
 
-def unbundle(archive: Path, into: Path) -> tuple[list[Path], list[str]]:
-    """Extract a :mod:`src.gpu_study` bundle under ``into`` (``multirun/``), joining ``<file>.partNNN``
-    parts into ``<file>``; a file that exists is left as it is (a record or checkpoint of a later run)."""
-    written: list[Path] = []
+def read_bundle(archive: Path) -> tuple[dict[Path, bytes], list[str]]:
+    """Every plain relative file of ``archive`` by its relative path, parts joined in order, all read before
+    anything is written; and the members passed over. Raises :class:`BundleError` for an archive that cannot
+    be read to its end or a file whose parts are not ``000`` to ``n − 1``."""
+    files: dict[Path, bytes] = {}
+    parts: dict[Path, dict[int, bytes]] = {}
     skipped: list[str] = []
-    parts: dict[Path, list[tuple[str, bytes]]] = {}
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar.getmembers():
-            relative = Path(member.name)
-            if not member.isfile() or relative.is_absolute() or ".." in relative.parts:
-                skipped.append(f"{member.name}: not a plain relative file")
-                continue
-            data = tar.extractfile(member).read()  # type: ignore[union-attr]
-            stem, _, number = relative.name.rpartition(PART_SUFFIX)
-            if stem and number.isdigit():
-                parts.setdefault(into / relative.with_name(stem), []).append((number, data))
-                continue
-            target = into / relative
-            if target.exists():
-                skipped.append(f"{target} exists (left as it is)")
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-            written.append(target)
-    for target, pieces in parts.items():
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                relative = Path(member.name)
+                if not member.isfile() or relative.is_absolute() or ".." in relative.parts:
+                    skipped.append(f"{member.name}: not a plain relative file")
+                    continue
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                stem, _, number = relative.name.rpartition(PART_SUFFIX)
+                if stem and number.isdigit():
+                    parts.setdefault(relative.with_name(stem), {})[int(number)] = data
+                else:
+                    files[relative] = data
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        raise BundleError(f"{archive} cannot be read whole as a gzip tar bundle ({error})") from error
+    for relative, pieces in parts.items():
+        if sorted(pieces) != list(range(len(pieces))):
+            raise BundleError(f"{archive}: {relative} has parts {sorted(pieces)}, not 0 to {len(pieces) - 1}")
+        files[relative] = b"".join(pieces[index] for index in range(len(pieces)))
+    return files, skipped
+
+
+def unbundle(archive: Path, into: Path) -> tuple[list[Path], list[str]]:
+    """Extract a :mod:`src.gpu_study` bundle under ``into`` (``multirun/``), its parts joined
+    (:func:`read_bundle`: a bundle that cannot be read whole writes nothing); a file that exists is left as it
+    is (a record or checkpoint of a later run), and each file is written whole or not at all."""
+    files, skipped = read_bundle(archive)
+    written: list[Path] = []
+    for relative, data in sorted(files.items()):
+        target = into / relative
         if target.exists():
             skipped.append(f"{target} exists (left as it is)")
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(b"".join(data for _, data in sorted(pieces)))
+        write_bytes_atomic(target, data)
         written.append(target)
     return written, skipped
