@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=480.0, help="overall time limit in seconds")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {list(STEPS)}")
     args = parser.parse_args(argv)
+    if not args.budget_s > 0:
+        parser.error(f"--budget-s={args.budget_s:g}: it must be a number of seconds > 0")
     import torch
 
     if not args.cpu and not torch.cuda.is_available():

@@ -117,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     if not (PROJECT_ROOT / "conf" / "experiment" / f"{args.study}.yaml").is_file():
         parser.error(f"study={args.study}: no conf/experiment/{args.study}.yaml")
+    if not args.budget_s > KEEP_S:  # a visit's minutes are few: a budget that trains nothing fails before it starts
+        parser.error(f"--budget-s={args.budget_s:g}: it must exceed {KEEP_S:g} (the seconds kept to stop and bundle)")
+    if args.n_jobs < 1:
+        parser.error(f"--n-jobs={args.n_jobs}: it must be an integer >= 1 (packs at a time)")
     started = time.monotonic()
     out = args.out.resolve()
     sweep_dir = out / "multirun" / args.study

@@ -78,3 +78,16 @@ def test_refuses_gpu_form_without_gpu(tmp_path: Path) -> None:
         pytest.skip("a GPU is visible")
     with pytest.raises(SystemExit):
         gpu_check.main(["--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--budget-s", "0"], "--budget-s=0: it must be a number of seconds > 0"),
+        (["--steps", "nosuch"], "--steps: unknown ['nosuch']"),
+    ],
+)
+def test_a_bad_argument_fails_before_any_step(tmp_path: Path, capsys, args, message) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        gpu_check.main(["--out", str(tmp_path / "out"), "--cpu", *args])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -101,6 +101,24 @@ def test_the_sweep_stops_at_the_budget(tmp_path: Path) -> None:
     assert stopped and status is None
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["demo", "--budget-s", "-5"], "--budget-s=-5: it must exceed 30"),
+        (["demo", "--budget-s", "30"], "--budget-s=30: it must exceed 30"),
+        (["demo", "--n-jobs", "0"], "--n-jobs=0: it must be an integer >= 1"),
+        (["nosuch"], "study=nosuch: no conf/experiment/nosuch.yaml"),
+    ],
+)
+def test_a_visit_with_a_bad_argument_fails_before_it_trains(tmp_path: Path, capsys, args, message) -> None:
+    """A device visit's minutes are few: nothing starts, nothing is written."""
+    from src.gpu_study import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main([*args, "--out", str(tmp_path / "visit"), "--cpu"])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err and not (tmp_path / "visit").exists()
+
+
 def test_the_sweep_is_the_same_runs_on_any_device() -> None:
     """Only steering keys name the device, so a run's directory and hash are those of a CPU run."""
     gpu = sweep_command("demo", Path("multirun/demo"), cpu=False, n_jobs=2, overrides=[])
