@@ -111,7 +111,7 @@ def flatten(record: RunRecord, run_dir: str) -> dict[str, Any]:
     row["launch"] = json.dumps(record.launch, sort_keys=True) if isinstance(record.launch, dict) else None
     row["device"] = environment.get("device")
     row["hostname"] = (environment.get("machine") or {}).get("hostname")
-    row["git_commit"] = environment.get("git_commit")
+    row["git_commit"] = trained_by_commits(record) or environment.get("git_commit")
     row["started_at"] = record.started_at
     row["finished_at"] = record.finished_at
     row["run_dir"] = run_dir
@@ -120,6 +120,14 @@ def flatten(record: RunRecord, run_dir: str) -> dict[str, Any]:
     row.update({f"norm_{key}": record.norm_info[key] for key in NORM_INFO if key in record.norm_info})
     row.update(mixture_weights(record.norm_state))
     return row
+
+
+def trained_by_commits(record: RunRecord) -> str | None:
+    """A resumed run trained by more than one commit: each in order, ``a then b`` (``unknown`` for a
+    segment from a checkpoint that did not say); None when one commit trained it all."""
+    commits = [segment.get("git_commit") or "unknown" for segment in record.timing.get("trained_by") or []]
+    ordered = list(dict.fromkeys(commits))
+    return " then ".join(ordered) if len(ordered) > 1 else None
 
 
 BASE_COLUMNS = list(flatten(RunRecord(), "x").keys())

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 COMMIT_VARIABLE = "NORMLAB_COMMIT"
@@ -43,6 +44,11 @@ def git_commit(root: Path = PROJECT_ROOT, ignore: Sequence[str] = ()) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit}+dirty" if dirty else commit
+
+
+def training_segment(from_epoch: int) -> dict[str, Any]:
+    """Who trains a run from epoch ``from_epoch`` (0-based) on: this code's commit and this machine."""
+    return {"from_epoch": from_epoch, "git_commit": git_commit(), "hostname": socket.gethostname()}
 
 
 def inside_project(path: Path, root: Path = PROJECT_ROOT) -> list[str]:

@@ -1,5 +1,5 @@
 """Lightning callbacks of a run: training time, divergence, memory, the overfit check, kept weights,
-and progress.
+which code trained which epochs, and progress.
 
 Progress (``conf/callbacks/``): on a terminal Lightning's TQDM (``callbacks=default``) or Rich
 (``callbacks=rich``) progress bar, with steps per second and the time left; when stdout is not a
@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 
 from src.run.lifecycle import Diverged
+from src.run.provenance import training_segment
 from src.training.epoch_loop import steps_per_batch
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,33 @@ class KeepWeights(pl.Callback):
     def description(self) -> dict[str, Any]:
         """What the run record says about the kept weights."""
         return {"file": self.path.name, "which": self.which, "epoch": self.epoch, "val_error": self.val_error}
+
+
+class TrainedBy(pl.Callback):
+    """Which code and machine trained which epochs. A run resumed from a checkpoint was trained in
+    segments, each ``{from_epoch, git_commit, hostname}`` (:func:`src.run.provenance.training_segment`);
+    the list travels in the checkpoint (Lightning's callback state), so a record names every commit that
+    trained its run, not only the last one's. A checkpoint written before this existed gives a first
+    segment whose commit and host are ``None``: unknown, and said so."""
+
+    def __init__(self) -> None:
+        self.earlier: list[dict[str, Any]] = []
+        self.current: dict[str, Any] | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        start = int(trainer.current_epoch)  # the loops are restored by now (not yet at on_fit_start)
+        if start > 0 and not self.earlier:
+            self.earlier = [{"from_epoch": 0, "git_commit": None, "hostname": None}]
+        self.current = training_segment(start)
+
+    def segments(self) -> list[dict[str, Any]]:
+        return [*self.earlier, *([self.current] if self.current else [])]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"segments": self.segments()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.earlier = list(state_dict.get("segments", []))
 
 
 def fmt_seconds(seconds: float) -> str:

@@ -29,7 +29,7 @@ from torch import nn
 from src.norms import Normalization, describe_norm_layers, norm_state, standardize_convolutions
 from src.norms.checks import unknown_argument
 from src.run.provenance import package_versions
-from src.training.callbacks import DivergenceGuard, KeepWeights, MemoryMonitor, TrainTimer
+from src.training.callbacks import DivergenceGuard, KeepWeights, MemoryMonitor, TrainedBy, TrainTimer
 from src.training.checkpointing import AtomicCheckpointIO, last_checkpoint_callback
 from src.training.fused_step import checkpoint_loop, mode_for
 from src.training.module import Classifier
@@ -210,7 +210,7 @@ def build_experiment(
         cfg.trainer,
         **(trainer_overrides or {}),
         logger=loggers or False,
-        callbacks=[timer, memory, DivergenceGuard(), last_checkpoint_callback(run_dir), *extra],
+        callbacks=[timer, memory, DivergenceGuard(), TrainedBy(), last_checkpoint_callback(run_dir), *extra],
         enable_progress_bar=any(isinstance(callback, ProgressBar) for callback in extra),
         enable_checkpointing=True,  # with LastCheckpoint as the checkpoint callback (Lightning adds no other)
         # On SLURM, requeue is submitit's (conf/hydra/launcher/slurm.yaml): Lightning's own auto-requeue is off.
@@ -292,8 +292,10 @@ def result_fields(
     """The record fields a fitted and tested run produced (shared by unpacked and packed runs, so both
     write records of one schema). ``train_steps``: the optimizer steps when Lightning does not count them
     (the fused loop, :mod:`src.training.epoch_loop`, whose one Lightning step is an epoch); ``fused_step``:
-    its mode."""
+    its mode. A resumed run's ``timing.trained_by`` lists the commit and host of each segment of its
+    training (:class:`~src.training.callbacks.TrainedBy`)."""
     steps = int(trainer.global_step) if train_steps is None else int(train_steps)
+    segments = next((c.segments() for c in trainer.callbacks if isinstance(c, TrainedBy)), [])
     per_tick = steps / max(1, int(trainer.current_epoch)) if fused_step and train_steps else 1.0
     return {
         "lr": lr,
@@ -308,6 +310,7 @@ def result_fields(
             "median_step_ms": round(1e3 * timer.median_step_seconds / max(per_tick, 1.0), 3),
             "epochs_completed": int(trainer.current_epoch),
             "resumed_from_epoch": resumed_from_epoch,
+            **({"trained_by": segments} if resumed_from_epoch else {}),
             "compiled": compiled,
             **({"fused_step": fused_step} if fused_step else {}),
         },

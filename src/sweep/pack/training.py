@@ -28,7 +28,7 @@ from src.sweep.pack.data import PackedDataModule
 from src.sweep.pack.members import BuiltMember, build_member
 from src.sweep.pack.module import PackedClassifier
 from src.sweep.pack.network import PackedNet, PackRefused, check_packable
-from src.training.callbacks import MemoryMonitor, TrainTimer
+from src.training.callbacks import MemoryMonitor, TrainedBy, TrainTimer
 from src.training.checkpointing import AtomicCheckpointIO, LastCheckpoint
 from src.training.experiment import batch_sizes, build, lr_arguments, result_fields, resumed_epoch
 from src.training.experiment import fused_mode as run_fused_mode
@@ -78,7 +78,7 @@ def fit_pack(
     trainer: pl.Trainer = build(
         cfg.trainer,
         logger=False,
-        callbacks=[timer, memory, LastCheckpoint(checkpoint)],
+        callbacks=[timer, memory, TrainedBy(), LastCheckpoint(checkpoint)],
         enable_checkpointing=True,
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(pack_dir),
