@@ -16,14 +16,26 @@ from src.run.bundle import BundleError, bundle, unbundle
 from tests.conftest import ROOT
 
 
-def test_a_bundle_cuts_large_files_into_parts_and_restores_them_whole(tmp_path: Path) -> None:
+def small_sweep(tmp_path: Path) -> Path:
+    """A sweep directory with a record, a 10,240-byte pack checkpoint and a file bundles leave out."""
     sweep = tmp_path / "multirun" / "study"
     (sweep / "seed=0").mkdir(parents=True)
     (sweep / "seed=0" / "result.json").write_text('{"status": "running"}')
     checkpoint = sweep / ".packs" / "pack-1" / "checkpoints" / "last.ckpt"
     checkpoint.parent.mkdir(parents=True)
-    checkpoint.write_bytes(bytes(range(256)) * 40)  # 10,240 bytes
+    checkpoint.write_bytes(bytes(range(256)) * 40)
     (sweep / "seed=0" / "other.bin").write_bytes(b"not bundled")
+    return sweep
+
+
+def small_bundle(tmp_path: Path) -> Path:
+    bundle(small_sweep(tmp_path), tmp_path / "study.tar.gz", part_bytes=4096)
+    return tmp_path / "study.tar.gz"
+
+
+def test_a_bundle_cuts_large_files_into_parts_and_restores_them_whole(tmp_path: Path) -> None:
+    sweep = small_sweep(tmp_path)
+    checkpoint = sweep / ".packs" / "pack-1" / "checkpoints" / "last.ckpt"
     names = bundle(sweep, tmp_path / "study.tar.gz", part_bytes=4096)
     assert "study/.packs/pack-1/checkpoints/last.ckpt.part002" in names and "study/seed=0/result.json" in names
     assert not any(n.endswith("other.bin") for n in names)
@@ -35,19 +47,7 @@ def test_a_bundle_cuts_large_files_into_parts_and_restores_them_whole(tmp_path: 
     assert (into / "study" / "seed=0" / "result.json").exists() and not skipped
     again, skipped = unbundle(tmp_path / "study.tar.gz", into)  # nothing is overwritten
     assert again == [] and len(skipped) == len(written)
-
     assert not list(sweep.rglob("*.part*"))  # parts are made in memory, not in the sweep directory
-
-
-def small_bundle(tmp_path: Path) -> Path:
-    sweep = tmp_path / "multirun" / "study"
-    (sweep / "seed=0").mkdir(parents=True)
-    (sweep / "seed=0" / "result.json").write_text('{"status": "completed"}')
-    checkpoint = sweep / ".packs" / "pack-1" / "checkpoints" / "last.ckpt"
-    checkpoint.parent.mkdir(parents=True)
-    checkpoint.write_bytes(bytes(range(256)) * 40)
-    bundle(sweep, tmp_path / "study.tar.gz", part_bytes=4096)
-    return tmp_path / "study.tar.gz"
 
 
 def test_a_truncated_bundle_restores_nothing_and_says_so_in_one_line(tmp_path: Path, capsys) -> None:
