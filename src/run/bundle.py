@@ -90,7 +90,6 @@ def unbundle(archive: Path, into: Path) -> tuple[list[Path], list[str]]:
         if target.exists():
             skipped.append(f"{target} exists (left as it is)")
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(target, data)
         written.append(target)
     return written, skipped

@@ -94,13 +94,11 @@ def check_near_miss_keys(cfg: DictConfig) -> None:
     that one would train the default under another hash, so it is refused (:func:`near_misses`).
     The value is shown as typed, never resolved (an ``${oc.env:…}`` stays one)."""
     known = known_key_names(cfg)
-    typed = OmegaConf.to_container(cfg, resolve=False)
-    assert isinstance(typed, dict)
     for key in sorted(set(cfg.keys()) - set(known) - {"hydra"}):
         key = str(key)
         close = [FOREIGN_NAMES[key]] if key in FOREIGN_NAMES else near_misses(key, known)
         if close:
-            value = typed.get(key)
+            value = OmegaConf.to_container(cfg, resolve=False).get(key)  # type: ignore[union-attr]
             shown = "{…}" if isinstance(value, dict) else repr(value)
             raise ConfigError(
                 f"{key}={shown} is invalid: normlab reads no {key!r}; did you mean {close[0]}? (a free "
