@@ -123,6 +123,32 @@ def test_the_sweep_table_shows_the_claims_directions():
     assert sweep_table([record("ln", 32, 50.0, status="failed")]) == ""
 
 
+def test_the_sweep_table_never_averages_runs_of_other_settings():
+    """A sweep directory holding a study's two arms (epochs 16 and 8) gets a table for each: one mean over
+    both would be no mean over seeds. A key that follows another (``trainer.max_epochs``) names nothing."""
+    from src.sweep.summary import sweep_table
+
+    def record(norm, epochs, seed, error, lr=0.1):
+        config = {"norm": {"name": norm}, "epochs": epochs, "trainer": {"max_epochs": epochs}, "seed": seed}
+        config["optim"] = {"base_lr": lr}
+        return {"norm": norm, "batch": 32, "status": "completed", "metrics": {"test_error": error}, "config": config}
+
+    records = [record("bn", 16, s, 30.0 + s) for s in (1, 2)] + [record("bn", 8, s, 40.0 + s) for s in (1, 2, 3)]
+    records += [record("gn", 16, 1, 31.0)]
+    text = sweep_table(records)
+    headers = [line for line in text.splitlines() if line.startswith("test error")]
+    assert headers == [
+        "test error (%) of the sweep's runs at epochs=16, mean over seeds (n runs):",
+        "test error (%) of the sweep's runs at epochs=8, mean over seeds (n runs):",
+    ]
+    rows = [line.split() for line in text.splitlines()]
+    assert ["bn", "31.50", "(2)"] in rows and ["bn", "42.00", "(3)"] in rows and ["gn", "−", "bn", "-0.50"] in rows
+    # seeds alone never split a table; a second factor does, named with its value
+    assert sweep_table([record("bn", 16, s, 30.0) for s in (1, 2)]).startswith("test error (%) of the sweep's runs,")
+    two = sweep_table([record("bn", 16, 1, 30.0), record("bn", 16, 1, 20.0, lr=0.4)])
+    assert "at epochs=16" not in two and "at optim.base_lr=0.4, mean" in two
+
+
 def test_the_sweep_line_counts_failures_and_the_eta_ignores_skipped_runs(tmp_path):
     progress = SweepProgress(tmp_path, total=5, started=1000.0)
     event = {"overrides": "norm=bn", "status": "skipped", "test_error": 9.0, "seconds": 0.0, "finished": 1001.0}

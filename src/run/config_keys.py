@@ -159,9 +159,14 @@ def _leaves(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix, value
 
 
+def computation_leaves(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``{dotted key: value}`` for every leaf of :func:`computation_view` (lists stay values)."""
+    return dict(_leaves(computation_view(config)))
+
+
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """``key: old → new`` for every leaf of the computation view that differs (dotted keys, sorted)."""
-    before, after = dict(_leaves(computation_view(old))), dict(_leaves(computation_view(new)))
+    before, after = computation_leaves(old), computation_leaves(new)
     missing = "(absent)"
     return [
         f"{key}: {before.get(key, missing)} → {after.get(key, missing)}"

@@ -3,6 +3,7 @@ with the list of runs that failed, diverged or were refused."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -12,6 +13,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from src.run.config_keys import computation_leaves
 from src.run.records import RECORD_FILE, read_record
 from src.run.resume import REFUSAL_FILE
 from src.sweep.progress import SweepProgress, job_event, job_label, sweep_size
@@ -102,24 +104,67 @@ class SweepSummary(Callback):
             raise SystemExit(1)
 
 
+def _leaves(record: dict[str, Any]) -> dict[str, str]:
+    return {
+        key: json.dumps(value, sort_keys=True, default=str)
+        for key, value in computation_leaves(record.get("config") or {}).items()
+    }
+
+
+def settings(leaves: list[tuple[Any, dict[str, str]]]) -> list[str]:
+    """The config keys (computation view, dotted) that take more than one value, or are absent from some,
+    among runs of one cell (``leaves``: each run's cell, e.g. its norm and batch, with its
+    ``{key: value as JSON}``), less ``seed``: the sweep directory's other factors (``epochs`` where it holds
+    a study's two arms, ``optim.base_lr`` in an lr sweep). A mean over runs of different settings is no
+    mean over seeds, so each setting gets its own table."""
+    cells: dict[Any, list[dict[str, str]]] = {}
+    for cell, values in leaves:
+        cells.setdefault(cell, []).append(values)
+    keys: set[str] = set()
+    for members in cells.values():
+        for key in set().union(*members):
+            if len({values.get(key) for values in members}) > 1:
+                keys.add(key)
+    return sorted(keys - {"seed"})
+
+
 def sweep_table(records: list[dict[str, Any]]) -> str:
     """The sweep's completed runs as the GN paper's table: a row per norm, a column per batch, the mean
     test error over seeds (n); then, where the sweep has them, GN − BN per batch and BN's change from its
-    largest batch to its smallest, the directions of the paper's claims. Empty without completed runs."""
+    largest batch to its smallest, the directions of the paper's claims. One table for each value of the
+    sweep's other :func:`settings` (``epochs=8``, ``epochs=16``). Empty without completed runs."""
+    done = [r for r in records if r.get("status") == "completed" and r.get("metrics", {}).get("test_error") is not None]
+    leaves = [((r["norm"], int(r["batch"])), _leaves(r)) for r in done]
+    keys = _distinct_partitions(settings(leaves), [values for _, values in leaves])
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record, (_, values) in zip(done, leaves, strict=True):
+        setting = ", ".join(f"{key}={values.get(key, '(absent)')}" for key in keys)
+        groups.setdefault(setting, []).append(record)
+    return "\n".join(_one_table(group, setting) for setting, group in sorted(groups.items()))
+
+
+def _distinct_partitions(keys: list[str], leaves: list[dict[str, str]]) -> list[str]:
+    """``keys`` less those that split the runs exactly as a shorter key does (``trainer.max_epochs`` is
+    ``${epochs}``: ``epochs`` names the tables alone)."""
+    kept: dict[tuple[int, ...], str] = {}
+    for key in sorted(keys, key=lambda k: (k.count("."), k)):
+        first_seen: dict[str | None, int] = {}
+        partition = tuple(first_seen.setdefault(values.get(key), len(first_seen)) for values in leaves)
+        kept.setdefault(partition, key)
+    return sorted(kept.values())
+
+
+def _one_table(records: list[dict[str, Any]], setting: str) -> str:
+    """:func:`sweep_table` for runs of one setting (all completed)."""
     import pandas as pd
 
-    rows = [
-        {"norm": r["norm"], "batch": int(r["batch"]), "test_error": r["metrics"]["test_error"]}
-        for r in records
-        if r.get("status") == "completed" and r.get("metrics", {}).get("test_error") is not None
-    ]
-    if not rows:
-        return ""
+    rows = [{"norm": r["norm"], "batch": int(r["batch"]), "test_error": r["metrics"]["test_error"]} for r in records]
     frame = pd.DataFrame(rows)
     means = frame.pivot_table(index="norm", columns="batch", values="test_error", aggfunc="mean", sort=False)
     counts = frame.pivot_table(index="norm", columns="batch", values="test_error", aggfunc="count", sort=False)
     batches = sorted(means.columns)
-    lines = ["test error (%) of the sweep's runs, mean over seeds (n runs):"]
+    at = f" at {setting}" if setting else ""
+    lines = [f"test error (%) of the sweep's runs{at}, mean over seeds (n runs):"]
     lines.append("norm".ljust(8) + "".join(f"batch {b}".rjust(14) for b in batches))
     for norm in means.index:
         cells = [
