@@ -9,7 +9,8 @@ import math
 import pandas as pd
 import pytest
 
-from src.report.recipes import ABSENT, as_value, recipe_report, recipe_runs, recipe_table, render_recipes
+from src.report.recipe_section import recipe_report
+from src.report.recipes import ABSENT, as_value, recipe_runs, recipe_table, render_recipes
 from src.report.spec import SpecError, check_spec
 
 FACTORS = ["optim.base_batch", "norm_groups"]
@@ -263,11 +264,16 @@ def test_padding_by_norm_table_costs_and_grid(tmp_path):
     assert f"| 29.25 ± 0.35 (2) | 30.50 ± 0.71 (2) | 35.50 ± 0.71 (2) | {(29.25 + 30.5 + 35.5) / 3:.2f} |" in section
     assert "| crop_flip_reflect | best | best | best |" in section
     # the GN grid: completed cells with their difference to min_group_size 2; the unfinished cell named
-    assert "| gn | 4 | 33.50 ± 0.71 (2) [-1.00] | not finished (2 runs) |" in section
+    # (its 95 % Welch interval from the two cells' SDs: 2 runs each, df 2)
+    assert "| gn | 4 | 33.50 ± 0.71 (2) [-1.00 (-4.04, 2.04)] | not finished (2 runs) |" in section
     assert "- gn, `dataset.augment` = crop_flip_reflect, `norm.layer.min_group_size` = 4: 2 runs" in section
     assert "Choice rule: one recipe for every norm" in section
     grid = pd.read_csv(io.StringIO(files["recipe_grid.csv"]))
     assert grid.loc[grid["n"] == 0, "not_counted"].tolist() == [2]
+    four = grid[(grid["value"] == 4) & (grid["dataset.augment"] == "crop_flip")].iloc[0]
+    assert (four["vs_base"], four["vs_base_low"], four["vs_base_high"]) == pytest.approx(
+        (-1.0, -4.0424, 2.0424), abs=1e-4
+    )
 
 
 def test_the_report_writes_the_padding_figure_and_rebuilds_from_its_records(tmp_path):

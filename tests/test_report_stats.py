@@ -13,6 +13,7 @@ from statsmodels.stats.weightstats import ttost_ind
 from src.report.stats import (
     CellModel,
     diff_ci,
+    diff_ci_from_summary,
     holm,
     p_greater,
     p_less,
@@ -84,6 +85,18 @@ def test_welch_interval_equals_scipy():
     estimate = diff_ci(x, y)
     assert (estimate.low, estimate.high) == pytest.approx(tuple(welch.confidence_interval(0.95)))
     assert estimate.df == pytest.approx(welch.df)
+
+
+def test_welch_from_each_cells_summary_equals_welch_from_its_runs():
+    """The recipe grid has each cell's mean, SD and n only: its interval is the same as from the runs."""
+    x, y = [30.1, 29.4, 30.9, 31.2], [29.0, 29.8, 28.7, 30.6, 29.9]
+    summary = [(float(np.mean(v)), float(np.std(v, ddof=1)), len(v)) for v in (x, y)]
+    from_runs, from_summary = diff_ci(x, y), diff_ci_from_summary(*summary)
+    assert (from_summary.value, from_summary.low, from_summary.high) == pytest.approx(
+        (from_runs.value, from_runs.low, from_runs.high), abs=1e-12
+    )
+    assert from_summary.df == pytest.approx(from_runs.df) and from_summary.method == "welch"
+    assert math.isnan(diff_ci_from_summary((1.0, 0.5, 1), (2.0, 0.5, 3)).low)  # one run: no interval
 
 
 def test_tost_equals_statsmodels_ttost_ind_with_pooled_variance():

@@ -33,7 +33,7 @@ from src.report.load import (
 from src.report.markdown import render_claims, render_summary
 from src.report.norm_info import NormCatalog
 from src.report.plots import choose_bar_batch, error_by_norm, error_vs_batch
-from src.report.recipes import recipe_report
+from src.report.recipe_section import recipe_report
 from src.report.registration import check_registration
 from src.report.slices import by_setting, design_columns
 from src.report.tables import summarize

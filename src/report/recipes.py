@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,6 +34,7 @@ import yaml
 
 from src.report.load import Skipped, config_leaves
 from src.report.norm_info import NormCatalog
+from src.report.stats import Estimate, diff_ci_from_summary
 from src.report.tables import format_cell
 
 SELECTION_METRIC = "val_error"
@@ -206,9 +206,15 @@ def factor_grid(
         for other in factors[1:]:
             if other != factor:
                 has = has[has[other] == base.get(other, ABSENT)]
-        reference = has[has[factor] == base.get(factor)].set_index(["norm", first])["val_error"]
+        reference = has[has[factor] == base.get(factor)].set_index(["norm", first])
         for record in has.to_dict("records"):
-            ref = reference.get((record["norm"], record[first]), math.nan)
+            key = (record["norm"], record[first])
+            ref = reference.loc[key] if key in reference.index else None
+            vs_base = (
+                diff_ci_from_summary(summary(record), summary(ref))
+                if ref is not None
+                else Estimate(math.nan, math.nan, math.nan, (0,))
+            )
             rows.append(
                 {
                     "factor": factor,
@@ -218,7 +224,9 @@ def factor_grid(
                     "n": record["n"],
                     "val_error": record["val_error"],
                     "val_error_sd": record["val_error_sd"],
-                    "vs_base": record["val_error"] - ref,
+                    "vs_base": vs_base.value,
+                    "vs_base_low": vs_base.low,
+                    "vs_base_high": vs_base.high,
                     "not_counted": 0,
                 }
             )
@@ -231,7 +239,8 @@ def factor_grid(
                 if record["norm"] in norms and record[factor] != ABSENT and at_base and key not in done:
                     cell = {"factor": factor, "value": record[factor], "norm": record["norm"], first: record[first]}
                     rows.append({**cell, "n": 0, "not_counted": record["runs"], "status": record["status"]})
-    columns = ["factor", "norm", "value", first, "n", "val_error", "val_error_sd", "vs_base", "not_counted", "status"]
+    columns = ["factor", "norm", "value", first, "n", "val_error", "val_error_sd", "vs_base", "vs_base_low"]
+    columns += ["vs_base_high", "not_counted", "status"]
     grid = pd.DataFrame(rows, columns=columns)
     grid["order"] = grid["factor"].map(factors.index)  # the study's order of factors
     grid = grid.sort_values(["order", "norm", "value", first], key=_by_value(["value", first]))
@@ -309,6 +318,11 @@ def _cell(indexed: pd.DataFrame, key: Any) -> str:
     return format_cell(float(row["val_error"]), float(row["val_error_sd"]), int(row["n"]))
 
 
+def summary(cell: Any) -> tuple[float, float, int]:
+    """A cell's (mean, SD, n) of validation error."""
+    return float(cell["val_error"]), float(cell["val_error_sd"]), int(cell["n"])
+
+
 def render_grid(grid: pd.DataFrame, factors: list[str], base: dict[str, str], catalog=None) -> list[str]:
     """Markdown: each further factor × the first, completed cells only, for the norms that have it."""
     first, lines = factors[0], []
@@ -318,8 +332,8 @@ def render_grid(grid: pd.DataFrame, factors: list[str], base: dict[str, str], ca
             f"### `{factor}` × `{first}` ({', '.join(_norms(part['norm'], catalog))})",
             "",
             f"Validation error (%), mean ± SD over seeds (n runs), and in brackets the difference to `{factor}`"
-            f" = {base.get(factor)} in the same column. Only completed cells carry numbers; a cell whose runs"
-            " did not finish says so, and is not part of any mean.",
+            f" = {base.get(factor)} in the same column with its 95 % Welch interval. Only completed cells carry"
+            " numbers; a cell whose runs did not finish says so, and is not part of any mean.",
             "",
         ]
         rows = []
@@ -335,7 +349,13 @@ def render_grid(grid: pd.DataFrame, factors: list[str], base: dict[str, str], ca
                     item = indexed.loc[column]
                     text = format_cell(float(item["val_error"]), float(item["val_error_sd"]), int(item["n"]))
                     delta = item["vs_base"]
-                    row.append(text if value == base.get(factor) or missing(delta) else f"{text} [{signed(delta)}]")
+                    if value == base.get(factor) or missing(delta):
+                        row.append(text)
+                    elif missing(item["vs_base_low"]):
+                        row.append(f"{text} [{signed(delta)}]")
+                    else:
+                        interval = f"{item['vs_base_low']:.2f}, {item['vs_base_high']:.2f}"
+                        row.append(f"{text} [{signed(delta)} ({interval})]")
             rows.append(row)
         rows.sort(key=lambda r: ((catalog or NormCatalog()).rank(r[0]), value_key(r[1])))
         lines += [*_table(["norm", factor, *columns], rows), ""]
@@ -380,56 +400,3 @@ def render_unfinished(unfinished: pd.DataFrame, factors: list[str], others: int)
     if others:
         lines.append(f"- {others} runs not counted whose recipe is not recorded (see *Runs not counted*)")
     return [*lines, ""]
-
-
-def recipe_report(
-    runs: pd.DataFrame,
-    factors: list[str],
-    skipped: Iterable[Skipped] = (),
-    study: str = "",
-    catalog: NormCatalog | None = None,
-) -> tuple[str, dict[str, str | bytes]]:
-    """The recipes section of ``summary.md`` and its files: ``recipes.csv``, ``recipe_by_norm.csv``,
-    ``recipe_grid.csv`` (with two factors or more) and, for a study varying ``dataset.augment``,
-    ``padding_by_norm.png``/``.svg`` (a figure that cannot be drawn is a warning)."""
-    skipped = list(skipped)
-    table = recipe_table(runs, factors)
-    files: dict[str, str | bytes] = {"recipes.csv": table.to_csv(index=False)}
-    if table.empty:
-        return "", files
-    resolved = recipe_runs(runs, factors)
-    base = base_values(resolved, factors[1:])
-    unfinished = unfinished_cells(skipped, factors)
-    by_norm = first_factor_by_norm(table, factors, base)
-    files["recipe_by_norm.csv"] = by_norm.to_csv(index=False)
-    lines = [
-        f"## Recipes ({', '.join(f'`{f}`' for f in factors)}), chosen on validation error",
-        "",
-        "Each factor's value is read from the run's resolved config; a factor a norm does not have is blank (·)"
-        " for it. Every cell is one recipe × norm (runs of different recipes are never averaged together);"
-        f" selection metric: final-epoch validation error (`{SELECTION_METRIC}`), never test error.",
-        "",
-        *render_by_norm(by_norm, factors, base, catalog),
-    ]
-    figure_factor = PADDING if PADDING in factors else None
-    if figure_factor:
-        try:
-            from src.report.recipe_plots import factor_by_norm_figure
-
-            keep = pd.Series(True, index=resolved.index)
-            for factor in factors:
-                if factor != figure_factor:
-                    keep &= resolved[factor].isin([base.get(factor), ABSENT])
-            drawn = factor_by_norm_figure(resolved[keep], figure_factor, study, base, catalog)
-            files["padding_by_norm.png"], files["padding_by_norm.svg"] = drawn
-            lines += [f"![validation error by `{figure_factor}` and norm](padding_by_norm.png)", ""]
-        except Exception as error:  # a figure is never worth losing the tables for
-            warnings.warn(f"{study}: padding_by_norm not drawn: {type(error).__name__}: {error}", stacklevel=2)
-    if len(factors) > 1:
-        grid = factor_grid(table, factors, base, unfinished)
-        files["recipe_grid.csv"] = grid.to_csv(index=False)
-        lines += render_grid(grid, factors, base, catalog)
-    lines.append(render_recipes(table, factors, catalog))
-    others = sum(1 for item in skipped if not item.config)
-    lines += render_unfinished(unfinished, factors, others)
-    return "\n".join(lines), files

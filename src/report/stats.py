@@ -124,6 +124,22 @@ def diff_ci(a: Iterable[float], b: Iterable[float], level: float = LEVEL) -> Est
     return Estimate(diff, float(interval.low), float(interval.high), n, se, float(result.df), level, "welch")
 
 
+def diff_ci_from_summary(a: tuple[float, float, int], b: tuple[float, float, int], level: float = LEVEL) -> Estimate:
+    """:func:`diff_ci` from each cell's (mean, SD, n) alone: mean_a − mean_b ± t(df) · se with
+    se² = s_a²/n_a + s_b²/n_b and Welch–Satterthwaite's df = se⁴ / Σ (s²/n)² / (n − 1)."""
+    (mean_a, sd_a, n_a), (mean_b, sd_b, n_b) = a, b
+    n = (int(n_a), int(n_b))
+    diff = float(mean_a - mean_b)
+    if min(n) < 2 or not (math.isfinite(sd_a) and math.isfinite(sd_b)):
+        return Estimate(diff, math.nan, math.nan, n, method="welch")
+    parts = (sd_a**2 / n_a, sd_b**2 / n_b)
+    se = math.sqrt(sum(parts))
+    if se == 0.0:
+        return Estimate(diff, diff, diff, n, 0.0, math.inf, level, "welch")
+    df = se**4 / (parts[0] ** 2 / (n_a - 1) + parts[1] ** 2 / (n_b - 1))
+    return Estimate(diff, math.nan, math.nan, n, se, df, level, "welch").at_level(level)
+
+
 class CellModel:
     """The cell-means linear model of a study: one mean per cell, one pooled within-cell variance.
 
