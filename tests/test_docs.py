@@ -79,6 +79,32 @@ def test_the_readme_sets_up_with_exactly_make_demo_and_make_test():
     assert commands == SETUP_COMMANDS
 
 
+NUMBER = r"[+\-−±]?\d+(?:\.\d+)?"
+INTERVAL = re.compile(rf"({NUMBER}) [\[(]({NUMBER}), ({NUMBER})[\])]")
+STUDY_ROW = re.compile(r"^\| \[[^\]]+\]\((results/[^)]+)/[^/)]+\)")
+
+
+def _intervals(text: str) -> set[tuple[str, ...]]:
+    """Every ``estimate [low, high]`` (or ``(low, high)``) in ``text``, signs spelled one way."""
+    spell = str.maketrans({"−": "-", "±": "+"})
+    return {tuple(v.translate(spell).lstrip("+") for v in m.groups()) for m in INTERVAL.finditer(text)}
+
+
+def test_every_interval_the_readme_quotes_is_one_its_study_reported():
+    """A finding typed into the README can go stale or be mistyped: each ``estimate [low, high]`` of a study's
+    row must appear in that study's generated reports (claims.md, summary.md, …; not its hand-written NOTE)."""
+    rows = [line for line in README.read_text().splitlines() if STUDY_ROW.match(line)]
+    assert rows, "README.md has no study rows linking results/"
+    quoted = 0
+    for row in rows:
+        study = ROOT / STUDY_ROW.match(row).group(1)
+        reported = _intervals("\n".join(p.read_text() for p in study.glob("*.md") if p.name != "NOTE.md"))
+        for interval in _intervals(row):
+            assert interval in reported, f"README.md quotes {interval} for {_rel(study)}, which no report of it has"
+            quoted += 1
+    assert quoted >= 5
+
+
 # ----------------------------------------------------------------------------------------------- links
 
 
