@@ -50,6 +50,21 @@ def test_a_silently_accepted_value_now_fails_with_one_line(change, message):
 
 
 @pytest.mark.parametrize(
+    ("override", "shown"), [("+optim.optimizer.lr=0.5", "0.5"), ("+optim.optimizer.params=[]", "[]")]
+)
+def test_an_optimizer_argument_normlab_sets_itself_is_refused(compose_cfg, override, shown):
+    """``torch.optim.SGD`` takes ``lr``, so the optimizer's own check passed it; but the run calls the
+    optimizer with ``lr=`` its rule's rate, which wins: the record said 0.5 while the run trained at 0.1."""
+    key = override[1:].split("=")[0]
+    with pytest.raises(ConfigError) as caught:
+        validate_config(compose_cfg("dataset=digits", override))
+    message = str(caught.value)
+    assert message.startswith(f"{key}={shown} is invalid: normlab passes the optimizer its") and "\n" not in message
+    if key.endswith("lr"):
+        assert "set optim.base_lr" in message
+
+
+@pytest.mark.parametrize(
     ("override", "meant"),
     [
         ("+norm_group=8", "norm_groups"),

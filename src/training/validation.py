@@ -121,6 +121,15 @@ def check_optim(cfg: DictConfig) -> None:
             "(epochs of linear warmup)"
         )
     optimizer = optim.get("optimizer") or {}
+    for key, what in (
+        ("lr", "optim.base_lr × batch / optim.base_batch, then the schedule: set optim.base_lr"),
+        ("params", "the network's parameters"),
+    ):
+        if key in optimizer:
+            typed = OmegaConf.to_container(optimizer, resolve=False)[key]  # type: ignore[index]
+            raise ConfigError(
+                f"optim.optimizer.{key}={typed!r} is invalid: normlab passes the optimizer its {key} ({what})"
+            )
     for key, low, high, rule in (("momentum", 0, 1, "in [0, 1)"), ("weight_decay", 0, math.inf, ">= 0")):
         value = optimizer.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, int | float) or not (low <= value < high):
