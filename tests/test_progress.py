@@ -149,6 +149,30 @@ def test_the_sweep_table_never_averages_runs_of_other_settings():
     assert "at epochs=16" not in two and "at optim.base_lr=0.4, mean" in two
 
 
+def test_the_sweep_table_never_compares_cells_of_other_settings():
+    """bn ran at 1 epoch and gn at 10 into one directory: each cell holds one setting, yet gn − bn and
+    bn@2 − bn@32 across them would compare schedules, not norms. What the norm and the batch set
+    themselves (the norm group's keys, dataset.batch_size) splits nothing."""
+    from src.sweep.summary import sweep_table
+
+    def record(norm, batch, epochs, error):
+        config = {
+            "norm": {"name": norm, "layer": {"_target_": f"torch.nn.{norm.upper()}"}},
+            "dataset": {"batch_size": batch},
+            "batch": batch,
+            "epochs": epochs,
+            "seed": 0,
+        }
+        return {"norm": norm, "batch": batch, "status": "completed", "metrics": {"test_error": error}, "config": config}
+
+    text = sweep_table([record("bn", 2, 1, 60.0), record("bn", 32, 1, 50.0), record("gn", 2, 10, 20.0)])
+    headers = [line for line in text.splitlines() if line.startswith("test error")]
+    assert [h.split(" at ")[1].split(",")[0] for h in headers] == ["epochs=1", "epochs=10"]
+    assert "gn − bn" not in text and "bn@2 − bn@32 = +10.00" in text  # within epochs=1 only
+    same = sweep_table([record("bn", 2, 1, 60.0), record("gn", 32, 1, 50.0)])
+    assert same.startswith("test error (%) of the sweep's runs, mean") and "gn − bn" in same
+
+
 def test_the_sweep_line_counts_failures_and_the_eta_ignores_skipped_runs(tmp_path):
     progress = SweepProgress(tmp_path, total=5, started=1000.0)
     event = {"overrides": "norm=bn", "status": "skipped", "test_error": 9.0, "seconds": 0.0, "finished": 1001.0}

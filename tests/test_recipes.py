@@ -200,7 +200,8 @@ def stage3_records() -> list[dict]:
 def stage3_run_set(tmp_path):
     """The run set and counted runs as the report builds them: the loader's config columns plus the
     factors' columns from the records' resolved configs (src.report.__main__)."""
-    from src.report.load import load_run_set, with_config_columns
+    from src.report.config_columns import with_config_columns
+    from src.report.load import load_run_set
     from src.run.records import RECORD_FILE
 
     for record in stage3_records():

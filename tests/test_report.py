@@ -415,6 +415,30 @@ def test_corrupt_partial_failed_and_duplicate_runs_are_listed_not_counted(tmp_pa
     assert "## Runs not counted" in (out / "mixed" / "claims.md").read_text()
 
 
+def test_a_repeat_of_the_same_computation_is_not_another_seed(tmp_path):
+    """``-m norm=bn`` and later ``-m norm=bn seed=0`` into one study: two run directories, one computation
+    (the same config hash). Counting both would double n and narrow every interval; the second is listed as
+    a duplicate. A record of another hash with the same overrides (another lr) is its own run."""
+    from src.run.config_keys import config_hash
+
+    first = make_record("rep", "bn", 32, 0, 30.0)
+    first["overrides"] = ["norm=bn", "batch=32"]
+    again = make_record("rep", "bn", 32, 0, 31.0)
+    other_lr = make_record("rep", "bn", 32, 1, 29.0)
+    other_lr["config"]["optim"] = {"base_lr": 0.05}
+    for record in (first, again, other_lr):
+        record["config_hash"] = config_hash(record["config"])
+    assert first["config_hash"] == again["config_hash"] != other_lr["config_hash"]
+    write_records(tmp_path / "m", [first, again, other_lr])
+    out = tmp_path / "out"
+    assert report_main([str(tmp_path / "m" / "rep"), "--out", str(out)]) == 0
+    runs = pd.read_csv(out / "rep" / "runs.csv")
+    assert len(runs) == 2 and sorted(runs.seed) == [0, 1]
+    [reason] = pd.read_csv(out / "rep" / "not_counted.csv").reason.tolist()
+    assert reason.startswith("duplicate of") and f"config hash {first['config_hash']}" in reason
+    assert "not another seed" in reason
+
+
 def test_no_completed_runs_is_an_error_exit_that_writes_nothing(tmp_path):
     (tmp_path / "m" / "x").mkdir(parents=True)
     (tmp_path / "m" / "x" / RECORD_FILE).write_text("not json")

@@ -27,8 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from src.report.claims import claims_of, named_columns
+from src.report.config_columns import with_config_columns
 from src.report.inputs import check_claim_norms, check_claims_file, read_runs_csv
-from src.report.load import load_run_set, with_config_columns
+from src.report.load import load_run_set
 from src.report.markdown import render_index
 from src.report.pipeline import (
     build_study,

@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from src.report.config_columns import config_leaves, varying_config
 from src.report.curves import curve_frame, curve_points, read_curve, summarize_curve
 from src.run.records import RECORD_FILE, RUNS_FILE, RunRecord, read_record, read_runs
 
@@ -39,7 +40,6 @@ LAST_EPOCHS = 3  # the convergence gate's window (src.report.gate)
 MEDIAN_LAST = 5  # the GN paper's measurement: median validation error of the final 5 epochs
 NOT_COUNTED_FILE = "not_counted.csv"
 
-UNCOMPARED = {"report", "logger", "hydra", "study", "norm.info", "force", "resume"}
 NORM_INFO = ("label", "family", "order", "color", "shift", "batch_dependent")
 
 
@@ -219,6 +219,22 @@ def _copy_key(record: RunRecord) -> tuple[str, str, str, str]:
     return run_dir, str(record.started_at or ""), str(record.finished_at or ""), str(record.status)
 
 
+def _repeat_key(record: RunRecord) -> tuple[Any, ...]:
+    """What makes a second completed record a repeat, not another seed: the same study and config hash (the
+    same computation, however its overrides were spelled: ``norm=bn`` and ``norm=bn seed=0`` in two run
+    directories); for a record without a hash, the same identity and overrides (loggers aside)."""
+    if record.config_hash:
+        return (str(record.study), str(record.config_hash))
+    overrides = tuple(sorted(str(o) for o in record.overrides if not str(o).startswith("logger")))
+    return (*record.identity().values(), overrides)
+
+
+def _repeat_reason(record: RunRecord) -> str:
+    if record.config_hash:
+        return f"same study and config hash {record.config_hash}: the same computation again, not another seed"
+    return "same study, overrides and seed; loggers aside"
+
+
 def load_run_set(directories: Paths) -> RunSet:
     """Every record under ``directories`` (one path or several, searched recursively), counted or not."""
     rows: list[dict[str, Any]] = []
@@ -264,12 +280,9 @@ def load_run_set(directories: Paths) -> RunSet:
                     named = str(Path(str(record.run_dir)) / RECORD_FILE) if record.run_dir else where
                     skipped.append(Skipped(named, reason, study, record.status, cell, record.config or None))
                     continue
-                key = (
-                    *(record.identity().values()),
-                    tuple(sorted(str(o) for o in record.overrides if not str(o).startswith("logger"))),
-                )
+                key = _repeat_key(record)
                 if key in seen_runs:
-                    reason = f"duplicate of {seen_runs[key]} (same study, overrides and seed; loggers aside)"
+                    reason = f"duplicate of {seen_runs[key]} ({_repeat_reason(record)})"
                     skipped.append(Skipped(where, reason, study))
                     continue
                 seen_runs[key] = where
@@ -289,49 +302,6 @@ def load_run_set(directories: Paths) -> RunSet:
     extra = sorted({key for row in rows for key in row} - set(BASE_COLUMNS))
     frame = _typed(pd.DataFrame(rows, columns=BASE_COLUMNS + extra))
     return RunSet(frame, skipped, {study: spec for study, (_, spec) in specs.items()}, curves, kept)
-
-
-def config_leaves(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{dotted key: value}`` for every leaf of a resolved config, lists as JSON text, less the keys
-    that only steer a run's output (report, logger, hydra, study) and the norm's presentation."""
-    leaves: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if name in UNCOMPARED:
-            continue
-        if isinstance(value, dict):
-            leaves.update(config_leaves(value, f"{name}."))
-        else:
-            leaves[name] = json.dumps(value) if isinstance(value, list) else value
-    return leaves
-
-
-def with_config_columns(runs: pd.DataFrame, records: list[RunRecord], columns: list[str]) -> pd.DataFrame:
-    """``runs`` with a column for each config key in ``columns`` it lacks, read from the records' resolved
-    configs (a key the study did not vary has no column until a claim names it, e.g.
-    ``where: {standardize_weights: true}`` while every run so far had it true)."""
-    missing = [c for c in dict.fromkeys(columns) if c not in runs and c]
-    if not missing or runs.empty or "run_dir" not in runs:
-        return runs
-    leaves = {str(record.run_dir): config_leaves(record.config) for record in records}
-    runs = runs.copy()
-    for column in missing:
-        values = runs["run_dir"].map(lambda run_dir, key=column: leaves.get(str(run_dir), {}).get(key))
-        if values.notna().any():
-            runs[column] = values
-    return runs
-
-
-def varying_config(records: list[RunRecord]) -> list[str]:
-    """The config keys whose values differ between ``records``: the sweep's factors, which become runs.csv
-    columns so that a claim's cell can name any of them (e.g. ``optim.warmup_epochs``)."""
-    seen: dict[str, set[str]] = {}
-    counts: dict[str, int] = {}
-    for record in records:
-        for key, value in config_leaves(record.config).items():
-            seen.setdefault(key, set()).add(json.dumps(value, sort_keys=True, default=str))
-            counts[key] = counts.get(key, 0) + 1
-    return sorted(key for key in seen if len(seen[key]) > 1 or counts[key] < len(records))
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:

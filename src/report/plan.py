@@ -48,8 +48,9 @@ import yaml
 
 from src.report.cells import Cell, Test, as_text
 from src.report.claims import DESIGN, claims_of
+from src.report.config_columns import varying_config, with_config_columns
 from src.report.kinds import find_kind
-from src.report.load import load_run_set, varying_config, with_config_columns
+from src.report.load import load_run_set
 from src.report.spec import check_claim, check_spec
 from src.report.spec_checks import SpecError
 from src.report.stats import ALPHA, MAX_SEEDS, POWER, CellModel, power_one_sided, power_tost, seeds_needed

@@ -14,7 +14,7 @@ CSV files:
   norm, the lowest score among the recipes that ran every norm.
 
 A run's factor values are read from its resolved config (the flattened config columns the report loader
-adds, :func:`src.report.load.with_config_columns`), so a default that no override names (gn's
+adds, :func:`src.report.config_columns.with_config_columns`), so a default that no override names (gn's
 ``min_group_size`` 2) is shown as its value; the run's overrides are read only where no config column
 exists (a report from an old ``runs.csv``). A factor a norm does not have (``min_group_size`` for bn) is
 blank (``·``) for that norm, and its runs join every recipe that agrees on the other factors. Every cell
@@ -32,7 +32,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from src.report.load import Skipped, config_leaves
+from src.report.config_columns import config_leaves
+from src.report.load import Skipped
 from src.report.norm_info import NormCatalog
 from src.report.stats import Estimate, diff_ci_from_summary
 from src.report.tables import format_cell

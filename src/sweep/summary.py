@@ -111,13 +111,16 @@ def _leaves(record: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def settings(leaves: list[tuple[Any, dict[str, str]]]) -> list[str]:
-    """The config keys (computation view, dotted) that take more than one value, or are absent from some,
-    among runs of one cell (``leaves``: each run's cell, e.g. its norm and batch, with its
-    ``{key: value as JSON}``), less ``seed``: the sweep directory's other factors (``epochs`` where it holds
-    a study's two arms, ``optim.base_lr`` in an lr sweep). A mean over runs of different settings is no
-    mean over seeds, so each setting gets its own table."""
-    cells: dict[Any, list[dict[str, str]]] = {}
+def settings(leaves: list[tuple[tuple[str, int], dict[str, str]]]) -> list[str]:
+    """The sweep directory's other factors: the config keys (computation view, dotted; ``leaves`` is each
+    run's (norm, batch) with its ``{key: value as JSON}``) that take more than one value among its runs,
+    less ``seed`` and what a run's norm and batch set themselves (the ``norm`` group's keys, a key equal to
+    the batch such as ``dataset.batch_size``), unless those vary within one norm and batch (a GN group-size
+    sweep). ``epochs`` where a directory holds a study's two arms, or where bn ran at 1 epoch and gn at 10;
+    ``optim.base_lr`` in an lr sweep. A mean over runs of different settings is no mean over seeds, and a
+    difference between cells of different settings is no difference between norms or batches, so each
+    setting gets its own table."""
+    cells: dict[tuple[str, int], list[dict[str, str]]] = {}
     for cell, values in leaves:
         cells.setdefault(cell, []).append(values)
     keys: set[str] = set()
@@ -125,6 +128,13 @@ def settings(leaves: list[tuple[Any, dict[str, str]]]) -> list[str]:
         for key in set().union(*members):
             if len({values.get(key) for values in members}) > 1:
                 keys.add(key)
+    for key in set().union(*(values for _, values in leaves)) if leaves else ():
+        if key in ("seed", "batch", "norm") or key.startswith("norm."):
+            continue
+        if all(values.get(key) == str(batch) for (_, batch), values in leaves):
+            continue  # the batch under another name
+        if len({values.get(key) for _, values in leaves}) > 1:
+            keys.add(key)
     return sorted(keys - {"seed"})
 
 
