@@ -439,6 +439,26 @@ def test_a_repeat_of_the_same_computation_is_not_another_seed(tmp_path):
     assert "not another seed" in reason
 
 
+def test_runs_of_another_setting_get_their_own_table(tmp_path):
+    """Two runs of bn@32 that differ in optim.base_lr, a key no claim names: one table per setting (the
+    docs: tables never pool runs of different settings), not one mean ± SD over both."""
+    from src.run.config_keys import config_hash
+
+    records = []
+    for seed, lr, error in ((0, 0.1, 30.0), (1, 0.1, 31.0), (0, 0.05, 20.0), (1, 0.05, 21.0)):
+        record = make_record("lrs", "bn", 32, seed, error)
+        record["config"]["optim"] = {"base_lr": lr}
+        record["overrides"].append(f"optim.base_lr={lr}")
+        record["config_hash"] = config_hash(record["config"])
+        records.append(record)
+    write_records(tmp_path / "m", records)
+    assert report_main([str(tmp_path / "m" / "lrs"), "--out", str(tmp_path / "out")]) == 0
+    summary = pd.read_csv(tmp_path / "out" / "lrs" / "summary.csv")
+    assert sorted(summary["n"]) == [2, 2] and sorted(summary["test_error_mean"]) == [20.5, 30.5]
+    assert sorted(summary["slice"]) == ["small_cnn · optim.base_lr=0.05", "small_cnn · optim.base_lr=0.1"]
+    assert "pooled in one cell" not in (tmp_path / "out" / "lrs" / "summary.md").read_text()
+
+
 def test_no_completed_runs_is_an_error_exit_that_writes_nothing(tmp_path):
     (tmp_path / "m" / "x").mkdir(parents=True)
     (tmp_path / "m" / "x" / RECORD_FILE).write_text("not json")

@@ -44,6 +44,7 @@ from src.report.pipeline import (
 )
 from src.report.spec import SpecError, check_spec
 from src.run.atomic import write_text_atomic
+from src.run.config_keys import other_factors
 from src.run.provenance import git_commit, inside_project, machine_description
 from src.run.records import RUNS_FILE
 
@@ -139,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         named = [column for claim in claims_of(spec) for column in named_columns(claim)]
         named += list(spec.get("factors") or [])  # each factor's value from the resolved config
         records = [record for kept in run_set.records.values() for record in kept]
-        part = with_config_columns(part.reset_index(drop=True), records, named)
-        rendered[study] = build_study(study, part, skipped_for(study, run_set.skipped), spec, context, run_set.curves)
+        counted = set(part["run_dir"].astype(str))
+        factors = other_factors([(r.norm, r.batch, r.config) for r in records if str(r.run_dir) in counted])
+        part = with_config_columns(part.reset_index(drop=True), records, [*named, *factors])
+        skipped = skipped_for(study, run_set.skipped)
+        rendered[study] = build_study(study, part, skipped, spec, context, run_set.curves, factors)
     for study, files in rendered.items():
         write_files(out / study, files)
         if not args.from_runs_csv:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -125,13 +125,16 @@ def build_study(
     spec: dict[str, Any],
     context: dict[str, Any],
     curves: dict[str, pd.DataFrame] | None = None,
+    settings: Sequence[str] = (),
 ) -> dict[str, str | bytes]:
-    """Every file of ``<out>/<study>/``, rendered in memory."""
+    """Every file of ``<out>/<study>/``, rendered in memory. ``settings``: the runs' other factors
+    (:func:`src.run.config_keys.other_factors`), which split the tables and plots as the claims' columns do."""
     curves = curves or {}
     runs = with_median(runs, curves, spec)
     catalog = NormCatalog.from_runs(runs)  # labels, order and colours: what each norm says about itself
     named = [column for claim in claims_of(spec) for column in named_columns(claim)]
     named += list(spec.get("factors") or [])  # a recipe pilot's factors: never pooled into one cell either
+    named += list(settings)  # any other key the runs differ in: never pooled either
     table_runs = by_setting(runs, named)  # tables and plots: one slice per setting of a varying design column
     design = design_columns(runs, named)
     summary = summarize(table_runs, catalog)

@@ -164,6 +164,43 @@ def computation_leaves(config: Mapping[str, Any]) -> dict[str, Any]:
     return dict(_leaves(computation_view(config)))
 
 
+def other_factors(runs: Sequence[tuple[Any, Any, Mapping[str, Any]]]) -> list[str]:
+    """The factors of a set of runs (each its norm, batch and resolved config) besides norm, batch and seed:
+    the computation keys (dotted) that take more than one value among them, less what a run's norm and batch
+    set themselves (the ``norm`` group's keys, a key equal to the batch such as ``dataset.batch_size``)
+    unless those vary within one norm and batch (a GN group-size sweep), and less a key that splits the runs
+    exactly as a shorter one does (``trainer.max_epochs`` is ``${epochs}``). ``epochs`` where a directory
+    holds a study's two arms, or where bn ran at 1 epoch and gn at 10; ``optim.base_lr`` in an lr sweep.
+    A mean over runs of different settings is no mean over seeds, and a difference between cells of
+    different settings is no difference between norms or batches."""
+    leaves = [
+        ((norm, batch), {k: json.dumps(v, sort_keys=True, default=str) for k, v in computation_leaves(c).items()})
+        for norm, batch, c in runs
+    ]
+    cells: dict[tuple[Any, Any], list[dict[str, str]]] = {}
+    for cell, values in leaves:
+        cells.setdefault(cell, []).append(values)
+    keys = {key for members in cells.values() for key in set().union(*members) if _varies(key, members)}
+    for key in set().union(*(values for _, values in leaves)) if leaves else ():
+        if key in ("batch", "norm") or key.startswith("norm."):
+            continue
+        if all(values.get(key) == json.dumps(batch) for (_, batch), values in leaves):
+            continue  # the batch under another name
+        if _varies(key, [values for _, values in leaves]):
+            keys.add(key)
+    keys.discard("seed")
+    kept: dict[tuple[int, ...], str] = {}
+    for key in sorted(keys, key=lambda k: (k.count("."), k)):
+        first_seen: dict[str | None, int] = {}
+        partition = tuple(first_seen.setdefault(values.get(key), len(first_seen)) for _, values in leaves)
+        kept.setdefault(partition, key)
+    return sorted(kept.values())
+
+
+def _varies(key: str, members: Sequence[Mapping[str, str]]) -> bool:
+    return len({values.get(key) for values in members}) > 1
+
+
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """``key: old → new`` for every leaf of the computation view that differs (dotted keys, sorted)."""
     before, after = computation_leaves(old), computation_leaves(new)

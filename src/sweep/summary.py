@@ -13,7 +13,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src.run.config_keys import computation_leaves
+from src.run.config_keys import computation_leaves, other_factors
 from src.run.records import RECORD_FILE, read_record
 from src.run.resume import REFUSAL_FILE
 from src.sweep.progress import SweepProgress, job_event, job_label, sweep_size
@@ -104,64 +104,20 @@ class SweepSummary(Callback):
             raise SystemExit(1)
 
 
-def _leaves(record: dict[str, Any]) -> dict[str, str]:
-    return {
-        key: json.dumps(value, sort_keys=True, default=str)
-        for key, value in computation_leaves(record.get("config") or {}).items()
-    }
-
-
-def settings(leaves: list[tuple[tuple[str, int], dict[str, str]]]) -> list[str]:
-    """The sweep directory's other factors: the config keys (computation view, dotted; ``leaves`` is each
-    run's (norm, batch) with its ``{key: value as JSON}``) that take more than one value among its runs,
-    less ``seed`` and what a run's norm and batch set themselves (the ``norm`` group's keys, a key equal to
-    the batch such as ``dataset.batch_size``), unless those vary within one norm and batch (a GN group-size
-    sweep). ``epochs`` where a directory holds a study's two arms, or where bn ran at 1 epoch and gn at 10;
-    ``optim.base_lr`` in an lr sweep. A mean over runs of different settings is no mean over seeds, and a
-    difference between cells of different settings is no difference between norms or batches, so each
-    setting gets its own table."""
-    cells: dict[tuple[str, int], list[dict[str, str]]] = {}
-    for cell, values in leaves:
-        cells.setdefault(cell, []).append(values)
-    keys: set[str] = set()
-    for members in cells.values():
-        for key in set().union(*members):
-            if len({values.get(key) for values in members}) > 1:
-                keys.add(key)
-    for key in set().union(*(values for _, values in leaves)) if leaves else ():
-        if key in ("seed", "batch", "norm") or key.startswith("norm."):
-            continue
-        if all(values.get(key) == str(batch) for (_, batch), values in leaves):
-            continue  # the batch under another name
-        if len({values.get(key) for _, values in leaves}) > 1:
-            keys.add(key)
-    return sorted(keys - {"seed"})
-
-
 def sweep_table(records: list[dict[str, Any]]) -> str:
     """The sweep's completed runs as the GN paper's table: a row per norm, a column per batch, the mean
     test error over seeds (n); then, where the sweep has them, GN − BN per batch and BN's change from its
     largest batch to its smallest, the directions of the paper's claims. One table for each value of the
-    sweep's other :func:`settings` (``epochs=8``, ``epochs=16``). Empty without completed runs."""
+    sweep's other factors (:func:`src.run.config_keys.other_factors`: ``epochs=8``, ``epochs=16``). Empty
+    without completed runs."""
     done = [r for r in records if r.get("status") == "completed" and r.get("metrics", {}).get("test_error") is not None]
-    leaves = [((r["norm"], int(r["batch"])), _leaves(r)) for r in done]
-    keys = _distinct_partitions(settings(leaves), [values for _, values in leaves])
+    keys = other_factors([(r["norm"], int(r["batch"]), r.get("config") or {}) for r in done])
     groups: dict[str, list[dict[str, Any]]] = {}
-    for record, (_, values) in zip(done, leaves, strict=True):
-        setting = ", ".join(f"{key}={values.get(key, '(absent)')}" for key in keys)
+    for record in done:
+        leaves = computation_leaves(record.get("config") or {})
+        setting = ", ".join(f"{key}={json.dumps(leaves[key]) if key in leaves else '(absent)'}" for key in keys)
         groups.setdefault(setting, []).append(record)
     return "\n".join(_one_table(group, setting) for setting, group in sorted(groups.items()))
-
-
-def _distinct_partitions(keys: list[str], leaves: list[dict[str, str]]) -> list[str]:
-    """``keys`` less those that split the runs exactly as a shorter key does (``trainer.max_epochs`` is
-    ``${epochs}``: ``epochs`` names the tables alone)."""
-    kept: dict[tuple[int, ...], str] = {}
-    for key in sorted(keys, key=lambda k: (k.count("."), k)):
-        first_seen: dict[str | None, int] = {}
-        partition = tuple(first_seen.setdefault(values.get(key), len(first_seen)) for values in leaves)
-        kept.setdefault(partition, key)
-    return sorted(kept.values())
 
 
 def _one_table(records: list[dict[str, Any]], setting: str) -> str:
