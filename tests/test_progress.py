@@ -228,3 +228,28 @@ def test_an_older_record_is_skipped_only_if_it_completed(tmp_path):
     (tmp_path / RECORD_FILE).write_text(json.dumps({"status": "completed", "metrics": {"test_error": 12.5}}))
     event = job_event(tmp_path, "seed=0", later, later, False)
     assert event["status"] == "skipped" and event["test_error"] == 12.5
+
+
+def test_other_factors_name_each_factor_once_and_never_the_cell():
+    """gn's ``norm.layer.groups`` follows ``norm_groups`` (bn has no such key): one factor, named by the
+    shorter key, and bn's runs stay beside gn's. A key set by the norm alone, or equal to the batch, is the
+    cell itself; a key that differs across cells (a norm trained without WS) is a factor."""
+    from src.run.config_keys import other_factors
+
+    def config(norm, batch, groups, ws=True):
+        layer = {"groups": groups} if norm == "gn" else {"momentum": 0.1}
+        return {
+            "norm": {"name": norm, "layer": layer},
+            "norm_groups": groups,
+            "batch": batch,
+            "dataset": {"batch_size": batch},
+            "standardize_weights": ws,
+            "seed": 0,
+        }
+
+    runs = [(n, 32, config(n, 32, g)) for n in ("bn", "gn") for g in (8, 32)]
+    assert other_factors(runs) == ["norm_groups"]
+    assert other_factors([(n, b, config(n, b, 32)) for n in ("bn", "gn") for b in (2, 32)]) == []
+    assert other_factors([("bn", 32, config("bn", 32, 32)), ("none", 32, config("none", 32, 32, ws=False))]) == [
+        "standardize_weights"
+    ]

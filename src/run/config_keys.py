@@ -169,7 +169,8 @@ def other_factors(runs: Sequence[tuple[Any, Any, Mapping[str, Any]]]) -> list[st
     the computation keys (dotted) that take more than one value among them, less what a run's norm and batch
     set themselves (the ``norm`` group's keys, a key equal to the batch such as ``dataset.batch_size``)
     unless those vary within one norm and batch (a GN group-size sweep), and less a key that splits the runs
-    exactly as a shorter one does (``trainer.max_epochs`` is ``${epochs}``). ``epochs`` where a directory
+    that have it exactly as a shorter one does (``trainer.max_epochs`` is ``${epochs}``; gn's
+    ``norm.layer.groups`` follows ``norm_groups``). ``epochs`` where a directory
     holds a study's two arms, or where bn ran at 1 epoch and gn at 10; ``optim.base_lr`` in an lr sweep.
     A mean over runs of different settings is no mean over seeds, and a difference between cells of
     different settings is no difference between norms or batches."""
@@ -189,12 +190,20 @@ def other_factors(runs: Sequence[tuple[Any, Any, Mapping[str, Any]]]) -> list[st
         if _varies(key, [values for _, values in leaves]):
             keys.add(key)
     keys.discard("seed")
-    kept: dict[tuple[int, ...], str] = {}
+    kept: list[str] = []
     for key in sorted(keys, key=lambda k: (k.count("."), k)):
-        first_seen: dict[str | None, int] = {}
-        partition = tuple(first_seen.setdefault(values.get(key), len(first_seen)) for _, values in leaves)
-        kept.setdefault(partition, key)
-    return sorted(kept.values())
+        having = [values for _, values in leaves if key in values]
+        if not any(_partition(key, having) == _partition(other, having) for other in kept):
+            kept.append(key)
+    return sorted(kept)
+
+
+def _partition(key: str, members: Sequence[Mapping[str, str]]) -> tuple[int, ...]:
+    """How ``key``'s values split ``members`` (as group numbers in order of first appearance): two keys
+    with one partition over the runs that have the second (``norm.layer.groups`` of the gn runs and
+    ``norm_groups``) name one factor."""
+    first_seen: dict[str | None, int] = {}
+    return tuple(first_seen.setdefault(values.get(key), len(first_seen)) for values in members)
 
 
 def _varies(key: str, members: Sequence[Mapping[str, str]]) -> bool:
