@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         named += list(spec.get("factors") or [])  # each factor's value from the resolved config
         records = [record for kept in run_set.records.values() for record in kept]
         counted = set(part["run_dir"].astype(str))
-        factors = other_factors([(r.norm, r.batch, r.config) for r in records if str(r.run_dir) in counted])
+        factors = other_factors([(r.norm, int(r.batch), r.config) for r in records if str(r.run_dir) in counted])
         part = with_config_columns(part.reset_index(drop=True), records, [*named, *factors])
         skipped = skipped_for(study, run_set.skipped)
         rendered[study] = build_study(study, part, skipped, spec, context, run_set.curves, factors)
