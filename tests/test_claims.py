@@ -204,6 +204,18 @@ def test_a_claim_may_waive_the_stability_gate_with_a_reason(tmp_path):
     assert result.stability.status == "waived" and result.verdict == REPRODUCED
 
 
+def test_a_fixed_budget_claim_shows_how_far_its_contrast_moved_but_is_not_gated_by_it(tmp_path):
+    fixed = {**LESS, "budget": "fixed"}
+    [result] = evaluate_claims(runs_of(schedules(gap(3.0, 0.5)), tmp_path / "a"), {"claims": [fixed]})
+    assert result.stability.status == "fixed budget" and result.verdict == REPRODUCED
+    assert result.stability.lines[0] == "a statement about 16 epochs exactly: no stability gate"
+    assert result.stability.lines[1].startswith("bn@2 epochs=16 − gn@2 epochs=16: θ(16) − θ(8) = +2.50 [2.29, 2.71]")
+    assert result.stability.lines[1].endswith("against ±1: failed (shown, does not gate)")
+    alone = {key: values for key, values in gap(3.0, 0.5).items() if key[2] == 16}  # no 8-epoch arm: nothing shown
+    [result] = evaluate_claims(runs_of(schedules(alone), tmp_path / "b"), {"claims": [fixed]})
+    assert result.verdict == REPRODUCED and len(result.stability.lines) == 1
+
+
 def test_worst_compares_the_norm_with_every_other(tmp_path):
     errors = {("bn", 32): [20.0, 20.2, 20.1], ("gn", 32): [20.5, 20.4, 20.6], ("in", 32): [25.0, 25.2, 25.1]}
     worst = {"kind": "worst", "norm": "in", "batch": 32}

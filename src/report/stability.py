@@ -23,9 +23,10 @@ beside them is not gated). With the claim's margin M (``within``, ``margin``, a 
 Every verdict that needs the E/2 arm is blocked when that arm is missing (**missing arm**): running less
 never decides more. A claim may declare itself a **fixed-budget** claim (``budget: fixed`` on the claim, or
 on ``report:`` for all of them): it is then a statement about E epochs exactly, the gate does not apply,
-and every table says "at E epochs (fixed budget)". A claim may waive the gate (``convergence: {waived:
-<why>}``), and the report shows the reason. Failed, unsettled and missing-arm gates make the claim **not
-assessable**.
+and every table says "at E epochs (fixed budget)"; where the study ran the E/2 arm, each Δ is still shown
+beside it, marked as not gating, so a reader sees how far the contrast was still moving. A claim may
+waive the gate (``convergence: {waived: <why>}``), and the report shows the reason. Failed, unsettled
+and missing-arm gates make the claim **not assessable**.
 """
 
 from __future__ import annotations
@@ -121,11 +122,29 @@ def check_stability(
     length = next(iter(lengths)) if len(lengths) == 1 else None
     if fixed_budget(claim, report):
         what = f"{length} epochs" if length else "its schedule"
-        return StabilityResult(FIXED_BUDGET, [f"a statement about {what} exactly: no stability gate"], length)
+        result = StabilityResult(FIXED_BUDGET, [f"a statement about {what} exactly: no stability gate"], length)
+        if length is not None:
+            moved = _measure(claim, tests, expanded, model, report, level=1 - alpha, length=length)
+            if moved.status != MISSING_ARM:  # the half-length arm is there: show how far it moved, not gating
+                result.lines += [f"{line} (shown, does not gate)" for line in moved.lines]
+        return result
     if length is None:
         return StabilityResult(NOT_APPLICABLE, ["the claim's cells do not share one schedule length"])
+    return _measure(claim, tests, expanded, model, report, level=1 - alpha, length=length)
+
+
+def _measure(
+    claim: dict[str, Any],
+    tests: list[Test],
+    expanded: list[dict[Cell, float]],
+    model: CellModel,
+    report: dict[str, Any],
+    *,
+    level: float,
+    length: int,
+) -> StabilityResult:
+    """Δ = θ(E) − θ(E/2) for each test with its interval, judged against the claim's margin."""
     result = StabilityResult(PASSED, epochs=length)
-    level = 1 - alpha
     for test, weights in zip(tests, expanded, strict=True):
         _, half = halved(weights)
         if not half or any(cell not in model.means for cell in half):
