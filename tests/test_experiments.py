@@ -33,6 +33,7 @@ PINNED = {
     "ln_after_conv": "8b7d49a545bb6518",
     "norm_compare": "a05c2337b857dc40",
     "norm_compare_cifar10": "dff47cf1bb054cb1",
+    "norm_compare_cifar10_32": "12af573f08e72d80",  # norm_compare_cifar10 at 32 epochs
     "recipe_pilot": "68d0c7922078b3c4",
     "small_batch": "a05c2337b857dc40",
     "recipe_pilot_stage3": "3dbf5fd7711c3721",

@@ -196,3 +196,35 @@ def test_claims_md_and_claims_csv_carry_the_registration(tmp_path):
     assert f"- `gn_flat`: ⚠ {CHANGED}: {later} (2026-11-21T09:00Z): within: 0.5 → 1.0" in text
     table = pd.read_csv(tmp_path / "out" / "reg" / "claims.csv")
     assert dict(zip(table["id"], table["registration"], strict=True))["bn_small"] == REGISTERED
+
+
+def test_a_claim_counts_from_the_first_run_it_is_judged_on(tmp_path):
+    """An arm copied from an earlier study (started before this study file) does not make a claim judged
+    on later runs read as written after its runs; a claim judged on that arm does read so."""
+    repo = tmp_path / "repo"
+    first = commit(repo, "2026-11-20T18:00:00+00:00", [BN, GN])
+    early, late = "2026-11-20T10:00:00+00:00", "2026-11-21T10:00:00+00:00"
+    result = check_registration(repo / STUDY, [early, late], {"bn_small": [late], "gn_flat": [early, late]})
+    assert result.statuses["bn_small"] == REGISTERED
+    assert result.statuses["gn_flat"].startswith(f"{CHANGED}: claim written after the runs began")
+    assert f"- `bn_small` counts from the first run it is judged on (started 2026-11-21T10:00Z): {first} (" in (
+        "\n".join(result.notes)
+    )
+
+
+def test_a_fixed_budget_claim_is_not_judged_on_the_half_length_arm_it_only_shows(tmp_path):
+    from src.report.claims import evaluate_claims
+
+    from .test_claims import LESS, gap, runs_of, schedules
+
+    records = schedules(gap(3.0, 2.9))
+    for record in records:  # the 8-epoch arm was copied from a study run before this one was written
+        record["started_at"] = "2026-11-20T10:00:00+00:00" if record["epochs"] == 8 else "2026-11-21T10:00:00+00:00"
+    runs = runs_of(records, tmp_path / "runs")
+    fixed, gated = {**LESS, "id": "fixed", "budget": "fixed"}, {**LESS, "id": "gated"}
+    results = evaluate_claims(runs, {"claims": [fixed, gated]})
+    assert [len(r.started_at) for r in results] == [16, 32]
+    repo = tmp_path / "repo"
+    commit(repo, "2026-11-20T18:00:00+00:00", [fixed, gated])
+    found = check_registration(repo / STUDY, runs["started_at"], {r.id: r.started_at for r in results}).statuses
+    assert found["fixed"] == REGISTERED and found["gated"].startswith(f"{CHANGED}: claim written after the runs")

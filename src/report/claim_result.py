@@ -97,6 +97,7 @@ class ClaimResult:
     pooled_sd: float = math.nan
     not_counted: list[Skipped] = field(default_factory=list)
     holm_seeds: int | None = None  # undecided only by Holm across the study's claims: the seeds that decide it
+    started_at: list[Any] = field(default_factory=list)  # of the runs the verdict rests on (pre-registration)
 
     @property
     def tests(self) -> list[Test]:

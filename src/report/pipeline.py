@@ -141,7 +141,8 @@ def build_study(
     claims = evaluate_claims(runs, spec, curves, skipped)
     # each claim's registration: the study file's git history against the runs' start (never fails)
     study_file = context.get("claims_from") or EXPERIMENTS / f"{study}.yaml"
-    registration = check_registration(study_file, runs.get("started_at", []))
+    judged_on = {c.id: c.started_at for c in claims if c.started_at}
+    registration = check_registration(study_file, runs.get("started_at", []), judged_on)
     files: dict[str, str | bytes] = {}
     figures = draw_figures(study, table_runs, summary, spec, catalog, design, curves, files)
     files["runs.csv"] = tidy(runs).to_csv(index=False)

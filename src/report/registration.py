@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -72,17 +72,22 @@ class Registration:
         return [*parts, ""]
 
 
-def check_registration(study_file: str | Path, started_at: Iterable[Any]) -> Registration:
+def check_registration(
+    study_file: str | Path, started_at: Iterable[Any], judged_on: Mapping[str, Iterable[Any]] | None = None
+) -> Registration:
     """The registration of every claim in ``study_file`` against the runs started at ``started_at``; never
-    raises."""
+    raises. ``judged_on``: per claim id the ``started_at`` of the runs its verdict rests on (its cells, and
+    the half-length arm its gate reads); such a claim counts from the first of those, not of the study's
+    runs (an arm copied from an earlier study, which it is not judged on, does not predate it)."""
     try:
-        return _check(Path(study_file), list(started_at))
+        judged = {claim_id: list(times) for claim_id, times in (judged_on or {}).items()}
+        return _check(Path(study_file), list(started_at), judged)
     except Exception as error:  # the check is a note in claims.md, never worth a report
         reason = str(error) if isinstance(error, HistoryError) else f"{type(error).__name__}: {error}"
         return Registration(str(study_file), reason=" ".join(reason.split()))
 
 
-def _check(path: Path, started_at: list[Any]) -> Registration:
+def _check(path: Path, started_at: list[Any], judged_on: dict[str, list[Any]]) -> Registration:
     if not path.is_file() and not path.is_absolute() and (PROJECT_ROOT / path).is_file():
         path = PROJECT_ROOT / path  # a claims file named relative to the project, the report run elsewhere
     if not path.is_file():
@@ -90,29 +95,64 @@ def _check(path: Path, started_at: list[Any]) -> Registration:
         raise HistoryError(f"no study file {shown}")
     root = Path(_git(path.resolve().parent, "rev-parse", "--show-toplevel").strip())
     rel = path.resolve().relative_to(root.resolve()).as_posix()
-    times = [t for t in map(_time, started_at) if t is not None]
-    if not times:
+    first = _first(started_at)
+    if first is None:
         raise HistoryError("the runs carry no started_at")
-    first = min(times)
     follow, renames = _follow(root, rel)
     if not follow:
         raise HistoryError(f"no git history ({rel} was never committed)")
     versions, skipped = _versions(root, rel, follow)
-    before = [i for i, v in enumerate(versions) if v.when is not None and v.when <= first]
-    base = versions[before[-1]] if before else Version("", None, None)
-    start = _stamp(first)
     result = Registration(rel)
-    in_force = base.label if base.claims is not None else f"none: {rel} was first committed after it"
+    starts = {claim_id: _first(times) for claim_id, times in judged_on.items()}
+    starts = {claim_id: moment for claim_id, moment in starts.items() if moment is not None and moment != first}
     result.notes = [
         f"Each claim's registered content (kind, cells, margins, gate waiver; the report's where, alpha and"
         f" convergence) in `{rel}`, from its git history, against the version in force at the first counted"
-        f" run (started {start}): {in_force}. Its text, published numbers and notes are presentation."
+        f" run (started {_stamp(first)}): {_in_force(versions, first, rel)}. Its text, published numbers and"
+        " notes are presentation."
     ]
+    statuses = _statuses(versions, first)
+    for claim_id, moment in starts.items():
+        own = _statuses(versions, moment).get(claim_id, statuses.get(claim_id, REGISTERED))
+        if own != statuses.get(claim_id):  # named only where the claim's own first run changes its reading
+            result.notes.append(
+                f"- `{claim_id}` counts from the first run it is judged on (started {_stamp(moment)}):"
+                f" {_in_force(versions, moment, rel)}; the study's earlier runs are not in its cells"
+            )
+        statuses[claim_id] = own
     result.notes += [f"- renamed or copied: {line}" for line in renames]
     result.notes += [f"- not compared: {line}" for line in skipped]
+    result.statuses = statuses
+    return result
+
+
+def _first(started_at: Iterable[Any]) -> datetime | None:
+    times = [t for t in map(_time, started_at) if t is not None]
+    return min(times) if times else None
+
+
+def _base(versions: list[Version], first: datetime) -> int | None:
+    """The index of the version in force at ``first``: the last committed at or before it."""
+    before = [i for i, v in enumerate(versions) if v.when is not None and v.when <= first]
+    return before[-1] if before else None
+
+
+def _in_force(versions: list[Version], first: datetime, rel: str) -> str:
+    index = _base(versions, first)
+    if index is None or versions[index].claims is None:
+        return f"none: {rel} was first committed after it"
+    return versions[index].label
+
+
+def _statuses(versions: list[Version], first: datetime) -> dict[str, str]:
+    """Per claim id: registered, or what changed (and in which version) after the version in force at
+    ``first``."""
+    index = _base(versions, first)
+    base = versions[index] if index is not None else Version("", None, None)
+    start = _stamp(first)
     history: dict[str, list[str]] = {}
     previous = base.claims or {}
-    for version in versions[before[-1] + 1 if before else 0 :]:
+    for version in versions[index + 1 if index is not None else 0 :]:
         current = version.claims or {}
         for claim_id in dict.fromkeys([*previous, *current]):
             if claim_id not in previous:
@@ -127,10 +167,10 @@ def _check(path: Path, started_at: list[Any]) -> Registration:
             if line:
                 history.setdefault(claim_id, []).append(line)
         previous = current
-    for claim_id in dict.fromkeys([*(base.claims or {}), *history]):
-        lines = history.get(claim_id)
-        result.statuses[claim_id] = f"{CHANGED}: {' · '.join(lines)}" if lines else REGISTERED
-    return result
+    return {
+        claim_id: f"{CHANGED}: {' · '.join(history[claim_id])}" if claim_id in history else REGISTERED
+        for claim_id in dict.fromkeys([*(base.claims or {}), *history])
+    }
 
 
 def describe(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
