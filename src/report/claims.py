@@ -71,7 +71,7 @@ from src.report.gate import GateRule, check
 from src.report.kinds import KINDS, find_kind, kind_name
 from src.report.load import Skipped
 from src.report.spec import check_spec
-from src.report.stability import FAILED, PASSED, UNSETTLED, check_stability, halved
+from src.report.stability import check_stability
 from src.report.stats import (
     ALPHA,
     MAX_SEEDS,
@@ -286,22 +286,19 @@ class ClaimEvaluator:
         if result.stability.blocks and result.verdict != NO_DATA:
             result.verdict = NOT_ASSESSABLE
         cells = sorted({c for t in result.tests for c, w in t.weights.items() if w != 0}, key=str)
-        result.started_at = self.started_at(cells, sizes, result)
+        result.started_at = self.started_at(cells, result)
         rule = GateRule.of(self.convergence, spec.get("convergence"))
         if result.metric in self.runs and "train_loss" in self.runs:
             result.gate = check(cells, self.runs, self.curves, rule)
         wanted = {str(c) for c in cells}
         result.not_counted = [s for s in self.skipped if s.cell in wanted and s.status != "completed"]
 
-    def started_at(self, cells: list[Cell], sizes: list[Test], result: ClaimResult) -> list[Any]:
+    def started_at(self, cells: list[Cell], result: ClaimResult) -> list[Any]:
         """The ``started_at`` of the runs the verdict rests on: the claim's cells, and the half-length arm
         its stability gate read (not the arm a fixed-budget claim only shows)."""
         if "started_at" not in self.runs:
             return []
-        judged = list(cells)
-        if result.stability and result.stability.status in (PASSED, FAILED, UNSETTLED):
-            for test in sizes:
-                judged += list(halved(self.design_weights(test.weights, result.metric))[1])
+        judged = list(cells) + (result.stability.judged_on if result.stability else [])
         mask = pd.Series(False, index=self.runs.index)
         for cell in judged:
             mask |= cell.mask(self.runs)

@@ -59,6 +59,7 @@ class StabilityResult:
     lines: list[str] = field(default_factory=list)
     epochs: int | None = None  # E, the claim's schedule
     seeds: int | None = None  # seeds per cell for an unsettled gate
+    judged_on: list[Cell] = field(default_factory=list)  # the E/2 cells the gate's verdict read
 
     @property
     def blocks(self) -> bool:
@@ -151,6 +152,7 @@ def _measure(
             result.status = MISSING_ARM
             result.lines.append(f"{test.label}: no runs at {length // 2} epochs for every cell (run that arm)")
             continue
+        result.judged_on += [cell for cell in half if cell not in result.judged_on]
         delta = model.welch_contrast({**weights, **{c: -w for c, w in half.items()}}, level)
         margin = margin_of(claim, test, report)
         status = judge(delta, margin)
