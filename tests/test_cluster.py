@@ -10,7 +10,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +18,6 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
@@ -195,129 +193,6 @@ def test_the_slurm_launcher_config_becomes_the_sbatch_script(tmp_path, monkeypat
         assert f"#SBATCH {line}\n" in script
     assert "--gpus-per-task" not in script
     assert executor._executor.max_num_timeout == 20
-
-
-# ------------------------------------------------------------------------------- SyncBN semantics
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def reference_sync_batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
-    """BN over the batches of all processes: per-channel sums, sums of squares and counts all-reduced
-    (with autograd, so gradients flow through the global statistics), then the usual normalization.
-    Returns the output and the global mean and unbiased variance (what the running averages track)."""
-    channels = x.shape[1]
-    count = torch.full((1,), x.numel() // channels, dtype=x.dtype)
-    local = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count])
-    total = torch.distributed.nn.functional.all_reduce(local)
-    n = total[-1]
-    mean = total[:channels] / n
-    var = total[channels : 2 * channels] / n - mean * mean
-    shape = (1, channels, 1, 1)
-    y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + eps) * weight.view(shape) + bias.view(shape)
-    return y, mean.detach(), (var * n / (n - 1)).detach()
-
-
-def _syncbn_worker(rank: int, world: int, port: int, inputs: dict, layer_config: dict, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        x = inputs["x"].chunk(world)[rank].clone().requires_grad_(True)
-        upstream = inputs["upstream"].chunk(world)[rank]
-        weight = inputs["weight"].clone().requires_grad_(True)
-        bias = inputs["bias"].clone().requires_grad_(True)
-        results = {}
-        y, mean, var = reference_sync_batch_norm(x, weight, bias, eps=1e-5)
-        (y * upstream).sum().backward()
-        results["reference"] = {"y": y.detach(), "mean": mean, "var": var, "dx": x.grad, "dw": weight.grad}
-        # the layer norm=syncbn builds (conf/norm/syncbn.yaml), on CPU tensors
-        layer = instantiate(layer_config)(x.shape[1])
-        with torch.no_grad():
-            layer.weight.copy_(inputs["weight"]), layer.bias.copy_(inputs["bias"])
-        layer.train()
-        x2 = x.detach().clone().requires_grad_(True)
-        try:
-            y2 = layer(x2)
-        except (ValueError, RuntimeError) as error:
-            results["layer"] = {"error": f"{type(error).__name__}: {error}", "type": type(layer).__name__}
-        else:
-            (y2 * upstream).sum().backward()
-            results["layer"] = {
-                "y": y2.detach(),
-                "running_mean": layer.running_mean,
-                "running_var": layer.running_var,
-                "dx": x2.grad,
-                "dw": layer.weight.grad,
-                "type": type(layer).__name__,
-            }
-        torch.save(results, Path(out) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.fixture(scope="module")
-def syncbn_on_two_processes(tmp_path_factory):
-    """Run the reference and the norm=syncbn layer on 2 gloo processes, each with half of one batch,
-    and BN on the whole batch in this process."""
-    out = tmp_path_factory.mktemp("syncbn")
-    generator = torch.Generator().manual_seed(0)
-    inputs = {
-        "x": torch.randn(12, 3, 4, 4, generator=generator) * 2 + 1,
-        "upstream": torch.randn(12, 3, 4, 4, generator=generator),
-        "weight": torch.rand(3, generator=generator) + 0.5,
-        "bias": torch.randn(3, generator=generator),
-    }
-    layer_config = OmegaConf.to_container(OmegaConf.load(CONF / "norm" / "syncbn.yaml").layer)
-    torch.multiprocessing.spawn(_syncbn_worker, args=(2, _free_port(), inputs, layer_config, str(out)), nprocs=2)
-    ranks = [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
-
-    bn = nn.BatchNorm2d(3)
-    with torch.no_grad():
-        bn.weight.copy_(inputs["weight"]), bn.bias.copy_(inputs["bias"])
-    x = inputs["x"].clone().requires_grad_(True)
-    y = bn(x)
-    (y * inputs["upstream"]).sum().backward()
-    whole = {"y": y.detach(), "running_mean": bn.running_mean, "running_var": bn.running_var, "dx": x.grad}
-    whole["dw"] = bn.weight.grad
-    whole["mean"] = inputs["x"].mean((0, 2, 3))
-    whole["var"] = inputs["x"].var((0, 2, 3), unbiased=True)
-    whole["half_means"] = [half.mean((0, 2, 3)) for half in inputs["x"].chunk(2)]
-    return ranks, whole
-
-
-def close(a: torch.Tensor, b: torch.Tensor) -> None:
-    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-
-
-def test_sync_bn_on_two_processes_is_bn_on_the_concatenated_batch(syncbn_on_two_processes):
-    ranks, whole = syncbn_on_two_processes
-    references = [rank["reference"] for rank in ranks]
-    close(torch.cat([r["y"] for r in references]), whole["y"])  # outputs, each rank its half
-    close(torch.cat([r["dx"] for r in references]), whole["dx"])  # input gradients through global statistics
-    close(references[0]["dw"] + references[1]["dw"], whole["dw"])  # DDP sums the ranks' parameter gradients
-    for r in references:  # both ranks hold the statistics of all 12 images
-        close(r["mean"], whole["mean"])
-        close(r["var"], whole["var"])
-    for half in whole["half_means"]:  # the test can tell: each rank's own 6 images have other statistics
-        assert not torch.allclose(half, whole["mean"], atol=1e-2)
-
-
-def test_the_syncbn_layer_on_two_cpu_processes(syncbn_on_two_processes):
-    ranks, whole = syncbn_on_two_processes
-    layers = [rank["layer"] for rank in ranks]
-    if "error" in layers[0]:
-        assert layers[0]["type"] == "SyncBatchNorm" and "GPU" in layers[0]["error"], layers[0]
-        pytest.skip(
-            "norm=syncbn is torch.nn.SyncBatchNorm, which synchronizes only GPU tensors: on CPU processes it "
-            f"raises ({layers[0]['error']}); the reference test above checks the semantics with gloo"
-        )
-    close(torch.cat([layer["y"] for layer in layers]), whole["y"])
-    close(torch.cat([layer["dx"] for layer in layers]), whole["dx"])
-    close(layers[0]["dw"] + layers[1]["dw"], whole["dw"])
-    for layer in layers:
-        close(layer["running_mean"], whole["running_mean"])
-        close(layer["running_var"], whole["running_var"])
 
 
 # ------------------------------------------------------------------------------------- requeue

@@ -1,4 +1,6 @@
-"""norm=syncbn across two CPU processes (gloo) equals BN on the union of their batches."""
+"""norm=syncbn (the layer conf/norm/syncbn.yaml builds) across two CPU processes (gloo) equals BN on the
+union of their batches: outputs, input gradients through the global statistics, summed parameter
+gradients, and the running statistics every rank keeps."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from src.norms import SyncBatchNorm2d
+from .conftest import CONF
 
 WORLD = 2
 CHANNELS = 3
@@ -26,13 +30,14 @@ def full_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
     return x, upstream, gamma, beta
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
+def _worker(rank: int, init_file: str, out_dir: str, layer_config: dict) -> None:
     torch.set_num_threads(1)
+    # a file store, not tcp://: no store server thread in rank 0 and no port to race for
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         x, upstream, gamma, beta = full_batch()
         part = slice(rank * 4, (rank + 1) * 4)
-        layer = SyncBatchNorm2d(CHANNELS).double()
+        layer = instantiate(layer_config)(CHANNELS).double()
         with torch.no_grad():
             layer.weight.copy_(gamma)
             layer.bias.copy_(beta)
@@ -46,6 +51,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
                 "weight_grad": layer.weight.grad,
                 "running_mean": layer.running_mean,
                 "running_var": layer.running_var,
+                "type": type(layer).__name__,
             },
             Path(out_dir) / f"rank{rank}.pt",
         )
@@ -57,10 +63,14 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
 def test_sync_batch_norm_over_two_cpu_processes_is_batch_norm_over_both_batches(tmp_path: Path):
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    layer_config = OmegaConf.to_container(OmegaConf.load(CONF / "norm" / "syncbn.yaml").layer)
+    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path), layer_config), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(WORLD)]
+    assert {r["type"] for r in ranks} == {"SyncBatchNorm2d"}
 
     x, upstream, gamma, beta = full_batch()
+    for half in x.chunk(WORLD):  # the test can tell: each rank's own images have other statistics
+        assert not torch.allclose(half.mean(dim=(0, 2, 3)), x.mean(dim=(0, 2, 3)), atol=1e-2)
     x = x.clone().requires_grad_(True)
     mean = x.mean(dim=(0, 2, 3), keepdim=True)
     var = x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
